@@ -1,0 +1,52 @@
+# The README's two commands are `make run` and `make test`. `make help` lists the rest.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint format typecheck worker emulator bench check-deploy clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Install everything into .venv/
+
+run: install ## Migrate, create demo data, serve on http://127.0.0.1:8000 (+ Live emulator)
+	@scripts/run.sh
+
+test: install ## Run the full test suite (uses DATABASE_URL / REDIS_URL when set)
+	$(PY) -m pytest
+
+lint: install ## ruff lint + format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install ## ruff fix + format
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+typecheck: install ## mypy (strict, django-stubs)
+	$(VENV)/bin/mypy .
+
+check-deploy: install ## Django's deployment checklist against production settings
+	DJANGO_SETTINGS_MODULE=voice_platform.settings.production $(PY) manage.py check --deploy --fail-level WARNING
+
+worker: install ## A Celery worker for tool calls (needs REDIS_URL)
+	$(VENV)/bin/celery -A voice_platform worker -l info
+
+emulator: install ## The Gemini Live emulator alone, on https://127.0.0.1:8765
+	$(PY) manage.py live_emulator --host 127.0.0.1 --port 8765
+
+bench: install ## Benchmarks; results go to docs/performance.md
+	$(PY) -m bench.emulator_bench --sessions 200 --seconds 20
+
+clean: ## Remove the virtualenv and local state (var/)
+	rm -rf $(VENV) var

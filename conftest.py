@@ -1,0 +1,88 @@
+"""Shared fixtures. Two tenants everywhere: Alice's, and Charlie's that Alice must not see."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from tests.factories import AgentFactory, MembershipFactory, TenantFactory
+from voice_platform.tenancy.models import Tenant
+from voice_platform.tenancy.services import api_key_create
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if IN_CI:
+        # CI must test the real services: a missing one fails the run, never skips tests.
+        engine = settings.DATABASES["default"]["ENGINE"]
+        if "postgresql" not in engine:
+            raise pytest.UsageError("CI=true but DATABASE_URL is not PostgreSQL")
+        if not settings.REDIS_URL:
+            raise pytest.UsageError("CI=true but REDIS_URL is not set")
+
+
+def require_redis() -> str:
+    """The Redis URL, or skip locally / fail in CI when it is not configured."""
+    if not settings.REDIS_URL:
+        if IN_CI:
+            pytest.fail("REDIS_URL is required in CI")
+        pytest.skip("REDIS_URL not set (local run without Redis)")
+    return settings.REDIS_URL
+
+
+@dataclass
+class TenantWorld:
+    tenant: Tenant
+    api_key: str
+    client: APIClient
+
+
+def _world(slug: str, name: str) -> TenantWorld:
+    tenant = TenantFactory(slug=slug, name=name)
+    issued = api_key_create(tenant=tenant, name=f"{slug} key")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {issued.raw_key}")
+    return TenantWorld(tenant=tenant, api_key=issued.raw_key, client=client)
+
+
+@pytest.fixture
+def alice(db: None) -> TenantWorld:
+    return _world("alice", "Alice Inc")
+
+
+@pytest.fixture
+def charlie(db: None) -> TenantWorld:
+    """The foreign tenant: nothing of Charlie's may ever be visible to Alice."""
+    return _world("charlie", "Charlie Ltd")
+
+
+@pytest.fixture
+def alice_agent(alice: TenantWorld):  # type: ignore[no-untyped-def]
+    return AgentFactory(tenant=alice.tenant, name="Alice agent", slug="alice-agent")
+
+
+@pytest.fixture
+def charlie_agent(charlie: TenantWorld):  # type: ignore[no-untyped-def]
+    return AgentFactory(tenant=charlie.tenant, name="Charlie agent", slug="charlie-agent")
+
+
+@pytest.fixture
+def alice_staff(alice: TenantWorld):  # type: ignore[no-untyped-def]
+    return MembershipFactory(tenant=alice.tenant, user__username="alice-admin").user
+
+
+@pytest.fixture
+def alice_viewer(alice: TenantWorld):  # type: ignore[no-untyped-def]
+    return MembershipFactory(tenant=alice.tenant, user__username="alice-viewer", role="viewer").user
+
+
+@pytest.fixture
+def superuser(db: None):  # type: ignore[no-untyped-def]
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_superuser("root", "root@example.com", "pw")

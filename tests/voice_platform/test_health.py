@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import pytest
+from django.test import Client, override_settings
+
+from conftest import require_redis
+
+pytestmark = pytest.mark.django_db
+
+
+def test_healthz_answers_without_dependencies():
+    response = Client().get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_readyz_ok_with_configured_services():
+    response = Client().get("/readyz")
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["checks"]["database"] == "ok"
+
+
+def test_readyz_checks_real_redis_when_configured():
+    require_redis()
+    body = Client().get("/readyz").json()
+    assert body["checks"]["redis"] == "ok"
+
+
+def test_readyz_503_names_failed_redis():
+    with override_settings(REDIS_URL="redis://127.0.0.1:1/0"):
+        response = Client().get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["checks"]["redis"].startswith("error")
+    assert body["checks"]["database"] == "ok"
+
+
+def test_readyz_503_names_failed_database(monkeypatch):
+    from voice_platform import health
+
+    def broken_cursor():
+        raise OSError("db down")
+
+    monkeypatch.setattr(health.connection, "cursor", broken_cursor)
+    response = Client().get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["database"] == "error: OSError"

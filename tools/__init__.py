@@ -1,0 +1,1 @@
+"""Tools the model may call: registry, allowlists, execution and the audit log."""

@@ -1,0 +1,51 @@
+"""Liveness (/healthz) and readiness (/readyz) probes."""
+
+from __future__ import annotations
+
+import redis
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+
+def check_database() -> str:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception as exc:  # any driver error means "not ready"
+        return f"error: {type(exc).__name__}"
+    return "ok"
+
+
+def check_redis() -> str:
+    try:
+        client = redis.Redis.from_url(
+            settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1
+        )
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:  # any client error means "not ready"
+        return f"error: {type(exc).__name__}"
+    return "ok"
+
+
+@never_cache
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+@never_cache
+@require_GET
+def readyz(request: HttpRequest) -> JsonResponse:
+    checks = {"database": check_database()}
+    if settings.REDIS_URL:
+        checks["redis"] = check_redis()
+    ready = all(v == "ok" for v in checks.values())
+    return JsonResponse(
+        {"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
+    )

@@ -1,0 +1,1 @@
+"""A local emulator of the Gemini Live service, indistinguishable to google-genai."""

@@ -1,0 +1,20 @@
+"""Test settings: the real services when DATABASE_URL/REDIS_URL are set (CI sets both)."""
+
+import os
+
+os.environ.setdefault("DEBUG", "0")
+os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-use-0123456789")
+
+from voice_platform.settings.base import *  # noqa: F403
+from voice_platform.settings.base import ALLOWED_HOSTS
+
+ALLOWED_HOSTS = [*ALLOWED_HOSTS, "testserver"]
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+SERVE_STATIC = False
+
+# A per-run cache prefix: the Redis cache (throttle counters) is shared with other runs.
+import uuid  # noqa: E402
+
+from voice_platform.settings.base import CACHES  # noqa: E402
+
+CACHES["default"]["KEY_PREFIX"] = f"test-{uuid.uuid4().hex[:8]}"
