@@ -15,6 +15,8 @@ from voice_platform.tenancy.services import api_key_create
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
+pytest_plugins = ["voice_platform.live_emulator.pytest_plugin"]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     if IN_CI:
@@ -33,6 +35,14 @@ def require_redis() -> str:
             pytest.fail("REDIS_URL is required in CI")
         pytest.skip("REDIS_URL not set (local run without Redis)")
     return settings.REDIS_URL
+
+
+def require_postgres() -> None:
+    """Skip locally on SQLite (no real row locking); CI always runs on PostgreSQL."""
+    if "postgresql" not in settings.DATABASES["default"]["ENGINE"]:
+        if IN_CI:
+            pytest.fail("PostgreSQL is required in CI")
+        pytest.skip("needs PostgreSQL (DATABASE_URL)")
 
 
 @dataclass

@@ -1,0 +1,93 @@
+"""Fault injection: what can go wrong on one connection, and how a client asks for it.
+
+A connection gets its faults from, in order of precedence: the `x-emulator-faults`
+handshake header (a real SDK client sets it through
+`LiveConnectConfig(http_options=HttpOptions(headers=...))`), the server's queue of
+"next connection" faults, or the server-wide default.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, fields, replace
+
+FAULTS_HEADER = "x-emulator-faults"
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Counts are client messages received after `setup` (the Nth one is not answered)."""
+
+    close_after: int | None = None
+    close_code: int = 1011
+    close_reason: str = "Internal error encountered."
+    # Abort the TCP connection without a close frame (the client sees 1006).
+    drop_after: int | None = None
+    # Seconds to wait before `setupComplete`; `inf` never sends it.
+    stall_setup: float = 0.0
+    # Stop reading and writing without closing (pings go unanswered too).
+    black_hole_after: int | None = None
+    # Seconds to wait before every reply turn starts.
+    reply_delay: float = 0.0
+    # Connection lifetime and goAway notice for this connection only.
+    lifetime: float | None = None
+    go_away_notice: float | None = None
+    # Reply pace for this connection only (not a fault, but set the same way).
+    pace: float | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return self == Faults()
+
+    @classmethod
+    def parse(cls, spec: str) -> Faults:
+        """Parse `key=value; key=value` (semicolons, since a reason may hold commas)."""
+        kinds = {f.name: f.type for f in fields(cls)}
+        values: dict[str, object] = {}
+        for item in spec.split(";"):
+            if not item.strip():
+                continue
+            key, sep, raw = item.partition("=")
+            key, raw = key.strip(), raw.strip()
+            if not sep or key not in kinds:
+                raise ValueError(f"unknown fault setting: {item.strip()!r}")
+            kind = str(kinds[key])
+            if kind.startswith("str"):
+                values[key] = raw
+            elif kind.startswith("int"):
+                values[key] = int(raw)
+            else:
+                values[key] = math.inf if raw == "inf" else float(raw)
+        return cls(**values)  # type: ignore[arg-type]
+
+    def to_header(self) -> str:
+        """The inverse of `parse`, for `x-emulator-faults`."""
+        default = Faults()
+        parts = [
+            f"{f.name}={getattr(self, f.name)}"
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(default, f.name)
+        ]
+        return "; ".join(parts)
+
+    def with_(self, **changes: object) -> Faults:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+class FaultRegistry:
+    """Server-wide default plus a FIFO of faults for the next connections."""
+
+    def __init__(self, default: Faults) -> None:
+        self.default = default
+        self._next: deque[Faults] = deque()
+
+    def queue_next(self, faults: Faults) -> None:
+        self._next.append(faults)
+
+    def for_connection(self, header: str | None) -> Faults:
+        if header:
+            return Faults.parse(header)
+        if self._next:
+            return self._next.popleft()
+        return self.default
