@@ -1,5 +1,5 @@
-"""WebSocket routes. The live bridge (sessions/) registers its consumer here."""
+"""WebSocket routes."""
 
-from typing import Any
+from sessions.routing import websocket_urlpatterns
 
-websocket_urlpatterns: list[Any] = []
+__all__ = ["websocket_urlpatterns"]

@@ -15,6 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 from voice_platform.settings.env import (
     dev_secret_key,
     env_bool,
+    env_int,
     env_list,
     env_str,
 )
@@ -97,8 +98,16 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                # redis-py's asyncio pool raises instead of waiting past its limit (100).
-                "hosts": [{"address": REDIS_URL, "max_connections": 1000}],
+                # redis-py's asyncio pool raises instead of waiting past its limit (100), and
+                # redis-py 8's 5 s socket timeout races channels-redis's 5 s BZPOPMIN.
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "max_connections": 1000,
+                        "socket_timeout": 30,
+                        "socket_connect_timeout": 5,
+                    }
+                ],
                 # Capacity is per process for "!" channels; only control messages travel here.
                 "capacity": 1000,
                 "expiry": 60,
@@ -211,3 +220,11 @@ LOGGING: dict[str, Any] = {
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 
 REST_FRAMEWORK["EXCEPTION_HANDLER"] = "voice_platform.api_errors.exception_handler"
+
+# --- Live bridge -----------------------------------------------------------------------
+LIVE_CONNECT_TIMEOUT = float(env_str("LIVE_CONNECT_TIMEOUT", "10"))
+LIVE_PING_INTERVAL = float(env_str("LIVE_PING_INTERVAL", "1.5"))
+LIVE_PING_TIMEOUT = float(env_str("LIVE_PING_TIMEOUT", "2.0"))
+LIVE_RECONNECT_TRIES = env_int("LIVE_RECONNECT_TRIES", 5)
+LIVE_WS_MESSAGE_RATE = float(env_str("LIVE_WS_MESSAGE_RATE", "50"))
+LIVE_WS_MESSAGE_BURST = float(env_str("LIVE_WS_MESSAGE_BURST", "100"))

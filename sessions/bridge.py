@@ -1,0 +1,477 @@
+"""``LiveBridge``: one end user's live session, between the consumer and the upstream.
+
+The consumer hands it client frames and gives it a ``ClientSink`` to answer through; the
+bridge owns the upstream (``LiveUpstream``), the uplink buffer, counters, the transcript
+buffer and the session's timers. Every event to the client passes through ``emit`` (the
+seam for metrics and webhooks). Nothing here blocks the event loop: database work goes
+through one sequential worker task per session, never per audio frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from channels.db import database_sync_to_async
+from django.utils import timezone
+from google.genai import types
+from google.genai.live import AsyncSession
+
+from sessions import client_events
+from sessions.close_codes import CloseCode
+from sessions.models import VoiceSession
+from sessions.relay.upstream import (
+    ConnectFactory,
+    LiveUpstream,
+    UpstreamSettings,
+    UpstreamState,
+)
+from sessions.services import (
+    COUNTER_FIELDS,
+    SessionGrant,
+    SessionProgress,
+    voice_session_detach,
+    voice_session_end,
+    voice_session_flush,
+    voice_session_save_handle,
+    voice_session_set_status,
+)
+from sessions.tool_gateway import NoTools, ToolGateway
+from sessions.uplink import ItemKind, Uplink, UplinkItem
+
+log = logging.getLogger(__name__)
+
+AUDIO_MIME = "audio/pcm;rate=16000"
+WARN_AT = 0.8
+
+
+class ClientSink(Protocol):
+    async def send_event(self, event: dict[str, Any]) -> None: ...
+
+    async def send_audio(self, pcm: bytes) -> None: ...
+
+    async def close_connection(self, code: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    pending_audio_seconds: float = 2.0
+
+
+@dataclass
+class _Utterance:
+    role: str
+    kind: str
+    at: Any
+    parts: list[str] = field(default_factory=list)
+
+
+async def _send_item(session: AsyncSession, item: UplinkItem) -> None:
+    if item.kind is ItemKind.AUDIO:
+        await session.send_realtime_input(audio=types.Blob(data=item.payload, mime_type=AUDIO_MIME))
+    elif item.kind is ItemKind.TEXT:
+        text, turn_complete = item.payload
+        await session.send_client_content(
+            turns=types.Content(role="user", parts=[types.Part(text=text)]),
+            turn_complete=turn_complete,
+        )
+    elif item.kind is ItemKind.AUDIO_END:
+        await session.send_realtime_input(audio_stream_end=True)
+    elif item.kind is ItemKind.ACTIVITY_START:
+        await session.send_realtime_input(activity_start=types.ActivityStart())
+    elif item.kind is ItemKind.ACTIVITY_END:
+        await session.send_realtime_input(activity_end=types.ActivityEnd())
+
+
+class LiveBridge:
+    def __init__(
+        self,
+        *,
+        grant: SessionGrant,
+        sink: ClientSink,
+        channel_name: str,
+        connect: ConnectFactory,
+        config: BridgeConfig | None = None,
+        tools: ToolGateway | None = None,
+    ) -> None:
+        self.grant = grant
+        self.session_id = grant.session.pk
+        self.agent = grant.agent
+        self.sink = sink
+        self.channel_name = channel_name
+        self.config = config or BridgeConfig()
+        self.tools: ToolGateway = tools or NoTools()
+        self.counters = {name: int(getattr(grant.session, name)) for name in COUNTER_FIELDS}
+        self.progress = SessionProgress(counters=self.counters)
+        self.uplink = Uplink(max_pending_audio=int(self.config.pending_audio_seconds * 32_000))
+        self.upstream = LiveUpstream(
+            connect=connect,
+            listener=self,
+            settings=self.config.upstream,
+            handle=grant.session.resumption_handle or None,
+        )
+        self.closed = asyncio.Event()
+        self._started = False
+        self._closing = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._db_jobs: asyncio.Queue[Callable[[], Any] | None] = asyncio.Queue()
+        self._handle_to_save: str | None = None
+        self._awaiting_response_since: float | None = None
+        self._context_warned = False
+        self._utterances: dict[tuple[str, str], _Utterance] = {}
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._spawn(self._db_worker(), "db")
+        self._spawn(self._uplink_loop(), "uplink")
+        self._spawn(self._duration_watch(), "duration")
+        self.upstream.start()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        task = asyncio.create_task(coro, name=f"bridge-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def emit(self, event: dict[str, Any]) -> None:
+        """The one place every JSON event to the client passes."""
+        if not self.closed.is_set():
+            await self.sink.send_event(event)
+
+    async def end(
+        self,
+        *,
+        reason: str,
+        code: int = CloseCode.NORMAL,
+        status: VoiceSession.Status = VoiceSession.Status.ENDED,
+        error: dict[str, Any] | None = None,
+    ) -> None:
+        """End the session for good: upstream closed, row ended, client told and closed."""
+        if not await self._begin_shutdown():
+            return
+        progress = self._final_progress()
+        await database_sync_to_async(voice_session_end)(
+            session_id=self.session_id,
+            channel_name=self.channel_name,
+            status=status,
+            reason=reason,
+            progress=progress,
+        )
+        await self._close_client(reason, code, error)
+
+    async def detach(self) -> None:
+        """The client vanished without "close": keep the session resumable."""
+        if not await self._begin_shutdown():
+            return
+        await database_sync_to_async(voice_session_detach)(
+            session_id=self.session_id,
+            channel_name=self.channel_name,
+            progress=self._final_progress(),
+        )
+        self.closed.set()
+
+    async def superseded(self) -> None:
+        """Another connection resumed this session: step aside without ending it."""
+        if not await self._begin_shutdown():
+            return
+        await self._close_client("superseded", CloseCode.SUPERSEDED, None)
+
+    async def _begin_shutdown(self) -> bool:
+        if self._closing:
+            await self.closed.wait()
+            return False
+        self._closing = True
+        await self.upstream.stop()
+        await self.tools.close()
+        await self._db_jobs.put(None)
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            if task.get_name() != "bridge-db":
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return True
+
+    async def _close_client(self, reason: str, code: int, error: dict[str, Any] | None) -> None:
+        with contextlib.suppress(Exception):  # the client may be gone already
+            if error is not None:
+                await self.sink.send_event(error)
+            await self.sink.send_event(client_events.session_ended(reason))
+            await self.sink.close_connection(code)
+        self.closed.set()
+
+    def _final_progress(self) -> SessionProgress:
+        for key in list(self._utterances):
+            self._finish_utterance(*key)
+        return self._snapshot()
+
+    def _snapshot(self) -> SessionProgress:
+        """Hand what accumulated to the database thread; the loop keeps appending to fresh
+        lists, so the two never touch the same list."""
+        self.counters["dropped_audio_frames"] = self.uplink.dropped_audio_frames + int(
+            self.grant.session.dropped_audio_frames
+        )
+        snapshot = SessionProgress(
+            counters=dict(self.counters),
+            first_response_ms=self.progress.first_response_ms,
+            transcript=self.progress.transcript,
+        )
+        self.progress.first_response_ms = []
+        self.progress.transcript = []
+        return snapshot
+
+    # --- client -> upstream ---------------------------------------------------------------------
+
+    def client_audio(self, pcm: bytes) -> None:
+        self.counters["client_frames_in"] += 1
+        self.counters["client_bytes_in"] += len(pcm)
+        self._awaiting_response_since = time.monotonic()
+        self.uplink.put(UplinkItem(ItemKind.AUDIO, pcm))
+
+    def client_text(self, text: str, turn_complete: bool) -> None:
+        self._append_utterance("user", "text", text)
+        if turn_complete:
+            self._finish_utterance("user", "text")
+            self._awaiting_response_since = time.monotonic()
+        self.uplink.put(UplinkItem(ItemKind.TEXT, (text, turn_complete)))
+
+    def client_control(self, kind: ItemKind) -> None:
+        self.uplink.put(UplinkItem(kind))
+
+    async def _uplink_loop(self) -> None:
+        while True:
+            item = await self.uplink.next()
+            session = await self.upstream.wait_ready()
+            if not self.uplink.is_head(item):
+                continue  # dropped (buffer full) or replaced (replay) while we waited
+            try:
+                await _send_item(session, item)
+            except Exception:  # the connection died under us: wait for the next one
+                await asyncio.sleep(0.05)
+                continue
+            self.uplink.sent(item)
+
+    # --- upstream -> client ---------------------------------------------------------------------
+
+    async def on_upstream_state(self, state: UpstreamState, reason: str) -> None:
+        if state is UpstreamState.READY:
+            await self._upstream_ready()
+        elif state is UpstreamState.RECONNECTING:
+            self._finish_utterance("model", "speech")
+            self._finish_utterance("model", "text")
+            self.counters["reconnects"] += 1
+            if self._started:
+                self._db(self._set_status(VoiceSession.Status.RECONNECTING))
+                await self.emit(client_events.simple("session.reconnecting", reason=reason))
+        elif state is UpstreamState.FAILED:
+            self._spawn(self._upstream_failed(), "fail")
+
+    async def _upstream_ready(self) -> None:
+        self._db(self._set_status(VoiceSession.Status.ACTIVE))
+        if not self._started:
+            self._started = True
+            await self.emit(
+                client_events.session_started(
+                    session_id=str(self.session_id),
+                    resume_token=self.grant.resume_token,
+                    agent_id=self.agent.pk,
+                    agent_name=self.agent.name,
+                    modality=self.agent.response_modality,
+                )
+            )
+        else:
+            self.uplink.replay_unacknowledged()
+            await self.emit(client_events.simple("session.resumed"))
+
+    async def _upstream_failed(self) -> None:
+        failure = self.upstream.failure
+        detail = failure.detail if failure else ""
+        reason = failure.reason if failure else "upstream_unavailable"
+        error = client_events.error(reason, detail or "The model service could not be reached.")
+        await self.end(
+            reason=reason if reason == "upstream_unavailable" else "upstream_error",
+            code=CloseCode.UPSTREAM_UNAVAILABLE,
+            status=VoiceSession.Status.FAILED,
+            error=error,
+        )
+
+    async def on_upstream_message(self, message: types.LiveServerMessage) -> None:
+        content = message.server_content
+        if content is not None:
+            await self._on_content(content)
+        if message.tool_call is not None and message.tool_call.function_calls:
+            calls = message.tool_call.function_calls
+            self.counters["tool_calls"] += len(calls)
+            connection = self.upstream.connections
+            await self.tools.on_tool_call(
+                calls, lambda r: self._send_tool_responses(r, connection), self.emit
+            )
+        if message.tool_call_cancellation is not None:
+            await self.tools.on_cancellation(message.tool_call_cancellation.ids or [], self.emit)
+        if message.usage_metadata is not None:
+            await self._on_usage(message.usage_metadata)
+        if content is not None and content.turn_complete:
+            await self._on_turn_complete()  # after usage: a client sees the turn's usage first
+        update = message.session_resumption_update
+        if update is not None and update.resumable and update.new_handle:
+            self.uplink.handle_saved()
+            self._handle_to_save = update.new_handle
+            self._db(self._save_handle)
+
+    async def _on_content(self, content: types.LiveServerContent) -> None:
+        if content.model_turn is not None and content.model_turn.parts:
+            for part in content.model_turn.parts:
+                if part.inline_data is not None and part.inline_data.data:
+                    self._first_output()
+                    data = part.inline_data.data
+                    self.counters["model_frames_out"] += 1
+                    self.counters["model_bytes_out"] += len(data)
+                    if not self.closed.is_set():
+                        await self.sink.send_audio(data)
+                elif part.text and not part.thought:
+                    self._first_output()
+                    self._append_utterance("model", "text", part.text)
+                    await self.emit(client_events.simple("text", text=part.text))
+        if content.input_transcription is not None and content.input_transcription.text:
+            text = content.input_transcription.text
+            self._append_utterance("user", "speech", text)
+            await self.emit(client_events.simple("transcript.input", text=text))
+        if content.output_transcription is not None and content.output_transcription.text:
+            text = content.output_transcription.text
+            self._first_output()
+            self._finish_utterance("user", "speech")
+            self._append_utterance("model", "speech", text)
+            await self.emit(client_events.simple("transcript.output", text=text))
+        if content.interrupted:
+            self.counters["interruptions"] += 1
+            self._finish_utterance("model", "speech")
+            self._finish_utterance("model", "text")
+            await self.emit(client_events.simple("interrupted"))
+
+    async def _on_turn_complete(self) -> None:
+        self.counters["turns"] += 1
+        self.uplink.turn_complete()
+        for key in list(self._utterances):
+            self._finish_utterance(*key)
+        await self.emit(client_events.simple("turn_complete"))
+        self._db(self._flush_job(self._snapshot()))
+
+    async def _on_usage(self, usage: types.UsageMetadata) -> None:
+        prompt = usage.prompt_token_count or 0
+        response = usage.response_token_count or 0
+        total = usage.total_token_count or (prompt + response)
+        self.counters["prompt_tokens"] += prompt
+        self.counters["response_tokens"] += response
+        self.counters["total_tokens"] += total
+        limit = self.agent.context_limit_tokens
+        await self.emit(
+            client_events.simple(
+                "usage",
+                prompt_tokens=prompt,
+                response_tokens=response,
+                total_tokens=total,
+                context_limit=limit,
+            )
+        )
+        if total >= WARN_AT * limit and not self._context_warned:
+            self._context_warned = True
+            log.warning("session %s context at %d of %d tokens", self.session_id, total, limit)
+            await self.emit(
+                client_events.warning(
+                    "context_near_limit", f"The conversation uses {total} of {limit} tokens."
+                )
+            )
+
+    async def _send_tool_responses(
+        self, responses: list[types.FunctionResponse], connection: int
+    ) -> None:
+        if not responses or self._closing:
+            return
+        session = await self.upstream.wait_ready()
+        if self.upstream.connections != connection:
+            return  # a resumed upstream asks again; these ids mean nothing to it
+        await session.send_tool_response(function_responses=responses)
+        self.upstream.tool_responses_sent(len(responses))
+
+    def _first_output(self) -> None:
+        since = self._awaiting_response_since
+        if since is not None:
+            self._awaiting_response_since = None
+            self.progress.first_response_ms.append(round((time.monotonic() - since) * 1000, 1))
+
+    # --- transcript -------------------------------------------------------------------------
+
+    def _append_utterance(self, role: str, kind: str, text: str) -> None:
+        key = (role, kind)
+        utterance = self._utterances.get(key)
+        if utterance is None:
+            utterance = self._utterances[key] = _Utterance(role, kind, timezone.now())
+        utterance.parts.append(text)
+
+    def _finish_utterance(self, role: str, kind: str) -> None:
+        utterance = self._utterances.pop((role, kind), None)
+        if utterance is not None:
+            text = "".join(utterance.parts).strip()
+            if text:
+                self.progress.transcript.append((role, kind, text, utterance.at))
+
+    # --- timers ---------------------------------------------------------------------------
+
+    async def _duration_watch(self) -> None:
+        limit = float(self.agent.max_session_seconds)
+        elapsed = (timezone.now() - self.grant.session.started_at).total_seconds()
+        if elapsed < WARN_AT * limit:
+            await asyncio.sleep(WARN_AT * limit - elapsed)
+            await self.emit(
+                client_events.warning(
+                    "session_near_limit", f"The session ends after {int(limit)} seconds."
+                )
+            )
+            elapsed = WARN_AT * limit
+        await asyncio.sleep(max(0.0, limit - elapsed))
+        self._spawn(self.end(reason="max_duration", code=CloseCode.NORMAL), "end")
+
+    # --- persistence (one worker, in order) -----------------------------------------------
+
+    def _db(self, job: Callable[[], Any]) -> None:
+        if not self._closing:
+            self._db_jobs.put_nowait(job)
+
+    async def _db_worker(self) -> None:
+        while True:
+            job = await self._db_jobs.get()
+            if job is None:
+                return
+            try:
+                await database_sync_to_async(job)()
+            except Exception:  # persistence must never kill a live conversation
+                log.exception("session %s: database job failed", self.session_id)
+
+    def _set_status(self, status: VoiceSession.Status) -> Callable[[], None]:
+        def job() -> None:
+            voice_session_set_status(
+                session_id=self.session_id, channel_name=self.channel_name, status=status
+            )
+
+        return job
+
+    def _save_handle(self) -> None:
+        handle, self._handle_to_save = self._handle_to_save, None
+        if handle:
+            voice_session_save_handle(
+                session_id=self.session_id, channel_name=self.channel_name, handle=handle
+            )
+
+    def _flush_job(self, snapshot: SessionProgress) -> Callable[[], None]:
+        def job() -> None:
+            voice_session_flush(
+                session_id=self.session_id, channel_name=self.channel_name, progress=snapshot
+            )
+
+        return job

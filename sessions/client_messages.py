@@ -1,0 +1,73 @@
+"""Client -> server text frames: parsed and validated into typed messages, or an error."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+MAX_TEXT_CHARS = 10_000
+MIN_AUDIO_BYTES = 2
+MAX_AUDIO_BYTES = 32_000
+# Control characters except \t and \n (C0, DEL, C1): removed before text goes upstream.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+class BadMessage(Exception):
+    """A message the session survives: answered with an ``error`` event (bad_message)."""
+
+
+@dataclass(frozen=True)
+class ClientMessage:
+    type: str
+    text: str = ""
+    turn_complete: bool = True
+    ping_id: Any = None
+
+
+def sanitize_text(text: str) -> str:
+    return _CONTROL.sub("", text)[:MAX_TEXT_CHARS]
+
+
+def audio_frame_problem(data: bytes) -> str | None:
+    """Why a binary frame is not acceptable audio, or None."""
+    if len(data) > MAX_AUDIO_BYTES:
+        return f"audio frame of {len(data)} bytes exceeds {MAX_AUDIO_BYTES}"
+    if len(data) < MIN_AUDIO_BYTES or len(data) % 2:
+        return f"audio frame of {len(data)} bytes is not whole 16-bit samples"
+    return None
+
+
+_SIMPLE = {"audio_end", "activity_start", "activity_end", "close"}
+
+
+def parse_client_message(raw: str) -> ClientMessage:
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise BadMessage("malformed JSON") from exc
+    if not isinstance(data, dict):
+        raise BadMessage("a message must be a JSON object")
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise BadMessage("missing or non-string 'type'")
+    if kind == "text":
+        text = data.get("text")
+        if not isinstance(text, str):
+            raise BadMessage("'text' must be a string")
+        turn_complete = data.get("turn_complete", True)
+        if not isinstance(turn_complete, bool):
+            raise BadMessage("'turn_complete' must be a boolean")
+        clean = sanitize_text(text)
+        if not clean.strip():
+            raise BadMessage("'text' is empty")
+        return ClientMessage(type="text", text=clean, turn_complete=turn_complete)
+    if kind == "ping":
+        ping_id = data.get("id")
+        if isinstance(ping_id, (dict, list)):
+            raise BadMessage("'id' must be a JSON scalar")
+        return ClientMessage(type="ping", ping_id=ping_id)
+    if kind in _SIMPLE:
+        return ClientMessage(type=kind)
+    raise BadMessage(f"unknown message type {kind!r}")

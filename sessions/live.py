@@ -1,0 +1,46 @@
+"""Wiring a bridge to the real Live endpoint, from settings and the tenant's key."""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
+
+from django.conf import settings
+from google.genai.live import AsyncSession
+
+from agents.live_config import live_config_build
+from sessions.bridge import BridgeConfig
+from sessions.relay.backoff import Backoff
+from sessions.relay.client import live_client
+from sessions.relay.upstream import ConnectFactory, UpstreamSettings
+from sessions.services import SessionGrant
+from sessions.tool_gateway import ToolGateway
+from voice_platform.tenancy.services import tenant_gemini_key
+
+
+def bridge_config() -> BridgeConfig:
+    upstream = UpstreamSettings(
+        connect_timeout=settings.LIVE_CONNECT_TIMEOUT,
+        ping_interval=settings.LIVE_PING_INTERVAL,
+        ping_timeout=settings.LIVE_PING_TIMEOUT,
+        backoff=replace(Backoff(), max_tries=settings.LIVE_RECONNECT_TRIES),
+    )
+    return BridgeConfig(upstream=upstream)
+
+
+def connect_factory(grant: SessionGrant, tools: ToolGateway) -> ConnectFactory:
+    """Open the agent's Live session with the tenant's own key, else the platform's."""
+    api_key = tenant_gemini_key(tenant=grant.tenant) or settings.GEMINI_API_KEY
+    client = live_client(
+        api_key, settings.LIVE_API_BASE_URL, settings.LIVE_API_VERSION, settings.LIVE_API_CA_FILE
+    )
+    agent = grant.agent
+    declarations = tools.function_declarations()
+
+    def connect(handle: str | None) -> AbstractAsyncContextManager[AsyncSession]:
+        config = live_config_build(
+            agent=agent, resumption_handle=handle, function_declarations=declarations
+        )
+        return client.aio.live.connect(model=agent.model, config=config)
+
+    return connect

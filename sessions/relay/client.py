@@ -1,0 +1,32 @@
+"""google-genai clients for the configured Live endpoint (Google or the emulator)."""
+
+from __future__ import annotations
+
+import os
+import ssl
+from functools import lru_cache
+
+from google import genai
+from google.genai import types
+
+
+@lru_cache(maxsize=64)
+def _ssl_context(ca_file: str) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=ca_file)
+
+
+@lru_cache(maxsize=64)
+def live_client(api_key: str, base_url: str, api_version: str, ca_file: str) -> genai.Client:
+    """One cached client per key and endpoint (kept referenced: a collected client closes
+    its HTTP session under a running request)."""
+    if base_url:
+        # The SDK's websocket honours HTTPS_PROXY; a local endpoint must bypass it.
+        os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+    kwargs: dict[str, object] = {"api_version": api_version}
+    if base_url:
+        kwargs["base_url"] = base_url.rstrip("/")
+    if ca_file:
+        context = _ssl_context(ca_file)
+        kwargs["async_client_args"] = {"ssl": context, "verify": context}
+        kwargs["client_args"] = {"verify": context}
+    return genai.Client(api_key=api_key, http_options=types.HttpOptions(**kwargs))  # type: ignore[arg-type]

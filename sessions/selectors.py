@@ -1,0 +1,29 @@
+"""Reads for sessions and tokens. Callers are inside a tenant scope."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from sessions.models import TranscriptEntry, VoiceSession
+from voice_platform.tenancy.models import Tenant
+
+
+def voice_session_list(
+    *,
+    tenant: Tenant,
+    status: str | None = None,
+    agent_id: int | None = None,
+    end_user_id: str | None = None,
+) -> QuerySet[VoiceSession]:
+    qs = VoiceSession.objects.filter(tenant=tenant)
+    if status:
+        qs = qs.filter(status=status)
+    if agent_id is not None:
+        qs = qs.filter(agent_id=agent_id)
+    if end_user_id:
+        qs = qs.filter(end_user_id=end_user_id)
+    return qs
+
+
+def transcript_list(*, session: VoiceSession) -> QuerySet[TranscriptEntry]:
+    return TranscriptEntry.objects.filter(session=session).order_by("seq")

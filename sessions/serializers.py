@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from sessions.models import ClientToken, TranscriptEntry, VoiceSession
+from sessions.tokens import MAX_EXPIRE_SECONDS, MAX_USES
+
+
+class ClientTokenCreateSerializer(serializers.Serializer[dict[str, Any]]):
+    user_id = serializers.CharField(max_length=200)
+    expire_seconds = serializers.IntegerField(
+        default=1800, min_value=1, max_value=MAX_EXPIRE_SECONDS
+    )
+    new_session_expire_seconds = serializers.IntegerField(
+        default=60, min_value=1, max_value=MAX_EXPIRE_SECONDS
+    )
+    uses = serializers.IntegerField(default=1, min_value=1, max_value=MAX_USES)
+    metadata = serializers.DictField(default=dict)
+
+
+class ClientTokenIssuedSerializer(serializers.Serializer[dict[str, Any]]):
+    id = serializers.IntegerField()
+    token = serializers.CharField()
+    expires_at = serializers.DateTimeField()
+    new_session_expires_at = serializers.DateTimeField()
+    uses = serializers.IntegerField()
+    websocket_url = serializers.CharField()
+
+
+class ClientTokenSerializer(serializers.ModelSerializer[ClientToken]):
+    agent_id = serializers.IntegerField(read_only=True)
+    user_id = serializers.CharField(source="end_user_id", read_only=True)
+
+    class Meta:
+        model = ClientToken
+        fields = (
+            "id", "agent_id", "user_id", "prefix", "uses", "uses_left", "metadata",
+            "expires_at", "new_session_expires_at", "created_at", "revoked_at",
+        )  # fmt: skip
+        read_only_fields = fields
+
+
+class VoiceSessionSerializer(serializers.ModelSerializer[VoiceSession]):
+    agent_id = serializers.IntegerField(read_only=True, allow_null=True)
+    user_id = serializers.CharField(source="end_user_id", read_only=True)
+    first_response_ms_p50 = serializers.FloatField(read_only=True, allow_null=True)
+    first_response_ms_p95 = serializers.FloatField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = VoiceSession
+        fields = (
+            "id", "agent_id", "user_id", "metadata", "status", "end_reason", "started_at",
+            "ended_at", "client_detached_at", "client_frames_in", "client_bytes_in",
+            "model_frames_out", "model_bytes_out", "dropped_audio_frames", "turns",
+            "interruptions", "tool_calls", "errors", "reconnects", "prompt_tokens",
+            "response_tokens", "total_tokens", "first_response_ms_p50", "first_response_ms_p95",
+        )  # fmt: skip
+        read_only_fields = fields
+
+
+class TranscriptEntrySerializer(serializers.ModelSerializer[TranscriptEntry]):
+    class Meta:
+        model = TranscriptEntry
+        fields = ("seq", "role", "kind", "text", "at")
+        read_only_fields = fields

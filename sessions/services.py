@@ -1,0 +1,318 @@
+"""Session lifecycle: open with a client token, resume with a resume token, persist, end.
+
+All functions run inside the connection's tenant scope (entered by the ASGI middleware).
+They are synchronous; the consumer calls them through ``database_sync_to_async``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from agents.models import Agent
+from sessions.close_codes import CloseCode
+from sessions.models import FIRST_RESPONSE_SAMPLES, TranscriptEntry, VoiceSession
+from sessions.tokens import client_token_consume, client_token_find
+from voice_platform.tenancy.models import Tenant
+from voice_platform.tenancy.services import hash_secret
+
+RESUME_PREFIX = "rt_"
+# Gemini keeps a resumption handle valid for 2 hours after the session's last use.
+HANDLE_VALIDITY = timedelta(hours=2)
+
+
+class SessionRefused(Exception):
+    def __init__(self, code: CloseCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass
+class SessionGrant:
+    session: VoiceSession
+    agent: Agent
+    tenant: Tenant
+    resume_token: str
+    resumed: bool
+    superseded_channel: str = ""
+
+
+@dataclass
+class SessionProgress:
+    """What the bridge accumulated in memory since the last flush."""
+
+    counters: dict[str, int] = field(default_factory=dict)
+    first_response_ms: list[float] = field(default_factory=list)
+    transcript: list[tuple[str, str, str, datetime]] = field(default_factory=list)
+
+
+COUNTER_FIELDS = (
+    "client_frames_in",
+    "client_bytes_in",
+    "model_frames_out",
+    "model_bytes_out",
+    "dropped_audio_frames",
+    "turns",
+    "interruptions",
+    "tool_calls",
+    "errors",
+    "reconnects",
+    "prompt_tokens",
+    "response_tokens",
+    "total_tokens",
+)
+
+
+def origin_allowed(*, agent: Agent, origin: str | None) -> bool:
+    """No Origin (non-browser client), an empty allowlist, the agent's list, or our own host."""
+    if not origin:
+        return True
+    if not agent.allowed_origins or origin in agent.allowed_origins:
+        return True
+    host = urlsplit(origin).hostname or ""
+    return any(
+        allowed == "*" or host == allowed or (allowed.startswith(".") and host.endswith(allowed))
+        for allowed in settings.ALLOWED_HOSTS
+    )
+
+
+def _new_resume_token() -> tuple[str, str]:
+    raw = RESUME_PREFIX + secrets.token_urlsafe(32)
+    return raw, hash_secret(raw)
+
+
+def _check_access(*, tenant: Tenant, agent: Agent | None, origin: str | None) -> Agent:
+    if not tenant.is_active:
+        raise SessionRefused(CloseCode.FORBIDDEN, "tenant_suspended")
+    if agent is None or not agent.enabled:
+        raise SessionRefused(CloseCode.FORBIDDEN, "agent_disabled")
+    if not origin_allowed(agent=agent, origin=origin):
+        raise SessionRefused(CloseCode.FORBIDDEN, "origin_not_allowed")
+    return agent
+
+
+def _check_tenant_limit(*, tenant: Tenant, excluding: uuid.UUID | None = None) -> None:
+    """Call inside a transaction holding the tenant row lock."""
+    live = VoiceSession.objects.filter(
+        tenant=tenant, status__in=VoiceSession.LIVE_STATUSES, client_detached_at__isnull=True
+    )
+    if excluding is not None:
+        live = live.exclude(pk=excluding)
+    if live.count() >= tenant.max_concurrent_sessions:
+        raise SessionRefused(CloseCode.TENANT_LIMIT, "tenant_session_limit")
+
+
+def voice_session_open(*, raw_token: str, origin: str | None, channel_name: str) -> SessionGrant:
+    token = client_token_find(raw=raw_token)
+    if token is None:
+        raise SessionRefused(CloseCode.UNAUTHENTICATED, "invalid_token")
+    tenant = Tenant.objects.get(pk=token.tenant_id)
+    agent = _check_access(
+        tenant=tenant, agent=Agent.objects.filter(pk=token.agent_id).first(), origin=origin
+    )
+    raw_resume, resume_hash = _new_resume_token()
+    with transaction.atomic():
+        # The tenant row lock serialises concurrent opens of one tenant: the limit holds.
+        # NO KEY: inserts referencing the tenant (FOR KEY SHARE) must not deadlock with it.
+        Tenant.objects.select_for_update(no_key=True).filter(pk=tenant.pk).first()
+        _check_tenant_limit(tenant=tenant)
+        if not client_token_consume(token=token):
+            raise SessionRefused(CloseCode.UNAUTHENTICATED, "token_expired_or_used")
+        session = VoiceSession.objects.create(
+            tenant=tenant,
+            agent=agent,
+            client_token=token,
+            end_user_id=token.end_user_id,
+            metadata=token.metadata,
+            connection_channel=channel_name,
+            resume_token_hash=resume_hash,
+        )
+    return SessionGrant(
+        session=session, agent=agent, tenant=tenant, resume_token=raw_resume, resumed=False
+    )
+
+
+def voice_session_resume(
+    *, raw_resume_token: str, origin: str | None, channel_name: str
+) -> SessionGrant:
+    if not raw_resume_token.startswith(RESUME_PREFIX):
+        raise SessionRefused(CloseCode.UNAUTHENTICATED, "invalid_resume_token")
+    session = VoiceSession.objects.filter(resume_token_hash=hash_secret(raw_resume_token)).first()
+    if session is None or not session.is_live:
+        raise SessionRefused(CloseCode.UNAUTHENTICATED, "invalid_resume_token")
+    tenant = Tenant.objects.get(pk=session.tenant_id)
+    agent = Agent.objects.filter(pk=session.agent_id).first()
+    now = timezone.now()
+    if agent is not None and session.client_detached_at is not None:
+        window = timedelta(seconds=agent.resume_window_seconds)
+        if now - session.client_detached_at > min(window, HANDLE_VALIDITY):
+            voice_session_end(
+                session_id=session.pk,
+                channel_name=None,
+                status=VoiceSession.Status.ENDED,
+                reason="client_gone",
+                progress=None,
+            )
+            raise SessionRefused(CloseCode.UNAUTHENTICATED, "resume_window_passed")
+    agent = _check_access(tenant=tenant, agent=agent, origin=origin)
+    raw_resume, resume_hash = _new_resume_token()
+    with transaction.atomic():
+        Tenant.objects.select_for_update(no_key=True).filter(pk=tenant.pk).first()
+        locked = VoiceSession.objects.select_for_update(no_key=True).get(pk=session.pk)
+        if locked.resume_token_hash != hash_secret(raw_resume_token) or not locked.is_live:
+            # Another connection rotated it first: the old token has stopped working.
+            raise SessionRefused(CloseCode.UNAUTHENTICATED, "invalid_resume_token")
+        if locked.client_detached_at is not None:
+            _check_tenant_limit(tenant=tenant, excluding=locked.pk)
+        previous = locked.connection_channel
+        locked.connection_channel = channel_name
+        locked.resume_token_hash = resume_hash
+        locked.client_detached_at = None
+        locked.save(update_fields=["connection_channel", "resume_token_hash", "client_detached_at"])
+    return SessionGrant(
+        session=locked,
+        agent=agent,
+        tenant=tenant,
+        resume_token=raw_resume,
+        resumed=True,
+        superseded_channel=previous if previous != channel_name else "",
+    )
+
+
+def _owned(session_id: uuid.UUID, channel_name: str | None) -> Any:
+    qs = VoiceSession.objects.filter(pk=session_id)
+    return qs if channel_name is None else qs.filter(connection_channel=channel_name)
+
+
+def voice_session_set_status(
+    *, session_id: uuid.UUID, channel_name: str, status: VoiceSession.Status
+) -> None:
+    _owned(session_id, channel_name).filter(status__in=VoiceSession.LIVE_STATUSES).update(
+        status=status
+    )
+
+
+def voice_session_save_handle(*, session_id: uuid.UUID, channel_name: str, handle: str) -> None:
+    """Persist the newest resumable handle, so any process can resume the session."""
+    _owned(session_id, channel_name).update(
+        resumption_handle=handle, resumption_handle_at=timezone.now()
+    )
+
+
+def voice_session_flush(
+    *, session_id: uuid.UUID, channel_name: str | None, progress: SessionProgress
+) -> None:
+    """Write counters (absolute values) and new transcript entries in one transaction."""
+    with transaction.atomic():
+        session = _owned(session_id, channel_name).select_for_update(no_key=True).first()
+        if session is None:
+            return  # superseded: the new owner writes from now on
+        updates = [name for name in COUNTER_FIELDS if name in progress.counters]
+        for name in updates:
+            setattr(session, name, progress.counters[name])
+        if progress.first_response_ms:
+            samples = [*session.first_response_ms, *progress.first_response_ms]
+            session.first_response_ms = samples[-FIRST_RESPONSE_SAMPLES:]
+            updates.append("first_response_ms")
+        if updates:
+            session.save(update_fields=updates)
+        if progress.transcript:
+            last = TranscriptEntry.objects.filter(session=session).order_by("-seq").first()
+            seq = last.seq if last else 0
+            TranscriptEntry.objects.bulk_create(
+                TranscriptEntry(
+                    tenant_id=session.tenant_id,
+                    session=session,
+                    seq=seq + i,
+                    role=role,
+                    kind=kind,
+                    text=text,
+                    at=at,
+                )
+                for i, (role, kind, text, at) in enumerate(progress.transcript, start=1)
+            )
+    progress.first_response_ms.clear()
+    progress.transcript.clear()
+
+
+def voice_session_detach(
+    *, session_id: uuid.UUID, channel_name: str, progress: SessionProgress
+) -> bool:
+    """The client vanished without "close": keep the session resumable for its window."""
+    voice_session_flush(session_id=session_id, channel_name=channel_name, progress=progress)
+    return bool(
+        _owned(session_id, channel_name)
+        .filter(status__in=VoiceSession.LIVE_STATUSES)
+        .update(
+            client_detached_at=timezone.now(),
+            status=VoiceSession.Status.RECONNECTING,
+            connection_channel="",  # nobody holds it: a resume has no one to supersede
+        )
+    )
+
+
+def voice_session_end(
+    *,
+    session_id: uuid.UUID,
+    channel_name: str | None,
+    status: VoiceSession.Status,
+    reason: str,
+    progress: SessionProgress | None,
+) -> bool:
+    """End the session (only its current owner may, unless ``channel_name`` is None)."""
+    if progress is not None:
+        voice_session_flush(session_id=session_id, channel_name=channel_name, progress=progress)
+    return bool(
+        _owned(session_id, channel_name)
+        .filter(status__in=VoiceSession.LIVE_STATUSES)
+        .update(
+            status=status,
+            end_reason=reason,
+            ended_at=timezone.now(),
+            resume_token_hash="",
+            client_detached_at=None,
+        )
+    )
+
+
+def voice_session_end_if_still_detached(*, session_id: uuid.UUID, detached_at: datetime) -> bool:
+    """Timer at the end of the resume window: end it unless a client came back."""
+    return bool(
+        VoiceSession.objects.filter(
+            pk=session_id,
+            status__in=VoiceSession.LIVE_STATUSES,
+            client_detached_at__isnull=False,
+            client_detached_at__lte=detached_at,
+        ).update(
+            status=VoiceSession.Status.ENDED,
+            end_reason="client_gone",
+            ended_at=timezone.now(),
+            resume_token_hash="",
+        )
+    )
+
+
+def voice_session_end_by_api(*, session: VoiceSession, reason: str = "ended_by_api") -> bool:
+    """End a live session from REST; its consumer (on any process) is told to close."""
+    from sessions.notify import notify_end
+
+    channel = session.connection_channel
+    ended = voice_session_end(
+        session_id=session.pk,
+        channel_name=None,
+        status=VoiceSession.Status.ENDED,
+        reason=reason,
+        progress=None,
+    )
+    if ended:
+        transaction.on_commit(lambda: notify_end(channel, reason))
+    return ended

@@ -1,0 +1,120 @@
+"""Client -> upstream buffering: bounded while upstream is away, replayable after a fault.
+
+Two bounded lists:
+- ``pending``: not yet sent (before the upstream is ready, or while it reconnects). At most
+  ``max_pending_audio`` bytes of audio (2 s at 16 kHz): the oldest audio is dropped first.
+- ``unacknowledged``: sent since the last turn the upstream saved in a resumption handle.
+  After a reconnect it is sent again, so a turn in flight when the upstream died is not lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+AUDIO_BYTES_PER_SECOND = 16_000 * 2
+
+
+class ItemKind(enum.StrEnum):
+    AUDIO = "audio"
+    TEXT = "text"
+    AUDIO_END = "audio_end"
+    ACTIVITY_START = "activity_start"
+    ACTIVITY_END = "activity_end"
+
+
+@dataclass(frozen=True)
+class UplinkItem:
+    kind: ItemKind
+    payload: Any = None
+
+    @property
+    def audio_bytes(self) -> int:
+        return len(self.payload) if self.kind is ItemKind.AUDIO else 0
+
+
+class Uplink:
+    def __init__(
+        self,
+        *,
+        max_pending_audio: int = 2 * AUDIO_BYTES_PER_SECOND,
+        max_unacknowledged_audio: int = 30 * AUDIO_BYTES_PER_SECOND,
+        max_control_items: int = 200,
+    ) -> None:
+        self.max_pending_audio = max_pending_audio
+        self.max_unacknowledged_audio = max_unacknowledged_audio
+        self.max_control_items = max_control_items
+        self.pending: deque[UplinkItem] = deque()
+        self.unacknowledged: deque[UplinkItem] = deque()
+        self._pending_audio = 0
+        self._unack_audio = 0
+        self._turn_mark = 0  # how many unacknowledged items a completed turn covers
+        self.dropped_audio_frames = 0
+        self._available = asyncio.Event()
+
+    def put(self, item: UplinkItem) -> None:
+        self.pending.append(item)
+        self._pending_audio += item.audio_bytes
+        while self._pending_audio > self.max_pending_audio or len(self.pending) > (
+            self.max_control_items
+        ):
+            if not self._drop_oldest_audio():
+                break
+        self._available.set()
+
+    def _drop_oldest_audio(self) -> bool:
+        for index, queued in enumerate(self.pending):
+            if queued.kind is ItemKind.AUDIO:
+                del self.pending[index]
+                self._pending_audio -= queued.audio_bytes
+                self.dropped_audio_frames += 1
+                return True
+        return False
+
+    async def next(self) -> UplinkItem:
+        while not self.pending:
+            self._available.clear()
+            await self._available.wait()
+        return self.pending[0]
+
+    def is_head(self, item: UplinkItem) -> bool:
+        return bool(self.pending) and self.pending[0] is item
+
+    def sent(self, item: UplinkItem) -> None:
+        """``item`` (the head of pending) reached the upstream."""
+        if self.pending and self.pending[0] is item:
+            self.pending.popleft()
+            self._pending_audio -= item.audio_bytes
+        self.unacknowledged.append(item)
+        self._unack_audio += item.audio_bytes
+        while self._unack_audio > self.max_unacknowledged_audio and self.unacknowledged:
+            old = self.unacknowledged.popleft()
+            self._unack_audio -= old.audio_bytes
+            self._turn_mark = max(0, self._turn_mark - 1)
+
+    def turn_complete(self) -> None:
+        """The model finished a turn: what was sent so far belongs to saved history once the
+        next resumption handle arrives."""
+        self._turn_mark = len(self.unacknowledged)
+
+    def handle_saved(self) -> None:
+        for _ in range(self._turn_mark):
+            old = self.unacknowledged.popleft()
+            self._unack_audio -= old.audio_bytes
+        self._turn_mark = 0
+
+    def replay_unacknowledged(self) -> int:
+        """After a reconnect: send the unacknowledged items again, before anything newer."""
+        count = len(self.unacknowledged)
+        while self.unacknowledged:
+            item = self.unacknowledged.pop()
+            self.pending.appendleft(item)
+            self._pending_audio += item.audio_bytes
+        self._unack_audio = 0
+        self._turn_mark = 0
+        if count:
+            self._available.set()
+        return count

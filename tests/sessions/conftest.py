@@ -1,0 +1,137 @@
+"""End-to-end harness: the real consumer (Channels communicator), the real SDK, the emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from channels.db import database_sync_to_async
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+
+from sessions.routing import websocket_urlpatterns
+from sessions.tokens import client_token_issue
+from voice_platform.tenancy.scope import tenant_scope
+
+APP = URLRouter(websocket_urlpatterns)
+
+
+@pytest_asyncio.fixture
+async def no_leaked_tasks():
+    """Every session a test opened must have ended its tasks by the test's end."""
+    yield
+    await asyncio.sleep(0.05)
+    leaked = [
+        t
+        for t in asyncio.all_tasks()
+        if not t.done() and t.get_name().startswith(("bridge-", "live-"))
+    ]
+    for task in leaked:
+        task.cancel()
+    assert not leaked, f"tasks left behind: {[t.get_name() for t in leaked]}"
+
+
+@pytest.fixture
+def live_settings(settings, live_emulator, no_leaked_tasks):
+    settings.LIVE_API_BASE_URL = live_emulator.base_url
+    settings.LIVE_API_CA_FILE = str(live_emulator.cert_path)
+    settings.GEMINI_API_KEY = "test-key"
+    settings.LIVE_PING_INTERVAL = 0.5
+    settings.LIVE_PING_TIMEOUT = 1.0
+    return settings
+
+
+@database_sync_to_async
+def issue_token(agent, **kwargs: Any) -> str:
+    with tenant_scope(agent.tenant_id):
+        return client_token_issue(
+            tenant=agent.tenant, agent=agent, end_user_id=kwargs.pop("user", "u1"), **kwargs
+        ).raw
+
+
+@dataclass
+class Client:
+    """A test end user: a communicator plus everything it received, in order."""
+
+    comm: WebsocketCommunicator
+    events: list[dict[str, Any]] = field(default_factory=list)
+    audio: list[bytes] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)
+    close_code: int | None = None
+
+    async def recv(self, timeout: float = 10) -> dict[str, Any] | bytes | None:
+        message = await self.comm.receive_output(timeout)
+        if message["type"] == "websocket.close":
+            self.close_code = message.get("code", 1000)
+            return None
+        if message.get("bytes") is not None:
+            self.audio.append(message["bytes"])
+            self.order.append("audio")
+            return message["bytes"]
+        event = json.loads(message["text"])
+        self.events.append(event)
+        self.order.append(event["type"])
+        return event
+
+    async def until(self, kind: str, timeout: float = 15) -> dict[str, Any]:
+        """Receive until an event of ``kind`` (or fail), keeping everything received."""
+        async with asyncio.timeout(timeout):
+            while True:
+                got = await self.recv(timeout)
+                if got is None:
+                    raise AssertionError(f"closed ({self.close_code}) before {kind}: {self.order}")
+                if isinstance(got, dict) and got["type"] == kind:
+                    return got
+
+    async def until_closed(self, timeout: float = 15) -> int:
+        async with asyncio.timeout(timeout):
+            while self.close_code is None:
+                await self.recv(timeout)
+        return self.close_code
+
+    async def send(self, **event: Any) -> None:
+        await self.comm.send_to(text_data=json.dumps(event))
+
+    async def send_audio(self, pcm: bytes) -> None:
+        await self.comm.send_to(bytes_data=pcm)
+
+    def texts(self, kind: str) -> str:
+        return "".join(e.get("text", "") for e in self.events if e["type"] == kind)
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["type"] == kind]
+
+
+async def open_client(query: str, origin: str | None = None) -> Client:
+    headers = [(b"origin", origin.encode())] if origin else []
+    comm = WebsocketCommunicator(APP, f"/ws/v1/live?{query}", headers=headers)
+    connected, _ = await comm.connect(timeout=10)
+    assert connected
+    return Client(comm)
+
+
+def tone(ms: int, amplitude: int = 8000, freq: float = 440.0) -> bytes:
+    """16 kHz PCM16 LE sine: loud enough for any energy VAD."""
+    import math
+    import struct
+
+    n = 16 * ms
+    return struct.pack(
+        f"<{n}h", *(int(amplitude * math.sin(2 * math.pi * freq * i / 16000)) for i in range(n))
+    )
+
+
+def silence(ms: int) -> bytes:
+    return b"\x00\x00" * 16 * ms
+
+
+async def speak(client: Client, speech_ms: int = 600, silence_ms: int = 700) -> None:
+    """Stream an utterance in 100 ms frames, then silence for the VAD to end the turn."""
+    for chunk in range(0, speech_ms, 100):
+        await client.send_audio(tone(min(100, speech_ms - chunk)))
+    for _ in range(0, silence_ms, 100):
+        await client.send_audio(silence(100))

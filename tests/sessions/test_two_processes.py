@@ -1,0 +1,146 @@
+"""Client resume on another server process: two Daphne processes, shared Postgres + Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import websockets
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from conftest import require_postgres, require_redis
+from sessions.models import VoiceSession
+from tests.factories import AgentFactory
+from tests.sessions.conftest import issue_token
+
+pytestmark = pytest.mark.django_db(transaction=True)
+ROOT = Path(__file__).resolve().parents[2]
+DAPHNE = [sys.executable, "-m", "daphne", "-b", "127.0.0.1"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def database_url() -> str:
+    db = settings.DATABASES["default"]
+    user = db.get("USER") or "postgres"
+    auth = f"{user}:{db['PASSWORD']}" if db.get("PASSWORD") else user
+    host, port = db.get("HOST") or "127.0.0.1", db.get("PORT") or 5432
+    return f"postgres://{auth}@{host}:{port}/{db['NAME']}"
+
+
+@pytest.fixture
+def two_daphnes(live_emulator, tmp_path) -> Iterator[list[int]]:
+    require_postgres()
+    redis_url = require_redis()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "voice_platform.settings.test",
+        "DATABASE_URL": database_url(),  # the test database, shared with this process
+        "REDIS_URL": redis_url,
+        "LIVE_API_BASE_URL": live_emulator.base_url,
+        "LIVE_API_CA_FILE": str(live_emulator.cert_path),
+        "GEMINI_API_KEY": "test-key",
+    }
+    ports = [free_port(), free_port()]
+    logs = [(tmp_path / f"daphne-{port}.log").open("w") for port in ports]
+    procs = [
+        subprocess.Popen(
+            [*DAPHNE, "-p", str(port), "voice_platform.asgi:application"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,  # kept in the test's tmp dir for post-mortems
+        )
+        for port, log in zip(ports, logs, strict=True)
+    ]
+    try:
+        deadline = time.monotonic() + 30
+        for port in ports:
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+        yield ports
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for log in logs:
+            log.close()
+
+
+async def until(ws, kind: str, timeout: float = 15) -> dict:
+    async with asyncio.timeout(timeout):
+        while True:
+            message = await ws.recv()
+            if isinstance(message, str):
+                event = json.loads(message)
+                if event["type"] == kind:
+                    return event
+
+
+async def test_resume_on_another_process_and_supersede_across_processes(
+    alice, live_settings, live_emulator, two_daphnes
+):
+    port_a, port_b = two_daphnes
+    agent = await database_sync_to_async(AgentFactory)(
+        tenant=alice.tenant, response_modality="TEXT"
+    )
+    token = await issue_token(agent)
+    async with websockets.connect(f"ws://127.0.0.1:{port_a}/ws/v1/live?token={token}") as ws_a:
+        started = await until(ws_a, "session.started")
+        await ws_a.send(json.dumps({"type": "text", "text": "on process A"}))
+        await until(ws_a, "turn_complete")
+        handle = live_emulator.recorder.last().handles[-1]
+    # Closed without a "close" message: the session waits for its client.
+    async with asyncio.timeout(10):
+        while (await database_sync_to_async(VoiceSession.unscoped.get)(
+            pk=started["session_id"])).client_detached_at is None:  # fmt: skip
+            await asyncio.sleep(0.05)
+
+    url_b = f"ws://127.0.0.1:{port_b}/ws/v1/live?resume={started['resume_token']}"
+    async with websockets.connect(url_b) as ws_b:
+        resumed = await until(ws_b, "session.started")
+        assert resumed["session_id"] == started["session_id"]
+        upstream = live_emulator.recorder.last()
+        assert upstream.resumed
+        assert upstream.client_setup["sessionResumption"]["handle"] == handle
+        await ws_b.send(json.dumps({"type": "text", "text": "on process B"}))
+        await until(ws_b, "turn_complete")
+
+        # A third connection, back on process A, supersedes B over the Redis channel layer.
+        url_a = f"ws://127.0.0.1:{port_a}/ws/v1/live?resume={resumed['resume_token']}"
+        async with websockets.connect(url_a) as ws_a2:
+            await until(ws_a2, "session.started")
+            ended = await until(ws_b, "session.ended")
+            assert ended["reason"] == "superseded"
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws_b.recv(), 10)
+            assert closed.value.rcvd.code == 4000
+            await ws_a2.send(json.dumps({"type": "close"}))
+            await until(ws_a2, "session.ended")
+    session = await database_sync_to_async(VoiceSession.unscoped.get)(pk=started["session_id"])
+    assert session.status == VoiceSession.Status.ENDED
+    assert session.turns == 2
+    assert session.reconnects == 0

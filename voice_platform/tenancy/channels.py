@@ -1,0 +1,31 @@
+"""The ASGI door: a WebSocket's whole lifetime runs inside its tenant's scope.
+
+The tenant comes from the connection's credential (resolved by the app that owns it);
+an unresolvable credential leaves ``scope["tenant_id"]`` None and no scope entered, so
+every tenant-owned query of that connection fails closed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from channels.db import database_sync_to_async
+
+from voice_platform.tenancy.scope import tenant_scope
+
+TenantResolver = Callable[[dict[str, Any]], int | None]
+
+
+class TenantMiddleware:
+    def __init__(self, inner: Any, resolve: TenantResolver) -> None:
+        self.inner = inner
+        self.resolve = database_sync_to_async(resolve)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        tenant_id = await self.resolve(scope)
+        scope = {**scope, "tenant_id": tenant_id}
+        if tenant_id is None:
+            return await self.inner(scope, receive, send)
+        with tenant_scope(tenant_id):
+            return await self.inner(scope, receive, send)
