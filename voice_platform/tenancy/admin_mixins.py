@@ -81,3 +81,10 @@ class TenantSelfAdminMixin(admin.ModelAdmin):  # type: ignore[type-arg]
             return qs
         membership = admin_membership(request)
         return qs.filter(pk__in=[membership.tenant_id] if membership else [])
+
+
+class TenantScopedInlineMixin:
+    """Inlines follow the same membership rules as ``TenantScopedAdmin`` (view for members)."""
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_superuser or _role(request) is not None)
