@@ -25,6 +25,7 @@ from google.genai.live import AsyncSession
 from sessions import client_events
 from sessions.close_codes import CloseCode
 from sessions.models import VoiceSession
+from sessions.reaper import held_sessions
 from sessions.relay.upstream import (
     ConnectFactory,
     LiveUpstream,
@@ -38,6 +39,7 @@ from sessions.services import (
     voice_session_detach,
     voice_session_end,
     voice_session_flush,
+    voice_session_promote_resume_token,
     voice_session_save_handle,
     voice_session_set_status,
 )
@@ -107,8 +109,10 @@ class LiveBridge:
         self.channel_name = channel_name
         self.config = config or BridgeConfig()
         self.tools: ToolGateway = tools or NoTools()
-        self.counters = {name: int(getattr(grant.session, name)) for name in COUNTER_FIELDS}
+        # What this connection measured since its last flush (flushed as deltas).
+        self.counters = dict.fromkeys(COUNTER_FIELDS, 0)
         self.progress = SessionProgress(counters=self.counters)
+        self._dropped_flushed = 0
         self.uplink = Uplink(max_pending_audio=int(self.config.pending_audio_seconds * 32_000))
         self.upstream = LiveUpstream(
             connect=connect,
@@ -122,13 +126,18 @@ class LiveBridge:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._db_jobs: asyncio.Queue[Callable[[], Any] | None] = asyncio.Queue()
         self._handle_to_save: str | None = None
-        self._awaiting_response_since: float | None = None
+        # When the user's turn ended (a text turn, audio_end/activity_end, or the input
+        # transcription the server sends at its end of turn); one latency sample per turn.
+        self._user_turn_ended_at: float | None = None
+        self._responded_this_turn = False
+        self._in_outage = False
         self._context_warned = False
         self._utterances: dict[tuple[str, str], _Utterance] = {}
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        held_sessions.add(self.session_id)
         self._spawn(self._db_worker(), "db")
         self._spawn(self._uplink_loop(), "uplink")
         self._spawn(self._duration_watch(), "duration")
@@ -155,38 +164,53 @@ class LiveBridge:
         """End the session for good: upstream closed, row ended, client told and closed."""
         if not await self._begin_shutdown():
             return
-        progress = self._final_progress()
-        await database_sync_to_async(voice_session_end)(
-            session_id=self.session_id,
-            channel_name=self.channel_name,
-            status=status,
-            reason=reason,
-            progress=progress,
-        )
-        await self._close_client(reason, code, error)
+        try:
+            await database_sync_to_async(voice_session_end)(
+                session_id=self.session_id,
+                channel_name=self.channel_name,
+                status=status,
+                reason=reason,
+                progress=self._final_progress(),
+            )
+        except Exception:  # the client is closed regardless; the reaper ends the row later
+            log.exception("session %s: could not record its end", self.session_id)
+        finally:
+            await self._close_client(reason, code, error)
 
     async def detach(self) -> None:
         """The client vanished without "close": keep the session resumable."""
         if not await self._begin_shutdown():
             return
-        await database_sync_to_async(voice_session_detach)(
-            session_id=self.session_id,
-            channel_name=self.channel_name,
-            progress=self._final_progress(),
-        )
-        self.closed.set()
+        try:
+            await database_sync_to_async(voice_session_detach)(
+                session_id=self.session_id,
+                channel_name=self.channel_name,
+                progress=self._final_progress(),
+            )
+        except Exception:  # without a heartbeat the reaper detaches it after STALE_AFTER
+            log.exception("session %s: could not record the detach", self.session_id)
+        finally:
+            self.closed.set()
 
     async def superseded(self) -> None:
-        """Another connection resumed this session: step aside without ending it."""
+        """Another connection holds this session now: step aside without ending it."""
         if not await self._begin_shutdown():
             return
-        await self._close_client("superseded", CloseCode.SUPERSEDED, None)
+        try:
+            await database_sync_to_async(voice_session_flush)(
+                session_id=self.session_id, progress=self._final_progress()
+            )
+        except Exception:
+            log.exception("session %s: could not flush on supersede", self.session_id)
+        finally:
+            await self._close_client("superseded", CloseCode.SUPERSEDED, None)
 
     async def _begin_shutdown(self) -> bool:
         if self._closing:
             await self.closed.wait()
             return False
         self._closing = True
+        held_sessions.discard(self.session_id)
         await self.upstream.stop()
         await self.tools.close()
         await self._db_jobs.put(None)
@@ -212,16 +236,17 @@ class LiveBridge:
         return self._snapshot()
 
     def _snapshot(self) -> SessionProgress:
-        """Hand what accumulated to the database thread; the loop keeps appending to fresh
-        lists, so the two never touch the same list."""
-        self.counters["dropped_audio_frames"] = self.uplink.dropped_audio_frames + int(
-            self.grant.session.dropped_audio_frames
-        )
+        """Hand what accumulated to the database thread as deltas; the loop goes on with
+        fresh counters and lists, so the two never touch the same objects."""
+        dropped = self.uplink.dropped_audio_frames
+        self.counters["dropped_audio_frames"] += dropped - self._dropped_flushed
+        self._dropped_flushed = dropped
         snapshot = SessionProgress(
-            counters=dict(self.counters),
+            counters=self.counters,
             first_response_ms=self.progress.first_response_ms,
             transcript=self.progress.transcript,
         )
+        self.counters = self.progress.counters = dict.fromkeys(COUNTER_FIELDS, 0)
         self.progress.first_response_ms = []
         self.progress.transcript = []
         return snapshot
@@ -231,18 +256,23 @@ class LiveBridge:
     def client_audio(self, pcm: bytes) -> None:
         self.counters["client_frames_in"] += 1
         self.counters["client_bytes_in"] += len(pcm)
-        self._awaiting_response_since = time.monotonic()
         self.uplink.put(UplinkItem(ItemKind.AUDIO, pcm))
 
     def client_text(self, text: str, turn_complete: bool) -> None:
         self._append_utterance("user", "text", text)
         if turn_complete:
             self._finish_utterance("user", "text")
-            self._awaiting_response_since = time.monotonic()
+            self._user_turn_ended()
         self.uplink.put(UplinkItem(ItemKind.TEXT, (text, turn_complete)))
 
     def client_control(self, kind: ItemKind) -> None:
+        if kind in (ItemKind.AUDIO_END, ItemKind.ACTIVITY_END):
+            self._user_turn_ended()
         self.uplink.put(UplinkItem(kind))
+
+    def _user_turn_ended(self) -> None:
+        self._user_turn_ended_at = time.monotonic()
+        self._responded_this_turn = False
 
     async def _uplink_loop(self) -> None:
         while True:
@@ -265,8 +295,8 @@ class LiveBridge:
         elif state is UpstreamState.RECONNECTING:
             self._finish_utterance("model", "speech")
             self._finish_utterance("model", "text")
-            self.counters["reconnects"] += 1
-            if self._started:
+            if self._started and not self._in_outage:  # once per outage, not per retry
+                self._in_outage = True
                 self._db(self._set_status(VoiceSession.Status.RECONNECTING))
                 await self.emit(client_events.simple("session.reconnecting", reason=reason))
         elif state is UpstreamState.FAILED:
@@ -276,6 +306,11 @@ class LiveBridge:
         self._db(self._set_status(VoiceSession.Status.ACTIVE))
         if not self._started:
             self._started = True
+            if self.grant.resumed:
+                # Before the client can hold the new token, it must already work.
+                await database_sync_to_async(voice_session_promote_resume_token)(
+                    session_id=self.session_id, channel_name=self.channel_name
+                )
             await self.emit(
                 client_events.session_started(
                     session_id=str(self.session_id),
@@ -287,7 +322,10 @@ class LiveBridge:
             )
         else:
             self.uplink.replay_unacknowledged()
-            await self.emit(client_events.simple("session.resumed"))
+            if self._in_outage:
+                self._in_outage = False
+                self.counters["reconnects"] += 1
+                await self.emit(client_events.simple("session.resumed"))
 
     async def _upstream_failed(self) -> None:
         failure = self.upstream.failure
@@ -340,6 +378,8 @@ class LiveBridge:
                     await self.emit(client_events.simple("text", text=part.text))
         if content.input_transcription is not None and content.input_transcription.text:
             text = content.input_transcription.text
+            if not self._responded_this_turn:
+                self._user_turn_ended()  # the server heard the user: the latest turn end
             self._append_utterance("user", "speech", text)
             await self.emit(client_events.simple("transcript.input", text=text))
         if content.output_transcription is not None and content.output_transcription.text:
@@ -356,7 +396,12 @@ class LiveBridge:
 
     async def _on_turn_complete(self) -> None:
         self.counters["turns"] += 1
+        self._user_turn_ended_at = None
         self.uplink.turn_complete()
+        if not self.agent.session_resumption:
+            # No handles will come: a reconnect starts a fresh context anyway, so only the
+            # turn in flight is worth replaying.
+            self.uplink.handle_saved()
         for key in list(self._utterances):
             self._finish_utterance(*key)
         await self.emit(client_events.simple("turn_complete"))
@@ -400,9 +445,9 @@ class LiveBridge:
         self.upstream.tool_responses_sent(len(responses))
 
     def _first_output(self) -> None:
-        since = self._awaiting_response_since
-        if since is not None:
-            self._awaiting_response_since = None
+        since = self._user_turn_ended_at
+        if since is not None and not self._responded_this_turn:
+            self._responded_this_turn = True
             self.progress.first_response_ms.append(round((time.monotonic() - since) * 1000, 1))
 
     # --- transcript -------------------------------------------------------------------------
@@ -449,29 +494,43 @@ class LiveBridge:
             if job is None:
                 return
             try:
-                await database_sync_to_async(job)()
+                still_owner = await database_sync_to_async(job)()
             except Exception:  # persistence must never kill a live conversation
                 log.exception("session %s: database job failed", self.session_id)
+                continue
+            if still_owner is False and not self._closing:
+                # Superseded (its message lost) or ended elsewhere: stop talking to Gemini.
+                self._spawn(self._lost_ownership(), "lost")
 
-    def _set_status(self, status: VoiceSession.Status) -> Callable[[], None]:
-        def job() -> None:
-            voice_session_set_status(
+    async def _lost_ownership(self) -> None:
+        session = await database_sync_to_async(_session_state)(self.session_id)
+        if session is not None and not session.is_live:
+            await self.end(reason=session.end_reason or "ended")
+        else:
+            await self.superseded()
+
+    def _set_status(self, status: VoiceSession.Status) -> Callable[[], bool]:
+        def job() -> bool:
+            return voice_session_set_status(
                 session_id=self.session_id, channel_name=self.channel_name, status=status
             )
 
         return job
 
-    def _save_handle(self) -> None:
+    def _save_handle(self) -> bool | None:
         handle, self._handle_to_save = self._handle_to_save, None
-        if handle:
-            voice_session_save_handle(
-                session_id=self.session_id, channel_name=self.channel_name, handle=handle
-            )
+        if not handle:
+            return None
+        return voice_session_save_handle(
+            session_id=self.session_id, channel_name=self.channel_name, handle=handle
+        )
 
     def _flush_job(self, snapshot: SessionProgress) -> Callable[[], None]:
         def job() -> None:
-            voice_session_flush(
-                session_id=self.session_id, channel_name=self.channel_name, progress=snapshot
-            )
+            voice_session_flush(session_id=self.session_id, progress=snapshot)
 
         return job
+
+
+def _session_state(session_id: Any) -> VoiceSession | None:
+    return VoiceSession.objects.filter(pk=session_id).first()

@@ -57,7 +57,7 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
         await self.accept()
         ensure_reaper()
         token, resume = connection_credentials(self.scope)
-        if self.scope.get("tenant_id") is None or not (token or resume):
+        if self.scope.get("tenant_id") is None or not (token or resume) or (token and resume):
             log.info("live connection refused: unknown credential")
             await self.close(code=CloseCode.UNAUTHENTICATED)
             return
@@ -78,7 +78,12 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
         if grant.superseded_channel:
             await notify_superseded(grant.superseded_channel)
         tools = NoTools()
+        # Control messages by count (the contract's 50/s); audio by bytes, so 20 ms frames
+        # (50/s by themselves) and a ping now and then never add up to a violation.
         self.limiter = TokenBucket(settings.LIVE_WS_MESSAGE_RATE, settings.LIVE_WS_MESSAGE_BURST)
+        self.audio_limiter = TokenBucket(
+            settings.LIVE_WS_AUDIO_BYTES_RATE, 2 * settings.LIVE_WS_AUDIO_BYTES_RATE
+        )
         self.bridge = LiveBridge(
             grant=grant,
             sink=self,
@@ -93,7 +98,12 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
         bridge = self.bridge
         if bridge is None or bridge.closed.is_set():
             return
-        if not self.limiter.allow():
+        allowed = (
+            self.audio_limiter.allow(len(bytes_data))
+            if bytes_data is not None
+            else self.limiter.allow()
+        )
+        if not allowed:
             await bridge.end(
                 reason="rate_limited",
                 code=CloseCode.POLICY,
@@ -140,6 +150,10 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
     async def session_end(self, message: dict[str, Any]) -> None:  # "session.end"
         if self.bridge is not None:
             await self.bridge.end(reason=str(message.get("reason", "ended_by_api")))
+
+    async def tool_result(self, message: dict[str, Any]) -> None:  # "tool.result"
+        if self.bridge is not None:
+            self.bridge.tools.on_result(int(message["record_id"]))
 
     # --- ClientSink ------------------------------------------------------------------------
 

@@ -77,6 +77,11 @@ class VoiceSession(TenantOwnedModel):  # type: ignore[django-manager-missing]
     resumption_handle = models.TextField(blank=True, default="")
     resumption_handle_at = models.DateTimeField(null=True, blank=True)
     resume_token_hash = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    # A resume rotates the token, but the old one stays valid until the new one has reached
+    # the client in session.started (a client that drops before that can still come back).
+    pending_resume_token_hash = models.CharField(max_length=64, blank=True, default="")
+    # Heartbeat of the process holding the session: a stale one means the process died.
+    last_seen_at = models.DateTimeField(null=True, blank=True)
 
     client_frames_in = models.PositiveBigIntegerField(default=0)
     client_bytes_in = models.PositiveBigIntegerField(default=0)

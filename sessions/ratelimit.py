@@ -12,11 +12,11 @@ class TokenBucket:
         self._tokens = burst
         self._at = time.monotonic()
 
-    def allow(self) -> bool:
+    def allow(self, cost: float = 1) -> bool:
         now = time.monotonic()
         self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
         self._at = now
-        if self._tokens >= 1:
-            self._tokens -= 1
+        if self._tokens >= cost:
+            self._tokens -= cost
             return True
         return False

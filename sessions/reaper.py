@@ -1,7 +1,9 @@
-"""Ends sessions whose client left without "close" and did not come back in time.
+"""Per-process session maintenance: heartbeats for the sessions this process holds, and
+ending sessions whose client (or whose process) is gone for longer than the resume window.
 
-One task per process (not per session), every ``INTERVAL`` seconds; the resume path also
-checks the window itself, so the reaper only makes the end visible sooner.
+One task per process (not per session). A process that dies stops its heartbeats; after
+``STALE_AFTER`` its sessions count as detached, so they stop counting against the tenant's
+concurrency limit and end at the end of their resume window like any dropped client.
 """
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from datetime import timedelta
 
 from channels.db import database_sync_to_async
+from django.db.models import F
 from django.utils import timezone
 
 from sessions.models import VoiceSession
@@ -19,15 +23,37 @@ from voice_platform.tenancy.scope import all_tenants
 
 log = logging.getLogger(__name__)
 INTERVAL = 30.0
+STALE_AFTER = timedelta(seconds=3 * INTERVAL)
 _reapers: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
+# The sessions this process holds (added by a bridge when it starts, removed when it stops).
+held_sessions: set[uuid.UUID] = set()
+
+
+def voice_sessions_heartbeat(*, session_ids: set[uuid.UUID]) -> int:
+    if not session_ids:
+        return 0
+    # all_tenants: one UPDATE for every tenant's sessions held by this process.
+    with all_tenants():
+        return VoiceSession.objects.filter(
+            pk__in=session_ids, status__in=VoiceSession.LIVE_STATUSES
+        ).update(last_seen_at=timezone.now())
 
 
 def voice_sessions_reap_detached() -> int:
-    """End every detached session whose resume window has passed. Returns how many."""
+    """Detach sessions of dead processes; end detached ones past their window."""
     now = timezone.now()
     ended = 0
-    # all_tenants: a maintenance sweep over every tenant's sessions, ending only expired ones.
+    # all_tenants: a maintenance sweep over every tenant's sessions.
     with all_tenants():
+        VoiceSession.objects.filter(
+            status__in=VoiceSession.LIVE_STATUSES,
+            client_detached_at__isnull=True,
+            last_seen_at__lt=now - STALE_AFTER,
+        ).update(
+            client_detached_at=F("last_seen_at"),
+            status=VoiceSession.Status.RECONNECTING,
+            connection_channel="",
+        )
         detached = VoiceSession.objects.filter(
             status__in=VoiceSession.LIVE_STATUSES, client_detached_at__isnull=False
         ).select_related("agent")
@@ -43,17 +69,23 @@ def voice_sessions_reap_detached() -> int:
                     end_reason="client_gone",
                     ended_at=now,
                     resume_token_hash="",
+                    pending_resume_token_hash="",
                 )
     return ended
 
 
-async def _reap_forever() -> None:
+def _maintain() -> None:
+    voice_sessions_heartbeat(session_ids=set(held_sessions))
+    voice_sessions_reap_detached()
+
+
+async def _maintain_forever() -> None:
     while True:
         await asyncio.sleep(INTERVAL)
         try:
-            await database_sync_to_async(voice_sessions_reap_detached)()
+            await database_sync_to_async(_maintain)()
         except Exception:  # a database hiccup must not stop the sweep
-            log.exception("reaping detached sessions failed")
+            log.exception("session maintenance failed")
 
 
 def ensure_reaper() -> None:
@@ -61,4 +93,4 @@ def ensure_reaper() -> None:
     task = _reapers.get(loop)
     if task is None or task.done():
         with contextlib.suppress(RuntimeError):
-            _reapers[loop] = loop.create_task(_reap_forever(), name="session-reaper")
+            _reapers[loop] = loop.create_task(_maintain_forever(), name="session-reaper")

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from agents.models import Agent
@@ -135,6 +136,7 @@ def voice_session_open(*, raw_token: str, origin: str | None, channel_name: str)
             metadata=token.metadata,
             connection_channel=channel_name,
             resume_token_hash=resume_hash,
+            last_seen_at=timezone.now(),
         )
     return SessionGrant(
         session=session, agent=agent, tenant=tenant, resume_token=raw_resume, resumed=False
@@ -175,9 +177,15 @@ def voice_session_resume(
             _check_tenant_limit(tenant=tenant, excluding=locked.pk)
         previous = locked.connection_channel
         locked.connection_channel = channel_name
-        locked.resume_token_hash = resume_hash
+        locked.pending_resume_token_hash = resume_hash
         locked.client_detached_at = None
-        locked.save(update_fields=["connection_channel", "resume_token_hash", "client_detached_at"])
+        locked.last_seen_at = now
+        locked.save(
+            update_fields=[
+                "connection_channel", "pending_resume_token_hash", "client_detached_at",
+                "last_seen_at",
+            ]
+        )  # fmt: skip
     return SessionGrant(
         session=locked,
         agent=agent,
@@ -195,36 +203,49 @@ def _owned(session_id: uuid.UUID, channel_name: str | None) -> Any:
 
 def voice_session_set_status(
     *, session_id: uuid.UUID, channel_name: str, status: VoiceSession.Status
-) -> None:
-    _owned(session_id, channel_name).filter(status__in=VoiceSession.LIVE_STATUSES).update(
-        status=status
+) -> bool:
+    """False when this connection no longer holds the session (superseded or ended)."""
+    return bool(
+        _owned(session_id, channel_name)
+        .filter(status__in=VoiceSession.LIVE_STATUSES)
+        .update(status=status)
     )
 
 
-def voice_session_save_handle(*, session_id: uuid.UUID, channel_name: str, handle: str) -> None:
+def voice_session_save_handle(*, session_id: uuid.UUID, channel_name: str, handle: str) -> bool:
     """Persist the newest resumable handle, so any process can resume the session."""
-    _owned(session_id, channel_name).update(
-        resumption_handle=handle, resumption_handle_at=timezone.now()
+    return bool(
+        _owned(session_id, channel_name)
+        .filter(status__in=VoiceSession.LIVE_STATUSES)
+        .update(resumption_handle=handle, resumption_handle_at=timezone.now())
     )
 
 
-def voice_session_flush(
-    *, session_id: uuid.UUID, channel_name: str | None, progress: SessionProgress
-) -> None:
-    """Write counters (absolute values) and new transcript entries in one transaction."""
+def voice_session_promote_resume_token(*, session_id: uuid.UUID, channel_name: str) -> bool:
+    """The new resume token reached the client: from now on only it works."""
+    return bool(
+        _owned(session_id, channel_name)
+        .exclude(pending_resume_token_hash="")
+        .update(resume_token_hash=F("pending_resume_token_hash"), pending_resume_token_hash="")
+    )
+
+
+def voice_session_flush(*, session_id: uuid.UUID, progress: SessionProgress) -> None:
+    """Add a connection's counter deltas and new transcript entries, in one transaction.
+
+    Deltas, not absolute values: a superseded connection and its successor may both write,
+    and neither overwrites what the other measured.
+    """
     with transaction.atomic():
-        session = _owned(session_id, channel_name).select_for_update(no_key=True).first()
+        session = VoiceSession.objects.select_for_update(no_key=True).filter(pk=session_id).first()
         if session is None:
-            return  # superseded: the new owner writes from now on
-        updates = [name for name in COUNTER_FIELDS if name in progress.counters]
-        for name in updates:
-            setattr(session, name, progress.counters[name])
+            return
+        deltas = {name: F(name) + n for name, n in progress.counters.items() if n}
         if progress.first_response_ms:
             samples = [*session.first_response_ms, *progress.first_response_ms]
-            session.first_response_ms = samples[-FIRST_RESPONSE_SAMPLES:]
-            updates.append("first_response_ms")
-        if updates:
-            session.save(update_fields=updates)
+            deltas["first_response_ms"] = samples[-FIRST_RESPONSE_SAMPLES:]
+        if deltas:
+            VoiceSession.objects.filter(pk=session_id).update(**deltas)
         if progress.transcript:
             last = TranscriptEntry.objects.filter(session=session).order_by("-seq").first()
             seq = last.seq if last else 0
@@ -248,7 +269,7 @@ def voice_session_detach(
     *, session_id: uuid.UUID, channel_name: str, progress: SessionProgress
 ) -> bool:
     """The client vanished without "close": keep the session resumable for its window."""
-    voice_session_flush(session_id=session_id, channel_name=channel_name, progress=progress)
+    voice_session_flush(session_id=session_id, progress=progress)
     return bool(
         _owned(session_id, channel_name)
         .filter(status__in=VoiceSession.LIVE_STATUSES)
@@ -270,7 +291,7 @@ def voice_session_end(
 ) -> bool:
     """End the session (only its current owner may, unless ``channel_name`` is None)."""
     if progress is not None:
-        voice_session_flush(session_id=session_id, channel_name=channel_name, progress=progress)
+        voice_session_flush(session_id=session_id, progress=progress)
     return bool(
         _owned(session_id, channel_name)
         .filter(status__in=VoiceSession.LIVE_STATUSES)
@@ -279,24 +300,8 @@ def voice_session_end(
             end_reason=reason,
             ended_at=timezone.now(),
             resume_token_hash="",
+            pending_resume_token_hash="",
             client_detached_at=None,
-        )
-    )
-
-
-def voice_session_end_if_still_detached(*, session_id: uuid.UUID, detached_at: datetime) -> bool:
-    """Timer at the end of the resume window: end it unless a client came back."""
-    return bool(
-        VoiceSession.objects.filter(
-            pk=session_id,
-            status__in=VoiceSession.LIVE_STATUSES,
-            client_detached_at__isnull=False,
-            client_detached_at__lte=detached_at,
-        ).update(
-            status=VoiceSession.Status.ENDED,
-            end_reason="client_gone",
-            ended_at=timezone.now(),
-            resume_token_hash="",
         )
     )
 

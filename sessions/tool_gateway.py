@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
@@ -114,7 +115,11 @@ class ServiceToolGateway:
                 continue  # a redelivered toolCall: the first one is already running
             task = asyncio.create_task(self._handle(call, send, emit), name="bridge-tool")
             self._calls[call_id] = task
-            task.add_done_callback(lambda _t, cid=call_id: self._calls.pop(cid, None))
+            task.add_done_callback(functools.partial(self._forget, call_id))
+
+    def _forget(self, call_id: str, _task: asyncio.Task[None]) -> None:
+        self._calls.pop(call_id, None)
+        self._records.pop(call_id, None)
 
     async def _handle(self, call: types.FunctionCall, send: SendResponses, emit: Emit) -> None:
         from tools.services import tool_call_admit, tool_call_response

@@ -1,10 +1,13 @@
 """Client -> upstream buffering: bounded while upstream is away, replayable after a fault.
 
-Two bounded lists:
-- ``pending``: not yet sent (before the upstream is ready, or while it reconnects). At most
-  ``max_pending_audio`` bytes of audio (2 s at 16 kHz): the oldest audio is dropped first.
-- ``unacknowledged``: sent since the last turn the upstream saved in a resumption handle.
-  After a reconnect it is sent again, so a turn in flight when the upstream died is not lost.
+Three bounded lists:
+- ``pending``: new client input not yet sent (before the upstream is ready, or while it
+  reconnects). At most ``max_pending_audio`` bytes of audio (2 s at 16 kHz): the oldest
+  audio is dropped first.
+- ``unacknowledged``: sent since the last turn the upstream saved in a resumption handle
+  (at most ``max_unacknowledged_audio``, 30 s).
+- ``replay``: after a reconnect, the unacknowledged items, sent before anything in
+  ``pending``. Kept apart so the 2 s bound on new input never eats the turn being replayed.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class Uplink:
         self.max_unacknowledged_audio = max_unacknowledged_audio
         self.max_control_items = max_control_items
         self.pending: deque[UplinkItem] = deque()
+        self.replay: deque[UplinkItem] = deque()
         self.unacknowledged: deque[UplinkItem] = deque()
         self._pending_audio = 0
         self._unack_audio = 0
@@ -75,17 +79,21 @@ class Uplink:
         return False
 
     async def next(self) -> UplinkItem:
-        while not self.pending:
+        while not self.replay and not self.pending:
             self._available.clear()
             await self._available.wait()
-        return self.pending[0]
+        return self.replay[0] if self.replay else self.pending[0]
 
     def is_head(self, item: UplinkItem) -> bool:
+        if self.replay:
+            return self.replay[0] is item
         return bool(self.pending) and self.pending[0] is item
 
     def sent(self, item: UplinkItem) -> None:
-        """``item`` (the head of pending) reached the upstream."""
-        if self.pending and self.pending[0] is item:
+        """``item`` (the head of replay, else of pending) reached the upstream."""
+        if self.replay and self.replay[0] is item:
+            self.replay.popleft()
+        elif self.pending and self.pending[0] is item:
             self.pending.popleft()
             self._pending_audio -= item.audio_bytes
         self.unacknowledged.append(item)
@@ -106,15 +114,12 @@ class Uplink:
             self._unack_audio -= old.audio_bytes
         self._turn_mark = 0
 
-    def replay_unacknowledged(self) -> int:
-        """After a reconnect: send the unacknowledged items again, before anything newer."""
-        count = len(self.unacknowledged)
-        while self.unacknowledged:
-            item = self.unacknowledged.pop()
-            self.pending.appendleft(item)
-            self._pending_audio += item.audio_bytes
+    def replay_unacknowledged(self) -> None:
+        """After a reconnect: send the unacknowledged items again, before anything newer.
+        What an interrupted earlier replay did not send yet follows them (it is newer)."""
+        self.replay = deque([*self.unacknowledged, *self.replay])
+        self.unacknowledged.clear()
         self._unack_audio = 0
         self._turn_mark = 0
-        if count:
+        if self.replay:
             self._available.set()
-        return count

@@ -9,7 +9,7 @@ import re
 _PATTERNS = [
     re.compile(r"(?i)([?&](?:token|resume|key|access_token)=)[^&\s\"']+"),
     re.compile(r"(?i)(\b(?:bearer|token)\s+)[A-Za-z0-9._~+/=-]{8,}"),
-    re.compile(r"(vpk_[0-9a-f]{8}_)[A-Za-z0-9_-]+"),
+    re.compile(r"(vpk_[0-9a-f]{8,12}_)[A-Za-z0-9_-]+"),
 ]
 
 

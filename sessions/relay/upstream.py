@@ -13,7 +13,7 @@ import contextlib
 import enum
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -35,7 +35,6 @@ class UpstreamState(enum.StrEnum):
     READY = "ready"
     RECONNECTING = "reconnecting"
     FAILED = "failed"
-    CLOSED = "closed"
 
 
 @dataclass(frozen=True)
@@ -133,10 +132,6 @@ class LiveUpstream:
         self._reconnect_reason = reason
         self._reconnect.set()
 
-    @property
-    def done(self) -> bool:
-        return self._task is None or self._task.done()
-
     # --- the connection loop --------------------------------------------------------------
 
     async def _run(self) -> None:
@@ -144,7 +139,7 @@ class LiveUpstream:
         reason = ""
         await self._listener.on_upstream_state(UpstreamState.CONNECTING, "")
         while True:
-            progressed = False
+            progress = _Progress()
             try:
                 async with contextlib.AsyncExitStack() as stack:
                     async with asyncio.timeout(self.settings.connect_timeout):
@@ -154,7 +149,7 @@ class LiveUpstream:
                     self.session = session
                     self.ready.set()
                     await self._listener.on_upstream_state(UpstreamState.READY, reason)
-                    reason, progressed = await self._pump(session)
+                    reason = await self._pump(session, progress)
                     self.ready.clear()
                     if reason == "upstream_unresponsive":
                         _abort(session)
@@ -175,7 +170,8 @@ class LiveUpstream:
                 self.ready.clear()
                 self.session = None
             planned = reason.startswith("go_away") or reason == "requested"
-            failures = 0 if (progressed or planned) else failures + 1
+            # A connection that carried model messages was healthy: its drop starts afresh.
+            failures = 0 if (progress.any or planned) else failures + 1
             if failures > self.settings.backoff.max_tries:
                 await self._fail(UpstreamFailed("upstream_unavailable", reason))
                 return
@@ -197,9 +193,8 @@ class LiveUpstream:
             self._go_away_timer.cancel()
             self._go_away_timer = None
 
-    async def _pump(self, session: AsyncSession) -> tuple[str, bool]:
-        """Run until this connection ends. Returns (why, whether the model sent anything)."""
-        progress = _Progress()
+    async def _pump(self, session: AsyncSession, progress: _Progress) -> str:
+        """Run until this connection ends; returns why (or raises what closed it)."""
         receiver = asyncio.create_task(self._receive(session, progress), name="live-receive")
         watchdog = asyncio.create_task(self._watch(session), name="live-watchdog")
         requested = asyncio.create_task(self._reconnect.wait(), name="live-reconnect-wait")
@@ -212,10 +207,10 @@ class LiveUpstream:
             await asyncio.gather(*tasks, return_exceptions=True)
         if receiver in done:
             receiver.result()  # raises the APIError / ConnectionClosed that ended it
-            return "upstream_closed", progress.any
+            return "upstream_closed"
         if watchdog in done and watchdog.result():
-            return "upstream_unresponsive", progress.any
-        return self._reconnect_reason or "requested", progress.any
+            return "upstream_unresponsive"
+        return self._reconnect_reason or "requested"
 
     async def _receive(self, session: AsyncSession, progress: _Progress) -> None:
         while True:
@@ -254,6 +249,8 @@ class LiveUpstream:
             0.0, (time_left if time_left is not None else 0.0) - self.settings.go_away_margin
         )
         loop = asyncio.get_running_loop()
+        if self._go_away_timer is not None:
+            self._go_away_timer.cancel()
         self._go_away_timer = loop.call_later(delay, self.request_reconnect, "go_away_deadline")
 
     async def _watch(self, session: AsyncSession) -> bool:
@@ -262,8 +259,9 @@ class LiveUpstream:
         while True:
             await asyncio.sleep(self.settings.ping_interval)
             try:
-                pong = await ws.ping()
+                # ping() itself waits for the write buffer to drain: time it out too.
                 async with asyncio.timeout(self.settings.ping_timeout):
+                    pong = await ws.ping()
                     await pong
             except TimeoutError:
                 return True
@@ -274,15 +272,6 @@ class LiveUpstream:
     def _abort(self) -> None:
         if self.session is not None:
             _abort(self.session)
-
-    # --- sends (from any task) --------------------------------------------------------------
-
-    async def send(self, action: Callable[[AsyncSession], Awaitable[None]]) -> None:
-        """Run one send on the current connection; raises if there is none or it fails."""
-        session = self.session
-        if session is None or not self.ready.is_set():
-            raise ConnectionError("upstream not ready")
-        await action(session)
 
 
 @dataclass

@@ -167,3 +167,91 @@ async def test_ping_is_answered_with_pong(alice, live_settings):
     assert await client.until("pong") == {"type": "pong", "id": 42}
     await client.send(type="close")
     await client.until_closed()
+
+
+async def test_old_resume_token_works_until_the_new_one_is_delivered(
+    alice, live_settings, live_emulator
+):
+    agent = await make_agent(alice.tenant)
+    first = await open_client(f"token={await issue_token(agent)}")
+    started = await first.until("session.started")
+    await first.comm.disconnect()
+    await wait_for_status(started["session_id"], VoiceSession.Status.RECONNECTING)
+    live_emulator.fail_next(stall_setup=1.0)  # the resumed upstream is slow to come up
+    flaky = await open_client(f"resume={started['resume_token']}")
+    await asyncio.sleep(0.2)
+    await flaky.comm.disconnect()  # dropped again before session.started arrived
+    await wait_for_status(started["session_id"], VoiceSession.Status.RECONNECTING)
+    again = await open_client(f"resume={started['resume_token']}")  # the old token still works
+    resumed = await again.until("session.started")
+    assert resumed["session_id"] == started["session_id"]
+    stale = await open_client(f"resume={started['resume_token']}")  # now it has rotated
+    assert await stale.until_closed() == 4001
+    await again.send(type="close")
+    await again.until_closed()
+
+
+async def test_session_ended_elsewhere_is_noticed_without_the_channel_message(alice, live_settings):
+    agent = await make_agent(alice.tenant)
+    client = await open_client(f"token={await issue_token(agent)}")
+    started = await client.until("session.started")
+    # Ended in the database only (as if the channel-layer message were lost).
+    await database_sync_to_async(VoiceSession.unscoped.filter(pk=started["session_id"]).update)(
+        status=VoiceSession.Status.ENDED, end_reason="ended_by_api"
+    )
+    await client.send(type="text", text="anyone there?")
+    assert await client.until_closed() == 1000
+    assert client.events[-1] == {"type": "session.ended", "reason": "ended_by_api"}
+
+
+async def test_superseded_connection_keeps_what_it_measured(alice, live_settings):
+    agent = await make_agent(alice.tenant)
+    first = await open_client(f"token={await issue_token(agent)}")
+    started = await first.until("session.started")
+    await first.send(type="text", text="one")
+    await first.until("turn_complete")
+    second = await open_client(f"resume={started['resume_token']}")
+    await second.until("session.started")
+    await first.until_closed()
+    await second.send(type="text", text="two")
+    await second.until("turn_complete")
+    await second.send(type="close")
+    await second.until_closed()
+    session = await get_session(started["session_id"])
+    assert session.turns == 2
+
+
+async def test_dead_process_sessions_stop_counting_and_end_after_window(alice, live_settings):
+    from sessions.reaper import STALE_AFTER
+
+    agent = await make_agent(alice.tenant, resume_window_seconds=600)
+    session = await database_sync_to_async(VoiceSession.unscoped.create)(
+        tenant=alice.tenant, agent=agent, end_user_id="u", status="active",
+        last_seen_at=timezone.now() - STALE_AFTER - timedelta(seconds=1),
+    )  # fmt: skip
+    await database_sync_to_async(voice_sessions_reap_detached)()
+    session = await get_session(session.pk)
+    assert session.status == VoiceSession.Status.RECONNECTING
+    assert session.client_detached_at is not None  # no longer counts against the limit
+    await database_sync_to_async(VoiceSession.unscoped.filter(pk=session.pk).update)(
+        client_detached_at=timezone.now() - timedelta(seconds=601)
+    )
+    assert await database_sync_to_async(voice_sessions_reap_detached)() == 1
+
+
+async def test_twenty_ms_frames_with_pings_stay_within_the_rate_limit(alice, live_settings):
+    from tests.sessions.conftest import silence
+
+    agent = await make_agent(alice.tenant)
+    client = await open_client(f"token={await issue_token(agent)}")
+    await client.until("session.started")
+    for i in range(200):  # 4 s of 20 ms frames, sent as fast as possible, plus pings
+        await client.send_audio(silence(20))
+        if i % 20 == 0:
+            await client.send(type="ping", id=i)
+    await client.send(type="ping", id="last")
+    assert (await client.until("pong"))["id"] == 0
+    while (await client.until("pong"))["id"] != "last":
+        pass
+    await client.send(type="close")
+    assert await client.until_closed() == 1000

@@ -228,3 +228,19 @@ LIVE_PING_TIMEOUT = float(env_str("LIVE_PING_TIMEOUT", "2.0"))
 LIVE_RECONNECT_TRIES = env_int("LIVE_RECONNECT_TRIES", 5)
 LIVE_WS_MESSAGE_RATE = float(env_str("LIVE_WS_MESSAGE_RATE", "50"))
 LIVE_WS_MESSAGE_BURST = float(env_str("LIVE_WS_MESSAGE_BURST", "100"))
+# Client audio: twice real time (16 kHz PCM16 = 32,000 B/s) sustained, 4 s of burst.
+LIVE_WS_AUDIO_BYTES_RATE = float(env_str("LIVE_WS_AUDIO_BYTES_RATE", "64000"))
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+
+# --- Tools (docs/tools.md) ---------------------------------------------------------------
+# Modules imported at start-up whose @tool functions form the registry; operators list
+# their own after the built-ins, e.g. TOOL_MODULES=tools.builtin,acme_tools.
+TOOL_MODULES = env_list("TOOL_MODULES", ["tools.builtin"])
+TOOL_TIMEOUT_MAX = 120.0  # seconds; the ceiling of every tool and allowlist timeout
+TOOL_RESULT_MAX_BYTES = env_int("TOOL_RESULT_MAX_BYTES", 4096)  # audit preview
+TOOL_WEBHOOK_MAX_RESPONSE_BYTES = env_int("TOOL_WEBHOOK_MAX_RESPONSE_BYTES", 262_144)
+# CIDRs webhook tools may reach although private/loopback/link-local (empty = none).
+TOOL_WEBHOOK_ALLOWED_NETWORKS = env_list("TOOL_WEBHOOK_ALLOWED_NETWORKS", [])
+TOOL_WEBHOOK_CA_FILE = env_str("TOOL_WEBHOOK_CA_FILE")  # extra CA bundle (tests, private CAs)
+TOOL_CELERY_QUEUE = env_str("TOOL_CELERY_QUEUE", "live_tools")
+CELERY_TASK_ROUTES = {"tools.tasks.*": {"queue": TOOL_CELERY_QUEUE}}

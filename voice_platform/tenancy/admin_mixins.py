@@ -49,6 +49,13 @@ class TenantScopedAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         base = list(super().get_list_display(request))
         return [*base, "tenant"] if request.user.is_superuser else base
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        base = list(super().get_readonly_fields(request, obj))
+        # Moving an object to another tenant would orphan what refers to it there.
+        if obj is not None and request.user.is_superuser and "tenant" not in base:
+            base.append("tenant")
+        return base
+
     def get_autocomplete_fields(self, request: HttpRequest) -> Any:
         base = list(super().get_autocomplete_fields(request))
         return ["tenant", *base] if request.user.is_superuser else base

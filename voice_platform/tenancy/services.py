@@ -17,7 +17,8 @@ from voice_platform.tenancy.models import ApiKey, Membership, Tenant
 from voice_platform.tenancy.scope import tenant_scope
 
 API_KEY_PREFIX = "vpk_"
-API_KEY_PREFIX_LEN = len(API_KEY_PREFIX) + 8
+# 48 random bits: prefixes are unique across all tenants, so collisions must be negligible.
+API_KEY_PREFIX_LEN = len(API_KEY_PREFIX) + 12
 # last_used_at is advisory; writing it on every request would make every API call a write.
 LAST_USED_GRANULARITY = timedelta(minutes=1)
 
@@ -74,7 +75,7 @@ def membership_create(
 
 @transaction.atomic
 def api_key_create(*, tenant: Tenant, name: str) -> IssuedApiKey:
-    prefix = API_KEY_PREFIX + secrets.token_hex(4)
+    prefix = API_KEY_PREFIX + secrets.token_hex(6)
     raw = f"{prefix}_{secrets.token_urlsafe(32)}"
     api_key = ApiKey(tenant=tenant, name=name, prefix=prefix, key_hash=hash_secret(raw))
     # Unique checks read through the scoped manager: validate inside the key's own tenant.
@@ -93,7 +94,7 @@ def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
 
 def api_key_authenticate(*, raw_key: str) -> ApiKey:
     """Resolve a presented key to its ApiKey, or raise ApiKeyInvalid / TenantSuspended."""
-    # vpk_ + 8 hex, then "_" and the secret (whose URL-safe alphabet may contain "_" too).
+    # vpk_ + 12 hex, then "_" and the secret (whose URL-safe alphabet may contain "_" too).
     prefix = raw_key[:API_KEY_PREFIX_LEN]
     if (
         not prefix.startswith(API_KEY_PREFIX)

@@ -19,7 +19,7 @@ def test_api_missing_key_is_401_with_challenge(alice):
 
 @pytest.mark.parametrize(
     "header",
-    ["Bearer nonsense", "Bearer vpk_00000000_unknown", "Bearer a b", "Basic dXNlcjpwdw=="],
+    ["Bearer nonsense", "Bearer vpk_000000000000_unknown", "Bearer a b", "Basic dXNlcjpwdw=="],
 )
 def test_api_unknown_or_malformed_key_is_401(alice, header):
     client = APIClient()
