@@ -27,7 +27,7 @@ class ReadOnlyMixin:
 
 class TranscriptInline(ReadOnlyMixin, TenantScopedInlineMixin, admin.TabularInline):  # type: ignore[type-arg]
     model = TranscriptEntry
-    fields = ["seq", "at", "role", "kind", "text"]
+    fields = ("seq", "at", "role", "kind", "text")
     readonly_fields = fields
     ordering = ["seq"]
     extra = 0
@@ -52,7 +52,7 @@ class VoiceSessionAdmin(ReadOnlyMixin, TenantScopedAdmin):
         "tool_calls", "errors", "reconnects", "prompt_tokens", "response_tokens", "total_tokens",
         "first_response_ms_p50", "first_response_ms_p95", "resumption_handle_at",
     ]  # fmt: skip
-    fields = readonly_fields
+    fields = tuple(readonly_fields)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Needed for the "end" action only; every field stays read-only.
@@ -76,7 +76,7 @@ class ClientTokenAdmin(ReadOnlyMixin, TenantScopedAdmin):
         "prefix", "agent", "end_user_id", "metadata", "uses", "uses_left", "expires_at",
         "new_session_expires_at", "created_at", "revoked_at", "created_by",
     ]  # fmt: skip
-    fields = readonly_fields
+    fields = tuple(readonly_fields)
     actions = ["revoke_tokens"]
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:

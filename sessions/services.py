@@ -240,7 +240,7 @@ def voice_session_flush(*, session_id: uuid.UUID, progress: SessionProgress) -> 
         session = VoiceSession.objects.select_for_update(no_key=True).filter(pk=session_id).first()
         if session is None:
             return
-        deltas = {name: F(name) + n for name, n in progress.counters.items() if n}
+        deltas: dict[str, Any] = {name: F(name) + n for name, n in progress.counters.items() if n}
         if progress.first_response_ms:
             samples = [*session.first_response_ms, *progress.first_response_ms]
             deltas["first_response_ms"] = samples[-FIRST_RESPONSE_SAMPLES:]
