@@ -45,8 +45,9 @@ worker: install ## A Celery worker for tool calls (needs REDIS_URL)
 emulator: install ## The Gemini Live emulator alone, on https://127.0.0.1:8765
 	$(PY) manage.py live_emulator --host 127.0.0.1 --port 8765
 
-bench: install ## Benchmarks; results go to docs/performance.md
+bench: install ## Benchmarks (needs local PostgreSQL and Redis); figures in docs/performance.md
 	$(PY) -m bench.emulator_bench --sessions 200 --seconds 20
+	$(PY) -m bench.bridge_bench --sessions 1,50,200 --seconds 15
 
 clean: ## Remove the virtualenv and local state (var/)
 	rm -rf $(VENV) var

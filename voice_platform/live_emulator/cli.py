@@ -52,6 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--faults", default="", help="server-wide faults, e.g. 'close_after=3; close_code=1011'")
     add("--no-compression", action="store_true", help="refuse permessage-deflate")
     add("--no-record", action="store_true", help="do not record received messages")
+    add(
+        "--echo-frames",
+        action="store_true",
+        help="bench loopback: answer every audio chunk at once with the same bytes, stamped",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
@@ -73,6 +78,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         faults=Faults.parse(args.faults) if args.faults else Faults(),
         compression=not args.no_compression,
         record=not args.no_record,
+        echo_frames=args.echo_frames,
     )
 
 

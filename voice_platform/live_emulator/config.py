@@ -72,6 +72,9 @@ class EmulatorConfig:
     # Recording of what each session received (see recorder.py).
     record: bool = True
     record_max_messages: int = 10_000
+    # Bench-only loopback (echo.py): every audio chunk is answered at once with the same
+    # bytes, stamped with its receipt time, instead of going through the VAD and turns.
+    echo_frames: bool = False
 
     # Faults applied to every connection unless a connection brings its own.
     faults: Faults = field(default_factory=Faults)

@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from voice_platform.live_emulator import audio, model, protocol
+from voice_platform.live_emulator import audio, echo, model, protocol
 from voice_platform.live_emulator.config import EmulatorConfig
 from voice_platform.live_emulator.faults import Faults
 from voice_platform.live_emulator.model import PlannedCall, Turn
@@ -93,6 +94,9 @@ class LiveSession:
         self.background: dict[str, str] = {}
         self.received = 0
         self.dark = False
+        self.echo_frames = config.echo_frames
+        # Receipt time of the message being handled (only kept in echo mode).
+        self.received_ns = 0
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -116,6 +120,8 @@ class LiveSession:
 
     async def _read_loop(self) -> None:
         async for raw in self.ws:
+            if self.echo_frames:
+                self.received_ns = time.monotonic_ns()
             self.received += 1
             try:
                 message = protocol.parse_client_message(raw)
@@ -243,7 +249,10 @@ class LiveSession:
         for blob in blobs:
             mime = str(blob.get("mimeType", ""))
             data = protocol.b64decode(str(blob.get("data", "")))
-            if mime.startswith("audio/"):
+            if mime.startswith("audio/") and self.echo_frames:
+                self.record.audio_bytes += len(data)
+                await self.send(protocol.model_audio(echo.stamp(data, self.received_ns)))
+            elif mime.startswith("audio/"):
                 await self._on_audio(data)
             else:
                 self.record.video_frames += 1
