@@ -48,6 +48,7 @@ emulator: install ## The Gemini Live emulator alone, on https://127.0.0.1:8765
 bench: install ## Benchmarks (needs local PostgreSQL and Redis); figures in docs/performance.md
 	$(PY) -m bench.emulator_bench --sessions 200 --seconds 20
 	$(PY) -m bench.bridge_bench --sessions 1,50,200 --seconds 15
+	$(PY) -m bench.tool_bench --calls 1000
 
 clean: ## Remove the virtualenv and local state (var/)
 	rm -rf $(VENV) var

@@ -16,12 +16,11 @@ from sessions.auth import connection_credentials
 from sessions.bridge import LiveBridge
 from sessions.client_messages import BadMessage, audio_frame_problem, parse_client_message
 from sessions.close_codes import CloseCode
-from sessions.live import bridge_config, connect_factory
+from sessions.live import bridge_config, connect_factory, tool_gateway_for
 from sessions.notify import notify_superseded
 from sessions.ratelimit import TokenBucket
 from sessions.reaper import ensure_reaper
 from sessions.services import SessionRefused, voice_session_open, voice_session_resume
-from sessions.tool_gateway import NoTools
 from sessions.uplink import ItemKind
 
 log = logging.getLogger(__name__)
@@ -77,7 +76,7 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
             return
         if grant.superseded_channel:
             await notify_superseded(grant.superseded_channel)
-        tools = NoTools()
+        tools = await database_sync_to_async(tool_gateway_for)(grant)
         # Control messages by count (the contract's 50/s); audio by bytes, so 20 ms frames
         # (50/s by themselves) and a ping now and then never add up to a violation.
         self.limiter = TokenBucket(settings.LIVE_WS_MESSAGE_RATE, settings.LIVE_WS_MESSAGE_BURST)

@@ -14,7 +14,7 @@ from sessions.relay.backoff import Backoff
 from sessions.relay.client import live_client
 from sessions.relay.upstream import ConnectFactory, UpstreamSettings
 from sessions.services import SessionGrant
-from sessions.tool_gateway import ToolGateway
+from sessions.tool_gateway import ServiceToolGateway, ToolGateway
 from voice_platform.tenancy.services import tenant_gemini_key
 
 
@@ -26,6 +26,18 @@ def bridge_config() -> BridgeConfig:
         backoff=replace(Backoff(), max_tries=settings.LIVE_RECONNECT_TRIES),
     )
     return BridgeConfig(upstream=upstream)
+
+
+def tool_gateway_for(grant: SessionGrant) -> ToolGateway:
+    """Every call goes through the tools services, so even a refused one is audited."""
+    from tools.services import tool_declarations_for_agent
+
+    return ServiceToolGateway(
+        session_id=grant.session.pk,
+        agent=grant.agent,
+        declarations=tool_declarations_for_agent(agent=grant.agent),
+        execution=settings.TOOL_EXECUTION,
+    )
 
 
 def connect_factory(grant: SessionGrant, tools: ToolGateway) -> ConnectFactory:

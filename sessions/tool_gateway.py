@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
 from google.genai import types
+
+log = logging.getLogger(__name__)
 
 SendResponses = Callable[[list[types.FunctionResponse]], Awaitable[None]]
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
@@ -148,16 +152,18 @@ class ServiceToolGateway:
         from tools.services import tool_call_enqueue, tool_call_execute, tool_call_finish_early
 
         self._wakeups[record_id] = asyncio.Event()
-        worker: asyncio.Task[Any] | None = None
         try:
             if self.execution == "celery":
                 await database_sync_to_async(_enqueue)(tool_call_enqueue, record_id)
             else:
                 # No broker (the embedded default): a worker thread, never the event loop.
-                worker = asyncio.create_task(
-                    asyncio.to_thread(_in_thread, tool_call_execute, record_id),
-                    name="bridge-tool-thread",
+                # Not awaited and not a task: a thread cannot be interrupted, and execute
+                # bounds itself by the call's timeout. Its result arrives like Celery's.
+                context = contextvars.copy_context()  # the tenant scope goes along
+                future = asyncio.get_running_loop().run_in_executor(
+                    None, context.run, _in_thread, tool_call_execute, record_id
                 )
+                future.add_done_callback(_log_failure)
             try:
                 async with asyncio.timeout(limit_seconds):
                     return await self._wait_finished(record_id)
@@ -168,9 +174,6 @@ class ServiceToolGateway:
                 return await database_sync_to_async(_record)(record_id)
         finally:
             self._wakeups.pop(record_id, None)
-            if worker is not None and not worker.done():
-                # The thread finishes on its own; its conditional update sees "timeout".
-                worker.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
     async def _wait_finished(self, record_id: int) -> Any:
         wakeup = self._wakeups[record_id]
@@ -211,6 +214,11 @@ class ServiceToolGateway:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _log_failure(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("in-process tool execution failed", exc_info=future.exception())
 
 
 def _session(session_id: Any) -> Any:

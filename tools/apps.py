@@ -1,6 +1,29 @@
+from __future__ import annotations
+
+from typing import Any
+
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+def _sync_after_migrate(sender: AppConfig, using: str = "default", **kwargs: Any) -> None:
+    from django.db import connections
+
+    from tools.models import Tool
+    from tools.services import tool_sync_registry
+
+    # A partial migration plan (e.g. "migrate tools zero") may leave no table to sync into.
+    if Tool._meta.db_table not in connections[using].introspection.table_names():
+        return
+    tool_sync_registry()
 
 
 class ToolsConfig(AppConfig):
     name = "tools"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from tools.registry import load_tool_modules
+
+        load_tool_modules()
+        post_migrate.connect(_sync_after_migrate, sender=self, dispatch_uid="tools_sync")

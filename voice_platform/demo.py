@@ -38,6 +38,23 @@ class DemoData:
         }
 
 
+# What the demo agent may call: the time anywhere, and mail to example.com only.
+DEMO_TOOLS: dict[str, dict[str, object]] = {
+    "get_current_time": {},
+    "send_email": {"allowed_domains": ["example.com"]},
+}
+
+
+def _allowlist_demo_tools(*, tenant: Tenant, agent: Agent) -> None:
+    from tools.models import AgentTool
+    from tools.services import agent_tool_create, tool_sync_registry
+
+    tool_sync_registry()
+    for name, policy in DEMO_TOOLS.items():
+        if not AgentTool.objects.filter(agent=agent, tool__name=name).exists():
+            agent_tool_create(tenant=tenant, agent=agent, tool_name=name, policy=policy)
+
+
 def demo_admin_password() -> str:
     """Stable across calls without being stored: derived from this install's SECRET_KEY."""
     digest = hmac.new(settings.SECRET_KEY.encode(), b"demo-admin-password", hashlib.sha256)
@@ -73,6 +90,7 @@ def demo_bootstrap() -> DemoData:
             input_transcription=True,
             output_transcription=True,
         )
+        _allowlist_demo_tools(tenant=tenant, agent=agent)
         issued = api_key_create(tenant=tenant, name="demo key")
     return DemoData(
         tenant=tenant.slug,

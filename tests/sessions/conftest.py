@@ -135,3 +135,23 @@ async def speak(client: Client, speech_ms: int = 600, silence_ms: int = 700) -> 
         await client.send_audio(tone(min(100, speech_ms - chunk)))
     for _ in range(0, silence_ms, 100):
         await client.send_audio(silence(100))
+
+
+from tests.tools.conftest import (  # noqa: E402, F401  (shared fixtures)
+    celery_worker_process,
+    webhook_receiver,
+)
+
+
+@pytest.fixture
+def tools_ready(request, live_settings):
+    """Tool rows synced; a real Celery worker when Redis is configured (CI), else the
+    embedded in-process mode."""
+    from tools.services import tool_sync_registry
+
+    tool_sync_registry()
+    if live_settings.REDIS_URL:
+        request.getfixturevalue("celery_worker_process")
+    else:
+        live_settings.TOOL_EXECUTION = "inprocess"
+    return live_settings

@@ -59,3 +59,15 @@ def test_bootstrap_demo_admin_sees_demo_agent_in_admin():
     response = client.get("/admin/agents/agent/")
     assert response.status_code == 200
     assert "Demo assistant" in response.content.decode()
+
+
+def test_bootstrap_demo_allowlists_time_and_example_com_mail():
+    from tools.models import AgentTool
+
+    bootstrap()
+    bootstrap()  # idempotent: still one entry per tool
+    entries = {e.tool.name: e.policy for e in AgentTool.unscoped.select_related("tool")}
+    assert entries == {
+        "get_current_time": {},
+        "send_email": {"allowed_domains": ["example.com"]},
+    }

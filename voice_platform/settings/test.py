@@ -18,3 +18,7 @@ import uuid  # noqa: E402
 from voice_platform.settings.base import CACHES  # noqa: E402
 
 CACHES["default"]["KEY_PREFIX"] = f"test-{uuid.uuid4().hex[:8]}"
+
+from voice_platform.settings.base import TOOL_MODULES  # noqa: E402
+
+TOOL_MODULES = [*TOOL_MODULES, "tests.sessions.sample_tools"]

@@ -1,0 +1,248 @@
+"""Fixtures for tools: sessions, allowlist entries, a local HTTPS webhook receiver and a
+real Celery worker (``celery_worker_process``, reusable by the bridge's end-to-end tests)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+
+from conftest import require_postgres, require_redis
+from sessions.models import VoiceSession
+from tools.models import AgentTool, Tool, WebhookTool
+from tools.services import tool_sync_registry
+from voice_platform.crypto import encrypt_str
+from voice_platform.live_emulator.certs import ensure_cert, server_ssl_context
+
+ROOT = Path(__file__).resolve().parents[2]
+TEST_SECRET = "s3cret"
+
+
+def database_url() -> str:
+    """A URL for the database this test process uses (the pytest test database)."""
+    db = settings.DATABASES["default"]
+    user = db.get("USER") or "postgres"
+    auth = f"{user}:{db['PASSWORD']}" if db.get("PASSWORD") else user
+    host, port = db.get("HOST") or "127.0.0.1", db.get("PORT") or 5432
+    return f"postgres://{auth}@{host}:{port}/{db['NAME']}"
+
+
+def make_session(agent: Any, end_user_id: str = "user-1") -> VoiceSession:
+    # unscoped factory-style creation: fixtures build data outside any scope.
+    session = VoiceSession(tenant_id=agent.tenant_id, agent=agent, end_user_id=end_user_id)
+    session.save()
+    return session
+
+
+def allow(agent: Any, tool_name: str, **fields: Any) -> AgentTool:
+    """Allowlist a registry tool on ``agent`` (the Tool rows exist: synced on migrate)."""
+    tool = Tool.objects.get(name=tool_name)
+    entry = AgentTool(tenant_id=agent.tenant_id, agent=agent, tool=tool, **fields)
+    entry.save()
+    return entry
+
+
+def make_webhook(
+    tenant: Any,
+    *,
+    url: str,
+    secret: str = TEST_SECRET,
+    **fields: Any,
+) -> WebhookTool:
+    defaults: dict[str, Any] = {
+        "name": "order_status",
+        "description": "Status of an order.",
+        "parameters_schema": {
+            "type": "object",
+            "properties": {"order_id": {"type": "string", "minLength": 1}},
+            "required": ["order_id"],
+        },
+    }
+    defaults.update(fields)
+    webhook = WebhookTool(tenant=tenant, url=url, secret_encrypted=encrypt_str(secret), **defaults)
+    webhook.save()
+    return webhook
+
+
+@pytest.fixture
+def synced_tools(db: None) -> None:
+    """Transactional tests flush tables; post_migrate re-syncs, this makes it explicit."""
+    tool_sync_registry()
+
+
+@pytest.fixture
+def alice_session(alice_agent: Any) -> VoiceSession:
+    return make_session(alice_agent)
+
+
+@dataclass
+class WebhookReceiver:
+    """A local HTTPS endpoint. ``handler`` decides each answer; requests are recorded."""
+
+    base_url: str
+    cert_path: Path
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    handler: Callable[[dict[str, Any]], tuple[int, dict[str, str], bytes]] | None = None
+
+    def url(self, path: str = "/hook") -> str:
+        return f"{self.base_url}{path}"
+
+
+def _json_answer(body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+    return 200, {"Content-Type": "application/json"}, json.dumps(body).encode()
+
+
+def verify_signature(secret: str, request: dict[str, Any]) -> bool:
+    """The receiver side of the scheme documented in docs/tools.md."""
+    timestamp = request["headers"]["X-Voice-Timestamp"]
+    expected = hmac.new(
+        secret.encode(), timestamp.encode() + b"." + request["body"], hashlib.sha256
+    ).hexdigest()
+    return hmac.compare_digest(f"sha256={expected}", request["headers"]["X-Voice-Signature"])
+
+
+@pytest.fixture
+def webhook_receiver(
+    tmp_path_factory: pytest.TempPathFactory, settings: Any
+) -> Iterator[WebhookReceiver]:
+    cert_path, key_path = ensure_cert(tmp_path_factory.mktemp("webhook-cert"))
+    receiver_ref: list[WebhookReceiver] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            request = {
+                "path": self.path,
+                "headers": dict(self.headers.items()),
+                "body": self.rfile.read(length),
+            }
+            receiver = receiver_ref[0]
+            receiver.requests.append(request)
+            handler = receiver.handler or (lambda r: _json_answer({"ok": True}))
+            status, headers, body = handler(request)
+            headers = dict(headers)
+            try:
+                self.send_response(status)
+                omit_length = headers.pop("X-Omit-Length", None) is not None
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                if "Content-Length" not in headers and not omit_length:
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (timeout, size cap): expected in those tests
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    server.socket = server_ssl_context(cert_path, key_path).wrap_socket(
+        server.socket, server_side=True
+    )
+    receiver = WebhookReceiver(
+        base_url=f"https://127.0.0.1:{server.server_address[1]}", cert_path=cert_path
+    )
+    receiver_ref.append(receiver)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    settings.TOOL_WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+    settings.TOOL_WEBHOOK_CA_FILE = str(cert_path)
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@dataclass
+class CeleryWorker:
+    process: subprocess.Popen[bytes]
+    queue: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def celery_worker_process(
+    transactional_db: None, settings: Any, tmp_path: Path
+) -> Iterator[CeleryWorker]:
+    """A real Celery worker on a queue of its own, sharing this test's database and Redis.
+
+    Needs PostgreSQL and Redis (skips locally without them, fails in CI). The queue name is
+    unique per test and set as ``settings.TOOL_CELERY_QUEUE``, so ``tool_call_enqueue`` in
+    this process sends there and no other worker on the same Redis takes the task.
+    """
+    require_postgres()
+    redis_url = require_redis()
+    queue = f"live_tools_test_{uuid.uuid4().hex[:8]}"
+    settings.TOOL_CELERY_QUEUE = queue
+    settings.TOOL_EXECUTION = "celery"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "voice_platform.settings.test",
+        "DATABASE_URL": database_url(),  # the test database, shared with this process
+        "REDIS_URL": redis_url,
+        "TOOL_CELERY_QUEUE": queue,
+        "TOOL_WEBHOOK_ALLOWED_NETWORKS": ",".join(settings.TOOL_WEBHOOK_ALLOWED_NETWORKS),
+        "TOOL_WEBHOOK_CA_FILE": settings.TOOL_WEBHOOK_CA_FILE,
+    }
+    log_path = tmp_path / "celery-worker.log"
+    log = log_path.open("w")
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "celery", "-A", "voice_platform", "worker",
+            # Threads: several calls of one toolCall run in parallel, as in production.
+            "-Q", queue, "-P", "threads", "--concurrency", "4", "-l", "info",
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "-n", f"{queue}@%h",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    worker = CeleryWorker(process=process, queue=queue, log_path=log_path)
+    try:
+        deadline = time.monotonic() + 30
+        while "ready." not in worker.log():
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"celery worker did not start:\n{worker.log()}")
+            time.sleep(0.1)
+        yield worker
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+        log.close()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(interval)

@@ -1,0 +1,220 @@
+"""Webhook tools: signed requests to a local HTTPS receiver, and the SSRF and size guards."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+import time
+
+import pytest
+
+from tests.tools.conftest import make_webhook, verify_signature
+from tools.models import AgentTool
+from tools.services import tool_call_admit, tool_call_execute, tool_call_response
+from tools.webhooks import (
+    WebhookError,
+    WebhookRefused,
+    WebhookTimeout,
+    address_refusal,
+    resolve_public,
+    sign,
+    verify,
+    webhook_post,
+)
+from voice_platform.tenancy.scope import tenant_scope
+
+PAYLOAD = {"call_id": "c1", "tool": "order_status", "arguments": {"order_id": "A1"}}
+
+
+def post(receiver, **kwargs):
+    options = {"url": receiver.url(), "secret": "s3cret", "payload": PAYLOAD, "timeout": 2.0}
+    options.update(kwargs)
+    return webhook_post(**options)
+
+
+def test_webhook_post_is_signed_and_returns_json_object(webhook_receiver):
+    webhook_receiver.handler = lambda r: (200, {}, json.dumps({"status": "shipped"}).encode())
+    assert post(webhook_receiver) == {"status": "shipped"}
+    request = webhook_receiver.requests[0]
+    assert json.loads(request["body"]) == PAYLOAD
+    assert request["headers"]["Content-Type"] == "application/json"
+    assert abs(int(request["headers"]["X-Voice-Timestamp"]) - time.time()) < 5
+    assert verify_signature("s3cret", request)
+    assert not verify_signature("wrong-secret", request)
+    assert verify("s3cret", request["headers"]["X-Voice-Timestamp"], request["body"],
+                  request["headers"]["X-Voice-Signature"])  # fmt: skip
+
+
+def test_webhook_verify_rejects_stale_and_tampered():
+    body, now = b'{"a":1}', str(int(time.time()))
+    good = sign("k", now, body)
+    assert verify("k", now, body, good)
+    assert not verify("k", now, b'{"a":2}', good)
+    old = str(int(time.time()) - 3600)
+    assert not verify("k", old, body, sign("k", old, body))
+
+
+def test_webhook_loopback_refused_unless_allowlisted(webhook_receiver, settings):
+    settings.TOOL_WEBHOOK_ALLOWED_NETWORKS = []
+    with pytest.raises(WebhookRefused, match=r"loopback address 127\.0\.0\.1 is not allowed"):
+        post(webhook_receiver)
+    assert webhook_receiver.requests == []  # refused before connecting
+
+
+@pytest.mark.parametrize(
+    ("address", "label"),
+    [
+        ("10.1.2.3", "private"),
+        ("192.168.0.1", "private"),
+        ("172.16.0.1", "private"),
+        ("169.254.169.254", "link-local"),
+        ("::1", "loopback"),
+        ("::ffff:127.0.0.1", "loopback"),
+        ("fe80::1", "link-local"),
+        ("fc00::1", "private"),
+        ("224.0.0.1", "multicast"),
+        ("0.0.0.0", "unspecified"),  # noqa: S104 (the address under test)
+        ("100.64.0.1", "non-public"),
+    ],
+)
+def test_webhook_address_refusal_covers_non_public_ranges(address, label):
+    reason = address_refusal(ipaddress.ip_address(address), [])
+    assert reason is not None
+    assert label in reason
+
+
+def test_webhook_address_refusal_allows_public_and_allowlisted():
+    assert address_refusal(ipaddress.ip_address("93.184.216.34"), []) is None
+    allowed = [ipaddress.ip_network("10.0.0.0/8")]
+    assert address_refusal(ipaddress.ip_address("10.9.9.9"), allowed) is None
+
+
+def test_webhook_refused_if_any_resolved_address_is_private(monkeypatch):
+    records = [
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", 443)),
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.5", 443)),
+    ]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: records)
+    with pytest.raises(WebhookRefused, match=r"private address 10\.0\.0\.5"):
+        resolve_public("rebind.example.com", 443, allowed_networks=[])
+
+
+def test_webhook_localhost_name_is_refused():
+    with pytest.raises(WebhookRefused, match="loopback"):
+        resolve_public("localhost", 443, allowed_networks=[])
+
+
+def test_webhook_redirect_is_not_followed(webhook_receiver):
+    webhook_receiver.handler = lambda r: (302, {"Location": "https://169.254.169.254/"}, b"")
+    with pytest.raises(WebhookError, match="redirect"):
+        post(webhook_receiver)
+    assert len(webhook_receiver.requests) == 1
+
+
+def test_webhook_slow_endpoint_times_out(webhook_receiver):
+    def slow(request):
+        time.sleep(1.5)
+        return 200, {}, b"{}"
+
+    webhook_receiver.handler = slow
+    started = time.monotonic()
+    with pytest.raises(WebhookTimeout, match=r"did not answer within 0\.4s"):
+        post(webhook_receiver, timeout=0.4)
+    assert time.monotonic() - started < 1.4
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_webhook_oversized_response_is_refused(webhook_receiver, declared):
+    body = json.dumps({"blob": "x" * 5000}).encode()
+    headers = {} if declared else {"X-Omit-Length": "1"}
+    webhook_receiver.handler = lambda r: (200, headers, body)
+    with pytest.raises(WebhookError, match="larger than 1024 bytes"):
+        post(webhook_receiver, max_bytes=1024)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "message"),
+    [
+        (500, b"{}", "HTTP 500"),
+        (200, b"not json", "not JSON"),
+        (200, b"[1, 2]", "not a JSON object"),
+    ],
+)
+def test_webhook_bad_answers_are_errors(webhook_receiver, status, body, message):
+    webhook_receiver.handler = lambda r: (status, {}, body)
+    with pytest.raises(WebhookError, match=message):
+        post(webhook_receiver)
+
+
+def test_webhook_untrusted_certificate_is_refused(webhook_receiver, settings):
+    settings.TOOL_WEBHOOK_CA_FILE = ""
+    with pytest.raises(WebhookError, match="TLS verification failed"):
+        post(webhook_receiver)
+
+
+def test_webhook_plain_http_is_refused():
+    with pytest.raises(WebhookRefused, match="https"):
+        webhook_post(url="http://example.com/", secret="s", payload={}, timeout=1)
+
+
+def admit_webhook_call(alice, agent, session, receiver, **fields):
+    webhook = make_webhook(alice.tenant, url=receiver.url("/orders"), **fields)
+    AgentTool.unscoped.create(tenant=alice.tenant, agent=agent, webhook_tool=webhook)
+    with tenant_scope(alice.tenant.pk):
+        return tool_call_admit(
+            session=session, agent=agent, call_id="call-7", name="order_status",
+            args={"order_id": "A1"},
+        )  # fmt: skip
+
+
+@pytest.mark.django_db(transaction=True)
+def test_webhook_tool_executes_through_service(alice, alice_agent, alice_session, webhook_receiver):
+    webhook_receiver.handler = lambda r: (200, {}, b'{"status": "shipped"}')
+    admission = admit_webhook_call(alice, alice_agent, alice_session, webhook_receiver)
+    with tenant_scope(alice.tenant.pk):
+        record = tool_call_execute(record_id=admission.record.pk)
+    assert record.status == "succeeded"
+    assert tool_call_response(record=record) == {"status": "shipped"}
+    request = webhook_receiver.requests[0]
+    assert request["path"] == "/orders"
+    assert verify_signature("s3cret", request)
+    assert json.loads(request["body"]) == {
+        "call_id": "call-7",
+        "tool": "order_status",
+        "arguments": {"order_id": "A1"},
+        "agent_id": alice_agent.pk,
+        "session_id": str(alice_session.pk),
+        "end_user_id": alice_session.end_user_id,
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_webhook_tool_timeout_marks_record_timeout(
+    alice, alice_agent, alice_session, webhook_receiver
+):
+    def slow(request):
+        time.sleep(1.2)
+        return 200, {}, b"{}"
+
+    webhook_receiver.handler = slow
+    admission = admit_webhook_call(
+        alice, alice_agent, alice_session, webhook_receiver, timeout_seconds=0.3
+    )
+    with tenant_scope(alice.tenant.pk):
+        record = tool_call_execute(record_id=admission.record.pk)
+    assert record.status == "timeout"
+    assert tool_call_response(record=record) == {"error": "tool timed out after 0.3s"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_webhook_tool_refused_address_fails_the_call(
+    alice, alice_agent, alice_session, webhook_receiver, settings
+):
+    settings.TOOL_WEBHOOK_ALLOWED_NETWORKS = []
+    admission = admit_webhook_call(alice, alice_agent, alice_session, webhook_receiver)
+    with tenant_scope(alice.tenant.pk):
+        record = tool_call_execute(record_id=admission.record.pk)
+    assert record.status == "failed"
+    assert record.error == "WebhookRefused: loopback address 127.0.0.1 is not allowed"
+    assert webhook_receiver.requests == []
