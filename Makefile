@@ -40,7 +40,7 @@ check-deploy: install ## Django's deployment checklist against production settin
 	DJANGO_SETTINGS_MODULE=voice_platform.settings.production $(PY) manage.py check --deploy --fail-level WARNING
 
 worker: install ## A Celery worker for tool calls (needs REDIS_URL)
-	$(VENV)/bin/celery -A voice_platform worker -l info
+	$(VENV)/bin/celery -A voice_platform worker -l info -Q default,live_tools --prefetch-multiplier 1
 
 emulator: install ## The Gemini Live emulator alone, on https://127.0.0.1:8765
 	$(PY) manage.py live_emulator --host 127.0.0.1 --port 8765
