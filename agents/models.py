@@ -12,7 +12,8 @@ from agents.validators import validate_live_model, validate_origin_list, validat
 from voice_platform.tenancy.models import TenantOwnedModel
 
 
-class Agent(TenantOwnedModel):
+# The scoped default manager is opaque to django-stubs, so reverse managers cannot be typed.
+class Agent(TenantOwnedModel):  # type: ignore[django-manager-missing]
     class Modality(models.TextChoices):
         AUDIO = "AUDIO", "Audio"
         TEXT = "TEXT", "Text"
