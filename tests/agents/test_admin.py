@@ -3,17 +3,11 @@ from __future__ import annotations
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.test import Client
 
 from agents.models import Agent
+from tests.helpers import logged_in
 
 pytestmark = pytest.mark.django_db
-
-
-def logged_in(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def agent_form(tenant_id: int | str = "", **overrides) -> dict:

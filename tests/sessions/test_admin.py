@@ -1,20 +1,14 @@
 from __future__ import annotations
 
 import pytest
-from django.test import Client
 from django.utils import timezone
 
 from sessions.models import ClientToken, TranscriptEntry, VoiceSession
 from sessions.tokens import client_token_issue
+from tests.helpers import logged_in
 from voice_platform.tenancy.scope import tenant_scope
 
 pytestmark = pytest.mark.django_db
-
-
-def logged_in(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def make_session(world, agent, user="someone") -> VoiceSession:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from django.conf import settings
-from django.test import Client
 
+from tests.helpers import logged_in
 from tests.tools.conftest import allow, make_session, make_webhook
 from tools.models import AgentTool, LookupRecord, OutboxEmail, ToolCallRecord, WebhookTool
 from tools.services import tool_call_admit
@@ -13,12 +13,6 @@ from voice_platform.crypto import decrypt_str
 from voice_platform.tenancy.scope import tenant_scope
 
 pytestmark = pytest.mark.django_db
-
-
-def logged_in(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def record_for(agent, call_id: str, name: str = "nope") -> ToolCallRecord:

@@ -1,18 +1,12 @@
 from __future__ import annotations
 
 import pytest
-from django.test import Client
 
+from tests.helpers import logged_in
 from voice_platform.tenancy.models import ApiKey, Tenant
 from voice_platform.tenancy.services import hash_secret, tenant_gemini_key
 
 pytestmark = pytest.mark.django_db
-
-
-def logged_in(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def test_admin_api_key_shown_once_then_only_prefix(alice, alice_staff):
