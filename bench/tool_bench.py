@@ -9,6 +9,8 @@ and Redis:
   the Redis broker -> one worker (solo pool, pinned to core 1) runs it and writes the result
   -> channel-layer wake-up -> the gateway reads the result -> response;
 - in-process: the embedded default (no broker): the same, with a worker thread instead;
+- bare celery: the floor under the celery path on this machine: a task that only answers
+  over the channel layer (same broker, same worker, no database, no validation);
 - direct: the tool function called in this process (the limit).
 Calls are sequential (one in flight), so queueing behind other calls is not measured.
 """
@@ -52,7 +54,7 @@ def start_worker() -> subprocess.Popen[bytes]:
     command = [
         "taskset", "-c", "1", sys.executable, "-m", "celery", "-A", "voice_platform", "worker",
         "-Q", QUEUE, "-P", "solo", "-l", "warning", "--without-gossip", "--without-mingle",
-        "--without-heartbeat", "-n", f"{QUEUE}@%h",
+        "--without-heartbeat", "-n", f"{QUEUE}@%h", "-I", "bench.bench_tasks",
     ]  # fmt: skip
     return subprocess.Popen(command, cwd=ROOT, env=ENV)  # noqa: S603
 
@@ -85,6 +87,19 @@ async def measure(gateway: Any, calls: int, warmup: int) -> list[float]:
     return samples
 
 
+async def measure_bare(layer: Any, channel: str, calls: int, warmup: int) -> list[float]:
+    from bench.bench_tasks import bench_echo
+
+    samples: list[float] = []
+    for index in range(warmup + calls):
+        start = time.perf_counter()
+        bench_echo.apply_async(args=[channel], queue=QUEUE)  # as admission sends (in-loop)
+        await asyncio.wait_for(layer.receive(channel), 30)
+        if index >= warmup:
+            samples.append((time.perf_counter() - start) * 1000)
+    return samples
+
+
 async def run(calls: int, warmup: int) -> dict[str, list[float]]:
     from channels.db import database_sync_to_async
     from channels.layers import get_channel_layer
@@ -94,10 +109,11 @@ async def run(calls: int, warmup: int) -> dict[str, list[float]]:
     from sessions.models import VoiceSession
     from sessions.tool_gateway import ServiceToolGateway
     from tools.registry import ToolContext
-    from tools.services import tool_declarations_for_agent
+    from tools.services import tool_allowlist_for_agent
     from voice_platform.tenancy.scope import tenant_scope
 
-    tenant_id, agent, session_id = await database_sync_to_async(_fixtures)()
+    tenant_id, agent, session = await database_sync_to_async(_fixtures)()
+    session_id = session.pk
     layer = get_channel_layer()
     assert layer is not None
     channel = await layer.new_channel()
@@ -106,23 +122,22 @@ async def run(calls: int, warmup: int) -> dict[str, list[float]]:
     )
     results: dict[str, list[float]] = {}
     with tenant_scope(tenant_id):
-        declarations = await database_sync_to_async(tool_declarations_for_agent)(agent=agent)
+        allowlist = await database_sync_to_async(tool_allowlist_for_agent)(agent=agent)
         for mode in ("celery", "inprocess"):
             settings.TOOL_EXECUTION = mode
-            gateway = ServiceToolGateway(
-                session_id=session_id, agent=agent, declarations=declarations, execution=mode
-            )
+            gateway = ServiceToolGateway(session=session, allowlist=allowlist, execution=mode)
 
             async def wakeups(gw: ServiceToolGateway = gateway) -> None:
                 while True:
                     message = await layer.receive(channel)
-                    gw.on_result(int(message["record_id"]))
+                    gw.on_result(message)
 
             pump = asyncio.create_task(wakeups())
             try:
                 results[mode] = await measure(gateway, calls, warmup)
             finally:
                 pump.cancel()
+    results["bare-celery"] = await measure_bare(layer, channel, calls, warmup)
     context = ToolContext(
         tenant=None, agent=agent, session_id=session_id, end_user_id="b", call_id="d", policy=None
     )  # type: ignore[arg-type]
@@ -158,7 +173,7 @@ def _fixtures() -> tuple[int, Any, Any]:
         if not AgentTool.objects.filter(agent=agent).exists():
             agent_tool_create(tenant=tenant, agent=agent, tool_name="bench_noop")
         session = VoiceSession.objects.create(tenant=tenant, agent=agent, end_user_id="bench")
-    return tenant.pk, agent, session.pk
+    return tenant.pk, agent, session
 
 
 def main() -> None:
@@ -188,7 +203,7 @@ def main() -> None:
     print(f"Tool round trip, {args.calls} sequential calls ({time.strftime('%Y-%m-%d')}), ms\n")
     print("| path | p50 | p99 | mean | max |")
     print("|---|---|---|---|---|")
-    for name in ("celery", "inprocess", "direct"):
+    for name in ("celery", "inprocess", "bare-celery", "direct"):
         s = results[name]
         print(
             f"| {name} | {percentile(s, 50):.3f} | {percentile(s, 99):.3f} | "

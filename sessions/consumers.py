@@ -152,7 +152,7 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
 
     async def tool_result(self, message: dict[str, Any]) -> None:  # "tool.result"
         if self.bridge is not None:
-            self.bridge.tools.on_result(int(message["record_id"]))
+            self.bridge.tools.on_result(message)
 
     # --- ClientSink ------------------------------------------------------------------------
 

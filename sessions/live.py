@@ -30,12 +30,11 @@ def bridge_config() -> BridgeConfig:
 
 def tool_gateway_for(grant: SessionGrant) -> ToolGateway:
     """Every call goes through the tools services, so even a refused one is audited."""
-    from tools.services import tool_declarations_for_agent
+    from tools.services import tool_allowlist_for_agent
 
     return ServiceToolGateway(
-        session_id=grant.session.pk,
-        agent=grant.agent,
-        declarations=tool_declarations_for_agent(agent=grant.agent),
+        session=grant.session,
+        allowlist=tool_allowlist_for_agent(agent=grant.agent),
         execution=settings.TOOL_EXECUTION,
     )
 

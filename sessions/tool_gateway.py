@@ -13,10 +13,13 @@ import contextvars
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from channels.db import database_sync_to_async
 from google.genai import types
+
+if TYPE_CHECKING:
+    from tools.services import ToolAllowlist
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,7 @@ class ToolGateway(Protocol):
 
     async def on_cancellation(self, ids: Sequence[str], emit: Emit) -> None: ...
 
-    def on_result(self, record_id: int) -> None: ...
+    def on_result(self, message: dict[str, Any]) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -64,7 +67,7 @@ class NoTools:
     async def on_cancellation(self, ids: Sequence[str], emit: Emit) -> None:
         return None
 
-    def on_result(self, record_id: int) -> None:
+    def on_result(self, message: dict[str, Any]) -> None:
         return None
 
     async def close(self) -> None:
@@ -83,32 +86,43 @@ FINISHED_STATUS = {
 RESULT_POLL_SECONDS = 1.0
 
 
+class _Waiter:
+    """One call waiting for its outcome: woken by ``tool.result`` or by its own poll."""
+
+    __slots__ = ("event", "outcome")
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.outcome: dict[str, Any] | None = None
+
+
 class ServiceToolGateway:
     """Allowlisted tools: validate in a service, execute in Celery (or a worker thread when
     no broker is configured), wait for the persisted result, answer the model.
 
-    The channel-layer ``tool.result`` message only wakes the waiting call up; the result
-    always comes from the database, so a lost message costs at most ``RESULT_POLL_SECONDS``.
+    Calls are admitted against the session's in-memory allowlist, reloaded when the tenant's
+    allowlist version moves (``tools.allowlist_version``); the entry is read again when the
+    call runs. The
+    ``tool.result`` wake-up is sent only after the outcome is committed and carries a copy
+    of it; a lost wake-up costs at most ``RESULT_POLL_SECONDS``, then the database answers.
     """
 
     def __init__(
         self,
         *,
-        session_id: Any,
-        agent: Any,
-        declarations: list[types.FunctionDeclaration],
+        session: Any,
+        allowlist: ToolAllowlist,
         execution: str,
     ) -> None:
-        self.session_id = session_id
-        self.agent = agent
-        self.declarations = declarations
+        self.session = session
+        self.allowlist = allowlist
         self.execution = execution
-        self._wakeups: dict[int, asyncio.Event] = {}
+        self._waiters: dict[int, _Waiter] = {}
         self._calls: dict[str, asyncio.Task[None]] = {}
         self._records: dict[str, int] = {}
 
     def function_declarations(self) -> list[types.FunctionDeclaration]:
-        return self.declarations
+        return self.allowlist.declarations
 
     async def on_tool_call(
         self, calls: Sequence[types.FunctionCall], send: SendResponses, emit: Emit
@@ -126,71 +140,101 @@ class ServiceToolGateway:
         self._records.pop(call_id, None)
 
     async def _handle(self, call: types.FunctionCall, send: SendResponses, emit: Emit) -> None:
-        from tools.services import tool_call_admit, tool_call_response
+        from tools.services import tool_call_admit, tool_call_outcome
 
         name, call_id = call.name or "", call.id or ""
-        session = await database_sync_to_async(_session)(self.session_id)
         admission = await database_sync_to_async(tool_call_admit)(
-            session=session, agent=self.agent, call_id=call_id, name=name, args=call.args or {}
+            session=self.session,
+            agent=self.allowlist.agent,
+            call_id=call_id,
+            name=name,
+            args=call.args or {},
+            allowlist=self.allowlist,
+            enqueue=self.execution == "celery",
         )
+        if admission.allowlist is not None:
+            self.allowlist = admission.allowlist  # reloaded if an entry changed
         record = admission.record
-        if admission.accepted:
+        if record.status in FINISHED_STATUS:  # refused, or finished before a resume
+            outcome = tool_call_outcome(record=record)
+        else:
             self._records[call_id] = record.pk
-            await emit({"type": "tool.started", "call_id": call_id, "name": name})
-            record = await self._run(record.pk, admission.timeout)
-        response = await database_sync_to_async(tool_call_response)(record=record)
-        status = FINISHED_STATUS.get(record.status, "error")
+            # Before any await: a fast worker's wake-up must find the call waiting.
+            waiter = self._waiters[record.pk] = _Waiter()
+            try:
+                await emit({"type": "tool.started", "call_id": call_id, "name": name})
+                outcome = await self._run(record, admission.timeout, waiter)
+            finally:
+                self._waiters.pop(record.pk, None)
+        status = FINISHED_STATUS.get(outcome["status"], "error")
         if status == "cancelled":
             return  # the model withdrew the call: it expects no answer
-        function_response = types.FunctionResponse(id=call_id, name=name, response=response)
+        function_response = types.FunctionResponse(
+            id=call_id, name=name, response=outcome["response"]
+        )
         if admission.behavior == "NON_BLOCKING" and admission.scheduling:
             function_response.scheduling = types.FunctionResponseScheduling(admission.scheduling)
         await send([function_response])
         await emit({"type": "tool.finished", "call_id": call_id, "name": name, "status": status})
 
-    async def _run(self, record_id: int, limit_seconds: float) -> Any:
-        from tools.services import tool_call_enqueue, tool_call_execute, tool_call_finish_early
+    async def _run(self, record: Any, limit_seconds: float, waiter: _Waiter) -> dict[str, Any]:
+        from tools.services import tool_call_enqueue, tool_call_finish_early
 
-        self._wakeups[record_id] = asyncio.Event()
-        try:
-            if self.execution == "celery":
+        record_id = record.pk
+        if self.execution == "celery":
+            if not record.celery_task_id:  # queued by a process that had no broker
                 await database_sync_to_async(_enqueue)(tool_call_enqueue, record_id)
-            else:
-                # No broker (the embedded default): a worker thread, never the event loop.
-                # Not awaited and not a task: a thread cannot be interrupted, and execute
-                # bounds itself by the call's timeout. Its result arrives like Celery's.
-                context = contextvars.copy_context()  # the tenant scope goes along
-                future = asyncio.get_running_loop().run_in_executor(
-                    None, context.run, _in_thread, tool_call_execute, record_id
-                )
-                future.add_done_callback(_log_failure)
-            try:
-                async with asyncio.timeout(limit_seconds):
-                    return await self._wait_finished(record_id)
-            except TimeoutError:
-                await database_sync_to_async(tool_call_finish_early)(
-                    record_id=record_id, status="timeout"
-                )
-                return await database_sync_to_async(_record)(record_id)
-        finally:
-            self._wakeups.pop(record_id, None)
+        elif record.status == "queued":
+            self._start_in_thread(record_id)
+        try:
+            async with asyncio.timeout(limit_seconds):
+                return await self._wait_finished(record_id, waiter)
+        except TimeoutError:
+            await database_sync_to_async(tool_call_finish_early)(
+                record_id=record_id, status="timeout"
+            )
+            outcome: dict[str, Any] = await database_sync_to_async(_outcome)(record_id)
+            return outcome
 
-    async def _wait_finished(self, record_id: int) -> Any:
-        wakeup = self._wakeups[record_id]
+    def _start_in_thread(self, record_id: int) -> None:
+        """No broker (the embedded default): a worker thread, never the event loop.
+
+        Not awaited and not a task: a thread cannot be interrupted, and execute bounds
+        itself by the call's timeout. Its outcome wakes the call directly.
+        """
+        from tools.services import tool_call_execute, tool_call_outcome
+
+        loop = asyncio.get_running_loop()
+
+        def notify(finished: Any) -> None:
+            loop.call_soon_threadsafe(self.on_result, tool_call_outcome(record=finished))
+
+        context = contextvars.copy_context()  # the tenant scope goes along
+        future = loop.run_in_executor(
+            None, context.run, _in_thread, tool_call_execute, record_id, notify
+        )
+        future.add_done_callback(_log_failure)
+
+    async def _wait_finished(self, record_id: int, waiter: _Waiter) -> dict[str, Any]:
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(RESULT_POLL_SECONDS):
-                    await wakeup.wait()
-            wakeup.clear()
-            record = await database_sync_to_async(_record)(record_id)
-            if record.status in FINISHED_STATUS:
-                return record
+                    await waiter.event.wait()
+            waiter.event.clear()
+            if waiter.outcome is not None:
+                return waiter.outcome
+            outcome: dict[str, Any] = await database_sync_to_async(_outcome)(record_id)
+            if outcome["status"] in FINISHED_STATUS:
+                return outcome
 
-    def on_result(self, record_id: int) -> None:
-        """The channel-layer wake-up for a finished call (``tool.result``)."""
-        wakeup = self._wakeups.get(record_id)
-        if wakeup is not None:
-            wakeup.set()
+    def on_result(self, message: dict[str, Any]) -> None:
+        """The wake-up for a finished call (``tool.result``), with a copy of its outcome."""
+        waiter = self._waiters.get(int(message["record_id"]))
+        if waiter is None:
+            return
+        if message.get("status") in FINISHED_STATUS and "response" in message:
+            waiter.outcome = message
+        waiter.event.set()
 
     async def on_cancellation(self, ids: Sequence[str], emit: Emit) -> None:
         from tools.services import tool_call_finish_early
@@ -221,10 +265,11 @@ def _log_failure(future: asyncio.Future[Any]) -> None:
         log.error("in-process tool execution failed", exc_info=future.exception())
 
 
-def _session(session_id: Any) -> Any:
-    from sessions.models import VoiceSession
+def _outcome(record_id: int) -> dict[str, Any]:
+    from tools.models import ToolCallRecord
+    from tools.services import tool_call_outcome
 
-    return VoiceSession.objects.get(pk=session_id)
+    return tool_call_outcome(record=ToolCallRecord.objects.get(pk=record_id))
 
 
 def _record(record_id: int) -> Any:
@@ -240,10 +285,10 @@ def _enqueue(enqueue: Callable[..., str], record_id: int) -> str:
         return enqueue(record=_record(record_id))
 
 
-def _in_thread(execute: Callable[..., Any], record_id: int) -> Any:
+def _in_thread(execute: Callable[..., Any], record_id: int, notify: Callable[..., None]) -> Any:
     from django.db import connection
 
     try:
-        return execute(record_id=record_id)
+        return execute(record_id=record_id, notify=notify)
     finally:
         connection.close()  # a thread's own connection would otherwise outlive it

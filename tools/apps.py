@@ -3,7 +3,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.apps import AppConfig
-from django.db.models.signals import post_migrate
+from django.db import transaction
+from django.db.models.signals import post_delete, post_migrate, post_save
 
 
 def _sync_after_migrate(sender: AppConfig, using: str = "default", **kwargs: Any) -> None:
@@ -18,6 +19,15 @@ def _sync_after_migrate(sender: AppConfig, using: str = "default", **kwargs: Any
     tool_sync_registry()
 
 
+def _allowlist_changed(sender: type, instance: Any, **kwargs: Any) -> None:
+    from tools.allowlist_version import allowlist_changed
+
+    tenant_id = instance.tenant_id
+    # Now and after commit: a session reloading in between would read the old rows.
+    allowlist_changed(tenant_id)
+    transaction.on_commit(lambda: allowlist_changed(tenant_id))
+
+
 class ToolsConfig(AppConfig):
     name = "tools"
     default_auto_field = "django.db.models.BigAutoField"
@@ -27,3 +37,6 @@ class ToolsConfig(AppConfig):
 
         load_tool_modules()
         post_migrate.connect(_sync_after_migrate, sender=self, dispatch_uid="tools_sync")
+        for model in (self.get_model("AgentTool"), self.get_model("WebhookTool")):
+            for signal in (post_save, post_delete):
+                signal.connect(_allowlist_changed, sender=model, dispatch_uid=f"tools_v_{model}")

@@ -1,29 +1,80 @@
-"""A fixed-window rate limiter on Django's cache (LocMemCache and RedisCache alike)."""
+"""A fixed-window rate limiter: Redis when the cache is Redis, else Django's cache.
+
+It sits on the tool-call admission path, so on Redis one window costs one round trip (a
+pipelined ``SET NX EX`` + ``INCR``) instead of the three that Django's cache API needs for
+``add`` + ``incr`` (``incr`` checks existence first).
+"""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
+from typing import Any
 
+from django.conf import settings
 from django.core.cache import cache
+
+
+def _key(scope: str, period: int, now: float) -> str:
+    window = int(now // period)
+    # Hashed: end-user ids are client-supplied strings, not safe cache-key material.
+    digest = hashlib.sha256(scope.encode()).hexdigest()[:32]
+    prefix = settings.CACHES["default"].get("KEY_PREFIX", "")
+    return f"{prefix}:tools:rl:{digest}:{period}:{window}"
+
+
+@functools.cache
+def _redis_client(location: str) -> Any:
+    import redis
+
+    return redis.Redis.from_url(location)
+
+
+def _redis() -> Any | None:
+    config = settings.CACHES["default"]
+    if config["BACKEND"] != "django.core.cache.backends.redis.RedisCache":
+        return None
+    location = config["LOCATION"]
+    return _redis_client(location if isinstance(location, str) else location[0])
 
 
 def rate_limit_consume(*, scope: str, limit: int, period: int, now: float | None = None) -> bool:
     """Count one call against ``scope`` and say whether it is within ``limit`` per ``period``.
 
-    ``add`` then ``incr`` is atomic on both backends (Redis INCR; LocMem under its lock), so
-    concurrent admissions in several processes never both take the last slot.
+    Atomic on both backends (Redis INCR; LocMem under its lock), so concurrent admissions
+    in several processes never both take the last slot.
     """
-    now = time.time() if now is None else now
-    window = int(now // period)
-    # Hashed: end-user ids are client-supplied strings, not safe cache-key material.
-    digest = hashlib.sha256(scope.encode()).hexdigest()[:32]
-    key = f"tools:rl:{digest}:{period}:{window}"
-    cache.add(key, 0, timeout=period + 1)
-    try:
-        count = cache.incr(key)
-    except ValueError:
-        # The window expired between add and incr: this call opens the next one.
+    key = _key(scope, period, time.time() if now is None else now)
+    client = _redis()
+    if client is not None:
+        pipe = client.pipeline(transaction=False)
+        pipe.set(key, 0, ex=period + 1, nx=True)
+        pipe.incr(key)
+        count = pipe.execute()[1]
+    else:
         cache.add(key, 0, timeout=period + 1)
-        count = cache.incr(key)
+        try:
+            count = cache.incr(key)
+        except ValueError:
+            # The window expired between add and incr: this call opens the next one.
+            cache.add(key, 0, timeout=period + 1)
+            count = cache.incr(key)
     return int(count) <= limit
+
+
+def rate_limit_refund(*, scope: str, period: int, now: float | None = None) -> None:
+    """Give back one call counted by ``rate_limit_consume`` (it turned out to be a repeat).
+
+    Pass the same ``now`` as the consume, so the refund lands in the same window.
+    """
+    key = _key(scope, period, time.time() if now is None else now)
+    client = _redis()
+    try:
+        if client is not None:
+            if client.decr(key) < 0:
+                client.delete(key)  # the window had rolled over: leave no stray key
+        else:
+            cache.decr(key)
+    except ValueError:
+        pass  # the window is gone: nothing to give back

@@ -17,27 +17,30 @@ The bridge calls these synchronously inside the session's tenant scope (through
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import jsonschema
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
+from django.utils.functional import SimpleLazyObject
 from google.genai import types
 
 from agents.models import Agent
 from sessions.models import VoiceSession
+from tools.allowlist_version import allowlist_version
 from tools.models import AgentTool, Tool, ToolCallRecord, WebhookTool
-from tools.ratelimit import rate_limit_consume
+from tools.ratelimit import rate_limit_consume, rate_limit_refund
 from tools.registry import (
     PolicyViolation,
     ToolArgumentError,
@@ -50,13 +53,17 @@ from tools.registry import (
     registry,
 )
 from tools.webhooks import WebhookTimeout, webhook_post
+from voice_platform.channel_send import channel_send_blocking
 from voice_platform.crypto import decrypt_str, encrypt_str
 from voice_platform.tenancy.models import Tenant
-from voice_platform.tenancy.scope import tenant_scope
+from voice_platform.tenancy.scope import current_tenant_id, tenant_scope
 
 logger = logging.getLogger(__name__)
 
 Status = ToolCallRecord.Status
+FINISHED_STATUSES = frozenset(
+    {Status.SUCCEEDED, Status.FAILED, Status.REJECTED, Status.TIMEOUT, Status.CANCELLED}
+)
 ERROR_MAX_CHARS = 500
 
 
@@ -199,33 +206,13 @@ def webhook_declaration(webhook: WebhookTool) -> types.FunctionDeclaration:
     )
 
 
-def tool_declarations_for_agent(*, agent: Agent) -> list[types.FunctionDeclaration]:
-    """Exactly the agent's enabled tools that can run: registry tools present in code and
-    enabled webhook tools (the Live setup declares these and nothing else)."""
-    declarations: list[types.FunctionDeclaration] = []
-    seen: set[str] = set()
-    entries = AgentTool.objects.filter(tenant_id=agent.tenant_id, agent=agent, enabled=True)
-    for entry in entries.select_related("tool", "webhook_tool").order_by("id"):
-        if entry.tool is not None:
-            spec = get_tool(entry.tool.name)
-            if spec is None or spec.name in seen:
-                continue
-            declarations.append(spec.function_declaration())
-            seen.add(spec.name)
-        elif entry.webhook_tool is not None and entry.webhook_tool.enabled:
-            if entry.webhook_tool.name in seen or get_tool(entry.webhook_tool.name):
-                continue  # a platform tool of the same name wins
-            declarations.append(webhook_declaration(entry.webhook_tool))
-            seen.add(entry.webhook_tool.name)
-    return declarations
-
-
 # --- admission -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Admission:
     record: ToolCallRecord
+    allowlist: ToolAllowlist | None
     accepted: bool
     reason: str
     timeout: float
@@ -245,32 +232,20 @@ class _Resolved:
     sensitive: tuple[str, ...]
 
 
-def _resolve(agent: Agent, name: str) -> _Resolved | None:
-    """The agent's enabled allowlist entry for ``name`` that can run, or None."""
-    entries = AgentTool.objects.filter(tenant_id=agent.tenant_id, agent=agent, enabled=True)
-    spec = get_tool(name)
-    if spec is not None:
-        entry = entries.filter(tool__name=name).select_related("tool").first()
-        if entry is None:
-            return None
-        return _Resolved(
-            entry=entry,
-            spec=spec,
-            webhook=None,
-            timeout=entry.timeout_seconds or spec.timeout,
-            rate_limit=entry.rate_limit or spec.rate_limit,
-            behavior=spec.behavior,
-            scheduling=spec.scheduling,
-            sensitive=spec.sensitive,
-        )
-    entry = (
-        entries.filter(webhook_tool__name=name, webhook_tool__enabled=True)
-        .select_related("webhook_tool")
-        .first()
+def _resolved_spec(entry: AgentTool, spec: ToolSpec) -> _Resolved:
+    return _Resolved(
+        entry=entry,
+        spec=spec,
+        webhook=None,
+        timeout=entry.timeout_seconds or spec.timeout,
+        rate_limit=entry.rate_limit or spec.rate_limit,
+        behavior=spec.behavior,
+        scheduling=spec.scheduling,
+        sensitive=spec.sensitive,
     )
-    if entry is None or entry.webhook_tool is None:
-        return None
-    webhook = entry.webhook_tool
+
+
+def _resolved_webhook(entry: AgentTool, webhook: WebhookTool) -> _Resolved:
     return _Resolved(
         entry=entry,
         spec=None,
@@ -281,6 +256,63 @@ def _resolve(agent: Agent, name: str) -> _Resolved | None:
         scheduling=None,
         sensitive=(),
     )
+
+
+def tool_declarations_for_agent(*, agent: Agent) -> list[types.FunctionDeclaration]:
+    """Exactly the agent's enabled tools that can run: registry tools present in code and
+    enabled webhook tools (the Live setup declares these and nothing else)."""
+    return tool_allowlist_for_agent(agent=agent).declarations
+
+
+@dataclass(frozen=True)
+class ToolAllowlist:
+    """An agent's runnable tools, resolved once: what a session's Live setup declares and
+    what its calls are admitted against, without reading the allowlist per call.
+
+    ``version`` is the tenant's allowlist version when it was read (``allowlist_version``);
+    ``tool_allowlist_current`` reloads it once that moves on.
+    """
+
+    agent: Agent
+    version: str
+    declarations: list[types.FunctionDeclaration]
+    entries: dict[str, _Resolved]
+
+    def resolve(self, name: str) -> _Resolved | None:
+        return self.entries.get(name)
+
+
+def tool_allowlist_current(allowlist: ToolAllowlist) -> ToolAllowlist:
+    """``allowlist``, or the agent's as it is now if an entry changed since it was read."""
+    if allowlist_version(allowlist.agent.tenant_id) == allowlist.version:
+        return allowlist
+    return tool_allowlist_for_agent(agent=allowlist.agent)
+
+
+def tool_allowlist_for_agent(*, agent: Agent) -> ToolAllowlist:
+    """The agent's enabled allowlist entries that can run, keyed by tool name.
+
+    A platform tool wins over a webhook tool of the same name; a tool missing from code or
+    a disabled webhook tool is left out (and so refused as not allowlisted).
+    """
+    version = allowlist_version(agent.tenant_id)  # first: a change during the read reloads
+    declarations: list[types.FunctionDeclaration] = []
+    entries: dict[str, _Resolved] = {}
+    rows = AgentTool.objects.filter(tenant_id=agent.tenant_id, agent=agent, enabled=True)
+    for entry in rows.select_related("tool", "webhook_tool").order_by("id"):
+        if entry.tool is not None:
+            spec = get_tool(entry.tool.name)
+            if spec is None or spec.name in entries:
+                continue
+            declarations.append(spec.function_declaration())
+            entries[spec.name] = _resolved_spec(entry, spec)
+        elif entry.webhook_tool is not None and entry.webhook_tool.enabled:
+            webhook = entry.webhook_tool
+            if webhook.name in entries or get_tool(webhook.name):
+                continue  # a platform tool of the same name wins
+            declarations.append(webhook_declaration(webhook))
+            entries[webhook.name] = _resolved_webhook(entry, webhook)
+    return ToolAllowlist(agent=agent, version=version, declarations=declarations, entries=entries)
 
 
 def _json_size(value: Any) -> int:
@@ -308,10 +340,11 @@ def _webhook_arguments_error(schema: dict[str, Any], args: Mapping[str, Any]) ->
     )
 
 
-def _admission_of(record: ToolCallRecord) -> Admission:
+def _admission_of(record: ToolCallRecord, allowlist: ToolAllowlist | None = None) -> Admission:
     accepted = record.status not in (Status.REJECTED, Status.REQUESTED)
     return Admission(
         record=record,
+        allowlist=allowlist,
         accepted=accepted,
         reason=record.rejection_reason,
         timeout=record.timeout_seconds,
@@ -327,31 +360,40 @@ def tool_call_admit(
     call_id: str,
     name: str,
     args: dict[str, Any],
+    allowlist: ToolAllowlist | None = None,
+    enqueue: bool = False,
 ) -> Admission:
     """Decide a function call the model asked for and record the decision (one row).
 
     Checked in order: allowlisted (enabled, present in code), arguments against the schema,
-    the agent's policy, the per-end-user rate limit. A toolCall redelivered with the same
-    (session, call id) gets the first decision back; no second row is written.
-    """
-    existing = ToolCallRecord.objects.filter(session_ref=session.pk, call_id=call_id).first()
-    if existing is not None:
-        return _admission_of(existing)
+    the agent's policy, the per-end-user rate limit. ``allowlist`` is the session's copy
+    (reloaded here if an entry changed since; the one used comes back in the admission);
+    without it the agent's is read now.
+    A toolCall redelivered with the same (session, call id) gets the first decision back; no
+    second row is written and its rate-limit slot is given back.
 
+    With ``enqueue`` an accepted call is sent to a Celery worker as soon as its row is
+    committed, with the task id stored in that same row (no second write).
+    """
     now = timezone.now()
     args = dict(args or {})
     record = ToolCallRecord(
         tenant_id=agent.tenant_id,
         agent=agent,
-        session=session,
+        session_id=session.pk,
         session_ref=session.pk,
         end_user_id=session.end_user_id,
         call_id=call_id,
         tool_name=name[:64],
     )
-    resolved = _resolve(agent, name)
+    if allowlist is None:
+        allowlist = tool_allowlist_for_agent(agent=agent)
+    else:
+        allowlist = tool_allowlist_current(allowlist)
+    resolved = allowlist.resolve(name)
     reason = ""
     validated_json: dict[str, Any] | None = None
+    refund: Callable[[], None] | None = None
     if resolved is None:
         reason = f"tool {name!r} is not allowlisted for this agent"
         # Unknown tool, unknown sensitivity: keep the argument names only.
@@ -368,14 +410,7 @@ def tool_call_admit(
             record.arguments = _cap_arguments(
                 redact_arguments(validated_json or {}, resolved.sensitive)
             )
-            limit, period = parse_rate_limit(resolved.rate_limit)
-            # created_at too: an entry deleted and re-created starts with fresh counters.
-            entry_key = f"{resolved.entry.pk}:{resolved.entry.created_at.timestamp()}"
-            allowed = rate_limit_consume(
-                scope=f"{entry_key}:{session.end_user_id}", limit=limit, period=period
-            )
-            if not allowed:
-                reason = f"rate limit {resolved.rate_limit} exceeded for tool {name!r}"
+            reason, refund = _rate_limit(resolved, session.end_user_id, name)
 
     if reason:
         record.status = Status.REJECTED
@@ -385,16 +420,38 @@ def tool_call_admit(
         record.status = Status.QUEUED
         record.queued_at = now
         record.pending_arguments = encrypt_str(json.dumps(validated_json))
+        if enqueue:
+            record.celery_task_id = str(uuid.uuid4())
     try:
-        with transaction.atomic():
+        # A savepoint only inside a caller's transaction: alone, the INSERT is its own
+        # transaction and a failed one leaves nothing to roll back (two round trips saved).
+        in_transaction = connections[ToolCallRecord.objects.db].in_atomic_block
+        with transaction.atomic() if in_transaction else contextlib.nullcontext():
             record.save()
+            if enqueue and record.status == Status.QUEUED:
+                transaction.on_commit(functools.partial(_send_task, record))
     except IntegrityError:
-        # The same call admitted concurrently (a redelivered toolCall): the first row wins.
+        # Already admitted (a toolCall redelivered after a resume, or raced): first row wins.
         existing = ToolCallRecord.objects.filter(session_ref=session.pk, call_id=call_id).first()
         if existing is None:
             raise
-        return _admission_of(existing)
-    return _admission_of(record)
+        if refund is not None:
+            refund()
+        return _admission_of(existing, allowlist)
+    return _admission_of(record, allowlist)
+
+
+def _rate_limit(
+    resolved: _Resolved, end_user_id: str, name: str
+) -> tuple[str, Callable[[], None] | None]:
+    """(reason, refund): an empty reason if the call fits its per-end-user limit."""
+    limit, period = parse_rate_limit(resolved.rate_limit)
+    # created_at too: an entry deleted and re-created starts with fresh counters.
+    entry_key = f"{resolved.entry.pk}:{resolved.entry.created_at.timestamp()}"
+    scope, now = f"{entry_key}:{end_user_id}", time.time()
+    if not rate_limit_consume(scope=scope, limit=limit, period=period, now=now):
+        return f"rate limit {resolved.rate_limit} exceeded for tool {name!r}", None
+    return "", functools.partial(rate_limit_refund, scope=scope, period=period, now=now)
 
 
 def _check(resolved: _Resolved, args: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
@@ -426,13 +483,12 @@ def _check(resolved: _Resolved, args: dict[str, Any]) -> tuple[str, dict[str, An
 
 
 def tool_call_enqueue(*, record: ToolCallRecord) -> str:
-    """Send the call to a Celery worker once the current transaction commits.
+    """Send a queued call to a Celery worker once the current transaction commits.
 
     The task id is chosen here and stored first, so a cancellation can revoke it even before
     the worker sees it. Enqueuing twice sends one task: the second call returns the first id.
+    (``tool_call_admit(enqueue=True)`` does the same in the admission's own write.)
     """
-    from tools.tasks import tool_call_execute_task
-
     task_id = str(uuid.uuid4())
     claimed = ToolCallRecord.objects.filter(
         pk=record.pk, status=Status.QUEUED, celery_task_id=""
@@ -441,12 +497,18 @@ def tool_call_enqueue(*, record: ToolCallRecord) -> str:
         record.refresh_from_db(fields=["celery_task_id", "status"])
         return record.celery_task_id
     record.celery_task_id = task_id
-    kwargs = {"tenant_id": record.tenant_id, "record_id": record.pk}
-    queue = settings.TOOL_CELERY_QUEUE
-    transaction.on_commit(
-        lambda: tool_call_execute_task.apply_async(kwargs=kwargs, task_id=task_id, queue=queue)
-    )
+    transaction.on_commit(functools.partial(_send_task, record))
     return task_id
+
+
+def _send_task(record: ToolCallRecord) -> None:
+    from tools.tasks import tool_call_execute_task
+
+    tool_call_execute_task.apply_async(
+        kwargs={"tenant_id": record.tenant_id, "record_id": record.pk},
+        task_id=record.celery_task_id,
+        queue=settings.TOOL_CELERY_QUEUE,
+    )
 
 
 class _Superseded(Exception):
@@ -454,7 +516,7 @@ class _Superseded(Exception):
 
 
 def _elapsed_ms(start: Any, end: Any) -> int | None:
-    if start is None:
+    if start is None or end is None:
         return None
     return max(0, int((end - start).total_seconds() * 1000))
 
@@ -468,11 +530,16 @@ def _preview(result: Any) -> str:
 
 
 def _finish(record: ToolCallRecord, status: str, *, result: Any = None, error: str = "") -> bool:
-    """running -> a finished status; False when the call was finished by someone else."""
+    """running -> a finished status; False when the call was finished by someone else.
+
+    On success the in-memory ``record`` says what was written, so the caller need not read
+    the row back.
+    """
     now = timezone.now()
     fields: dict[str, Any] = {
         "status": status,
         "finished_at": now,
+        "queue_ms": _elapsed_ms(record.queued_at, record.started_at),
         "duration_ms": _elapsed_ms(record.started_at, now),
         "pending_arguments": "",
         "error": error[:ERROR_MAX_CHARS],
@@ -481,6 +548,9 @@ def _finish(record: ToolCallRecord, status: str, *, result: Any = None, error: s
         fields["result"] = result
         fields["result_preview"] = _preview(result)
     changed = ToolCallRecord.objects.filter(pk=record.pk, status=Status.RUNNING).update(**fields)
+    if changed:
+        for name, value in fields.items():
+            setattr(record, name, value)
     return bool(changed)
 
 
@@ -509,10 +579,14 @@ def _invocation(record: ToolCallRecord) -> Callable[[], Any]:
     if spec is None:
         raise LookupError(f"tool {record.tool_name!r} is not available")
     validated = spec.validate_args(args)
+    # Checked again with the entry as it is now: the session admitted the call against the
+    # allowlist it started with, and a policy tightened since then applies at once.
     policy = spec.validate_policy(entry.policy)
+    spec.check_policy(validated, policy)
     context = ToolContext(
-        tenant=record.tenant,
-        agent=record.agent,
+        # Loaded only if the tool uses them (most need the ids at most): a query each saved.
+        tenant=SimpleLazyObject(lambda: record.tenant),
+        agent=SimpleLazyObject(lambda: record.agent),
         session_id=record.session_ref,
         end_user_id=record.end_user_id,
         call_id=record.call_id,
@@ -538,15 +612,35 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
+class _QueryCount:
+    """A Django execute wrapper that counts the statements run inside it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, execute: Callable[..., Any], *args: Any) -> Any:
+        self.count += 1
+        return execute(*args)
+
+
 def _run_and_finish(record: ToolCallRecord, invoke: Callable[[], Any]) -> None:
-    """Run the tool and write its outcome; the tool's own writes share the transaction."""
+    """Run the tool and write its outcome; the tool's own writes share the transaction.
+
+    A tool that ran no SQL has nothing to commit with its outcome: the transaction was never
+    opened on the server (psycopg begins it with the first statement), and the outcome is one
+    autocommit write instead of BEGIN, UPDATE, COMMIT.
+    """
+    queries = _QueryCount()
     try:
         with tenant_scope(record.tenant_id):  # a new thread starts without the scope
             try:
                 with transaction.atomic():
-                    result = _checked_result(invoke())
-                    if not _finish(record, Status.SUCCEEDED, result=result):
+                    with connections[ToolCallRecord.objects.db].execute_wrapper(queries):
+                        result = _checked_result(invoke())
+                    if queries.count and not _finish(record, Status.SUCCEEDED, result=result):
                         raise _Superseded
+                if not queries.count and not _finish(record, Status.SUCCEEDED, result=result):
+                    raise _Superseded
             except _Superseded:
                 logger.info("tool call %s finished elsewhere; its writes rolled back", record.pk)
             except WebhookTimeout as exc:
@@ -559,24 +653,81 @@ def _run_and_finish(record: ToolCallRecord, invoke: Callable[[], Any]) -> None:
         connections.close_all()  # this thread's connections only
 
 
-def tool_call_execute(*, record_id: int) -> ToolCallRecord:
+# What running a call reads (the rest of the row loads on access if ever needed).
+_RUN_COLUMNS = ", ".join(
+    f'r."{f.column}"'
+    for f in ToolCallRecord._meta.concrete_fields
+    if f.name not in ("arguments", "result", "result_preview", "rejection_reason", "created_at")
+)
+# queued -> running and everything running the call needs, in one round trip: the claim,
+# the row, its allowlist entry (as it is now) and the session's channel. The worker's
+# critical path is a chain of round trips, so each one saved shows in the latency.
+_CLAIM_SQL = f"""
+    UPDATE {ToolCallRecord._meta.db_table} AS r SET status = %s, started_at = %s
+    WHERE r.id = %s AND r.tenant_id = %s AND r.status = %s
+    RETURNING {_RUN_COLUMNS},
+        (SELECT a.enabled FROM {AgentTool._meta.db_table} a WHERE a.id = r.agent_tool_id)
+            AS claim_entry_enabled,
+        (SELECT a.policy FROM {AgentTool._meta.db_table} a WHERE a.id = r.agent_tool_id)
+            AS claim_entry_policy,
+        (SELECT a.webhook_tool_id FROM {AgentTool._meta.db_table} a
+            WHERE a.id = r.agent_tool_id) AS claim_entry_webhook_tool_id,
+        (SELECT s.connection_channel FROM {VoiceSession._meta.db_table} s
+            WHERE s.id = r.session_id) AS claim_channel
+"""  # noqa: S608 (table and column names from the models; values are parameters)
+
+
+def _claim(record_id: int) -> tuple[ToolCallRecord, bool]:
+    """(the record, whether this call claimed it: ``queued -> running``)."""
+    tenant_id = current_tenant_id()
+    claimed = list(
+        ToolCallRecord.unscoped.raw(
+            _CLAIM_SQL,
+            [Status.RUNNING, timezone.now(), record_id, tenant_id, Status.QUEUED],
+        )
+    )
+    if not claimed:  # redelivered, or finished before it started: nothing to run
+        return ToolCallRecord.objects.get(pk=record_id), False
+    record = claimed[0]
+    extra = record.__dict__  # the subquery columns, set by raw() as plain attributes
+    if record.agent_tool_id is not None and extra["claim_entry_enabled"] is not None:
+        policy = extra["claim_entry_policy"]
+        record.agent_tool = AgentTool(
+            pk=record.agent_tool_id,
+            tenant_id=record.tenant_id,
+            agent_id=extra["agent_id"],
+            enabled=extra["claim_entry_enabled"],
+            # Django reads jsonb as text and parses it in the field; here that is us.
+            policy=json.loads(policy) if isinstance(policy, str) else policy,
+            webhook_tool_id=extra["claim_entry_webhook_tool_id"],
+        )
+    else:
+        record.agent_tool = None  # the entry was deleted since
+    return record, True
+
+
+# A call that ran longer than this reads the session's channel again before the wake-up:
+# the session may have resumed on another process meanwhile.
+CHANNEL_STALE_SECONDS = 0.05
+
+
+def tool_call_execute(
+    *, record_id: int, notify: Callable[[ToolCallRecord], None] | None = None
+) -> ToolCallRecord:
     """Run a queued call once; idempotent, never raises because of the tool.
 
     ``queued -> running`` is conditional: a redelivered task, or a call that timed out or
     was cancelled before it started, changes nothing and runs nothing. The tool runs in a
     thread bounded by the call's timeout; if it overruns, the call is marked ``timeout`` and
     whatever the tool finally returns is discarded (its writes are rolled back).
+
+    Once the outcome is written, ``notify`` (default: ``tool_result_notify``, the session's
+    current consumer over the channel layer) is told.
     """
-    record: ToolCallRecord = ToolCallRecord.objects.select_related(
-        "tenant", "agent", "agent_tool"
-    ).get(pk=record_id)
-    now = timezone.now()
-    started = ToolCallRecord.objects.filter(pk=record_id, status=Status.QUEUED).update(
-        status=Status.RUNNING, started_at=now, queue_ms=_elapsed_ms(record.queued_at, now)
-    )
+    started_at = time.monotonic()
+    record, started = _claim(record_id)
     if not started:
         return record
-    record.status, record.started_at = Status.RUNNING, now
     try:
         invoke = _invocation(record)
     except Exception as exc:
@@ -590,8 +741,14 @@ def tool_call_execute(*, record_id: int) -> ToolCallRecord:
         if worker.is_alive():
             # Python cannot stop the thread; its late result loses the conditional update.
             tool_call_finish_early(record_id=record_id, status="timeout")
-    record.refresh_from_db()
-    tool_result_notify(record=record)
+    if record.status not in FINISHED_STATUSES:
+        record.refresh_from_db()  # finished by someone else (timeout, cancel)
+    if notify is not None:
+        notify(record)
+    elif time.monotonic() - started_at > CHANNEL_STALE_SECONDS:
+        tool_result_notify(record=record)
+    else:
+        tool_result_notify(record=record, channel=record.__dict__["claim_channel"] or "")
     return record
 
 
@@ -616,6 +773,7 @@ def tool_call_finish_early(
         changed = ToolCallRecord.objects.filter(pk=record_id, status=record.status).update(
             status=status,
             finished_at=now,
+            queue_ms=_elapsed_ms(record.queued_at, record.started_at),
             duration_ms=_elapsed_ms(record.started_at, now),
             pending_arguments="",
             error=(error or default)[:ERROR_MAX_CHARS],
@@ -653,25 +811,37 @@ def tool_call_response(*, record: ToolCallRecord) -> dict[str, Any]:
     return {"error": f"tool call is still {record.status}"}
 
 
-def tool_result_notify(*, record: ToolCallRecord) -> None:
-    """Wake the consumer that holds the session now (it may have moved to another process).
+def tool_call_outcome(*, record: ToolCallRecord) -> dict[str, Any]:
+    """The ``tool.result`` wake-up for a finished call: its status and the model's answer.
 
-    Only a wake-up: the consumer reads the record from the database, so a lost message
-    costs latency, never the result.
+    Sent only after the outcome is committed, so it is a copy of what the database says; the
+    waiting call uses it instead of reading the row back.
     """
-    channel = (
-        VoiceSession.objects.filter(pk=record.session_ref)
-        .values_list("connection_channel", flat=True)
-        .first()
-    )
+    return {
+        "type": "tool.result",
+        "record_id": record.pk,
+        "call_id": record.call_id,
+        "status": record.status,
+        "response": tool_call_response(record=record),
+    }
+
+
+def tool_result_notify(*, record: ToolCallRecord, channel: str | None = None) -> None:
+    """Wake the consumer that holds the session now (it may have moved to another process);
+    ``channel`` if the caller has just read it, else it is read here.
+
+    Only a wake-up: a lost message costs the waiting call at most its poll interval, never
+    the result, which it then reads from the database.
+    """
+    if channel is None:
+        channel = (
+            VoiceSession.objects.filter(pk=record.session_ref)
+            .values_list("connection_channel", flat=True)
+            .first()
+        )
     if not channel:
         return
-    layer = get_channel_layer()
-    if layer is None:
-        return
     try:
-        async_to_sync(layer.send)(
-            channel, {"type": "tool.result", "record_id": record.pk, "call_id": record.call_id}
-        )
+        channel_send_blocking(channel, tool_call_outcome(record=record))
     except Exception:
         logger.warning("tool.result wake-up for call %s not delivered", record.pk, exc_info=True)

@@ -18,6 +18,8 @@ from tests.tools.conftest import allow, make_session, make_webhook
 from tools.models import AgentTool, OutboxEmail, Tool, ToolCallRecord
 from tools.registry import ToolContext, get_tool, registry, tool, unregister
 from tools.services import (
+    agent_tool_update,
+    tool_allowlist_for_agent,
     tool_call_admit,
     tool_call_enqueue,
     tool_call_execute,
@@ -439,7 +441,16 @@ def test_tool_result_notify_wakes_the_sessions_current_channel(
     record = admit(alice_session, alice_agent, "get_current_time", {"timezone": "UTC"}).record
     done = execute(record)
     message = async_to_sync(layer.receive)(channel)
-    assert message == {"type": "tool.result", "record_id": done.pk, "call_id": "c1"}
+    stored = ToolCallRecord.unscoped.get(pk=done.pk)
+    # A copy of what was committed, so the waiting call need not read the row back.
+    assert message == {
+        "type": "tool.result",
+        "record_id": done.pk,
+        "call_id": "c1",
+        "status": "succeeded",
+        "response": tool_call_response(record=stored),
+    }
+    assert message["response"]["timezone"] == "UTC"
 
 
 def test_tool_call_response_for_each_status(alice_agent, alice_session):
@@ -458,19 +469,77 @@ def test_tool_call_response_for_each_status(alice_agent, alice_session):
     assert tool_call_response(record=record) == {"a": 1}
 
 
-def test_tool_call_admit_concurrent_duplicate_keeps_first_row(alice_agent, alice_session):
-    allow(alice_agent, "get_current_time")
+def test_tool_call_admit_duplicate_keeps_first_row_and_gives_back_its_rate_slot(
+    alice_agent, alice_session
+):
+    allow(alice_agent, "get_current_time", rate_limit="2/min")
     first = admit(alice_session, alice_agent, "get_current_time", {"timezone": "UTC"})
-    # Simulate the race: the lookup misses, the insert hits the unique constraint.
-    with mock.patch("tools.services.ToolCallRecord.objects") as manager:
-        manager.filter.return_value.first.side_effect = [None, first.record]
-        with transaction.atomic(), tenant_scope(alice_agent.tenant_id):
-            again = tool_call_admit(
-                session=alice_session,
-                agent=alice_agent,
-                call_id="c1",
-                name="get_current_time",
-                args={"timezone": "UTC"},
-            )
+    # The insert hits the unique constraint (no lookup first): the first row answers.
+    with transaction.atomic():
+        again = admit(alice_session, alice_agent, "get_current_time", {"timezone": "UTC"})
     assert again.record.pk == first.record.pk
+    assert again.accepted
     assert ToolCallRecord.unscoped.count() == 1
+    # The repeat's slot was given back: a second real call still fits 2/min.
+    other = admit(alice_session, alice_agent, "get_current_time", {"timezone": "UTC"}, "c2")
+    assert other.accepted
+    third = admit(alice_session, alice_agent, "get_current_time", {"timezone": "UTC"}, "c3")
+    assert not third.accepted
+    assert "rate limit" in third.reason
+
+
+def admit_with(allowlist, session, name, args, call_id):
+    with tenant_scope(allowlist.agent.tenant_id):
+        return tool_call_admit(
+            session=session, agent=allowlist.agent, call_id=call_id, name=name, args=args,
+            allowlist=allowlist,
+        )  # fmt: skip
+
+
+def test_session_allowlist_reloads_after_an_entry_changes(alice_agent, alice_session):
+    entry = allow(alice_agent, "send_email", policy={"allowed_domains": ["example.com"]})
+    with tenant_scope(alice_agent.tenant_id):
+        allowlist = tool_allowlist_for_agent(agent=alice_agent)
+    first = admit_with(allowlist, alice_session, "send_email", EMAIL, "c1")
+    assert first.accepted
+    assert first.allowlist is allowlist
+    with tenant_scope(alice_agent.tenant_id):
+        agent_tool_update(agent_tool=entry, policy={"allowed_domains": ["example.org"]})
+    second = admit_with(allowlist, alice_session, "send_email", EMAIL, "c2")
+    assert not second.accepted
+    assert "bob@example.com" in second.reason
+    assert second.allowlist is not allowlist
+    with tenant_scope(alice_agent.tenant_id):
+        agent_tool_update(agent_tool=entry, enabled=False)
+    third = admit_with(second.allowlist, alice_session, "send_email", EMAIL, "c3")
+    assert not third.accepted
+    assert "not allowlisted" in third.reason
+
+
+def test_entry_disabled_behind_the_signals_back_is_refused_when_the_call_runs(
+    alice_agent, alice_session
+):
+    allow(alice_agent, "send_email", policy={"allowed_domains": ["example.com"]})
+    with tenant_scope(alice_agent.tenant_id):
+        allowlist = tool_allowlist_for_agent(agent=alice_agent)
+    AgentTool.unscoped.filter(agent=alice_agent).update(enabled=False)  # no version bump
+    admission = admit_with(allowlist, alice_session, "send_email", EMAIL, "c1")
+    assert admission.accepted  # the stale copy admits it ...
+    done = execute(admission.record)
+    assert done.status == "failed"  # ... but it never runs
+    assert "no longer allowlisted" in done.error
+    assert not OutboxEmail.unscoped.exists()
+
+
+def test_policy_tightened_behind_the_signals_back_is_enforced_when_the_call_runs(
+    alice_agent, alice_session
+):
+    allow(alice_agent, "send_email", policy={"allowed_domains": ["example.com"]})
+    with tenant_scope(alice_agent.tenant_id):
+        allowlist = tool_allowlist_for_agent(agent=alice_agent)
+    AgentTool.unscoped.filter(agent=alice_agent).update(policy={"allowed_domains": ["x.org"]})
+    admission = admit_with(allowlist, alice_session, "send_email", EMAIL, "c1")
+    done = execute(admission.record)
+    assert done.status == "failed"
+    assert "bob@example.com" in done.error
+    assert not OutboxEmail.unscoped.exists()
