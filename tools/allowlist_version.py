@@ -10,20 +10,27 @@ runs: execution reads the entry again and refuses a disabled one.
 
 from __future__ import annotations
 
-import uuid
+import secrets
+from typing import Any
 
 from django.core.cache import cache
 
 UNSET = "0"
 
 
-def _key(tenant_id: int) -> str:
+def allowlist_version_key(tenant_id: int) -> str:
+    """The cache key (Django's, unprefixed). Its value is a plain int, so on Redis it is
+    stored as digits and can be read in a pipeline with other keys (``tools.ratelimit``)."""
     return f"tools:allowlist:v:{tenant_id}"
 
 
+def allowlist_version_of(value: Any) -> str:
+    return str(value or UNSET)
+
+
 def allowlist_version(tenant_id: int) -> str:
-    return str(cache.get(_key(tenant_id)) or UNSET)
+    return allowlist_version_of(cache.get(allowlist_version_key(tenant_id)))
 
 
 def allowlist_changed(tenant_id: int) -> None:
-    cache.set(_key(tenant_id), uuid.uuid4().hex, timeout=None)
+    cache.set(allowlist_version_key(tenant_id), secrets.randbits(62) + 1, timeout=None)

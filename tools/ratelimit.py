@@ -45,22 +45,38 @@ def rate_limit_consume(*, scope: str, limit: int, period: int, now: float | None
     Atomic on both backends (Redis INCR; LocMem under its lock), so concurrent admissions
     in several processes never both take the last slot.
     """
+    allowed, _ = rate_limit_consume_and_read(scope=scope, limit=limit, period=period, now=now)
+    return allowed
+
+
+def rate_limit_consume_and_read(
+    *, scope: str, limit: int, period: int, now: float | None = None, read: str | None = None
+) -> tuple[bool, Any]:
+    """``rate_limit_consume``, and the value of the cache key ``read`` (an int or None) in
+    the same Redis round trip."""
     key = _key(scope, period, time.time() if now is None else now)
     client = _redis()
     if client is not None:
         pipe = client.pipeline(transaction=False)
         pipe.set(key, 0, ex=period + 1, nx=True)
         pipe.incr(key)
-        count = pipe.execute()[1]
-    else:
+        if read is not None:
+            pipe.get(cache.make_key(read))
+        replies = pipe.execute()
+        raw = replies[2] if read is not None else None
+        return int(replies[1]) <= limit, None if raw is None else int(raw)
+    value = cache.get(read) if read is not None else None
+    return _consume_in_cache(key, period) <= limit, value
+
+
+def _consume_in_cache(key: str, period: int) -> int:
+    cache.add(key, 0, timeout=period + 1)
+    try:
+        return int(cache.incr(key))
+    except ValueError:
+        # The window expired between add and incr: this call opens the next one.
         cache.add(key, 0, timeout=period + 1)
-        try:
-            count = cache.incr(key)
-        except ValueError:
-            # The window expired between add and incr: this call opens the next one.
-            cache.add(key, 0, timeout=period + 1)
-            count = cache.incr(key)
-    return int(count) <= limit
+        return int(cache.incr(key))
 
 
 def rate_limit_refund(*, scope: str, period: int, now: float | None = None) -> None:

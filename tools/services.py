@@ -38,9 +38,13 @@ from google.genai import types
 
 from agents.models import Agent
 from sessions.models import VoiceSession
-from tools.allowlist_version import allowlist_version
+from tools.allowlist_version import (
+    allowlist_version,
+    allowlist_version_key,
+    allowlist_version_of,
+)
 from tools.models import AgentTool, Tool, ToolCallRecord, WebhookTool
-from tools.ratelimit import rate_limit_consume, rate_limit_refund
+from tools.ratelimit import rate_limit_consume_and_read, rate_limit_refund
 from tools.registry import (
     PolicyViolation,
     ToolArgumentError,
@@ -270,7 +274,7 @@ class ToolAllowlist:
     what its calls are admitted against, without reading the allowlist per call.
 
     ``version`` is the tenant's allowlist version when it was read (``allowlist_version``);
-    ``tool_allowlist_current`` reloads it once that moves on.
+    admission reloads it once that moves on.
     """
 
     agent: Agent
@@ -280,13 +284,6 @@ class ToolAllowlist:
 
     def resolve(self, name: str) -> _Resolved | None:
         return self.entries.get(name)
-
-
-def tool_allowlist_current(allowlist: ToolAllowlist) -> ToolAllowlist:
-    """``allowlist``, or the agent's as it is now if an entry changed since it was read."""
-    if allowlist_version(allowlist.agent.tenant_id) == allowlist.version:
-        return allowlist
-    return tool_allowlist_for_agent(agent=allowlist.agent)
 
 
 def tool_allowlist_for_agent(*, agent: Agent) -> ToolAllowlist:
@@ -388,14 +385,19 @@ def tool_call_admit(
     )
     if allowlist is None:
         allowlist = tool_allowlist_for_agent(agent=agent)
+        decision = _decide(allowlist, name, args, session.end_user_id, check_version=False)
     else:
-        allowlist = tool_allowlist_current(allowlist)
-    resolved = allowlist.resolve(name)
-    reason = ""
-    validated_json: dict[str, Any] | None = None
-    refund: Callable[[], None] | None = None
+        # Decided against the copy, reading its version in the rate limit's round trip;
+        # if the allowlist moved on meanwhile, decided again against the current one.
+        decision = _decide(allowlist, name, args, session.end_user_id, check_version=True)
+        if decision.version != allowlist.version:
+            if decision.refund is not None:
+                decision.refund()
+            allowlist = tool_allowlist_for_agent(agent=agent)
+            decision = _decide(allowlist, name, args, session.end_user_id, check_version=False)
+    resolved, reason, validated_json = decision.resolved, decision.reason, decision.validated
+    refund = decision.refund
     if resolved is None:
-        reason = f"tool {name!r} is not allowlisted for this agent"
         # Unknown tool, unknown sensitivity: keep the argument names only.
         record.arguments = _cap_arguments(redact_arguments(args, args.keys()))
     else:
@@ -404,13 +406,10 @@ def tool_call_admit(
         record.timeout_seconds = resolved.timeout
         record.behavior = resolved.behavior
         record.scheduling = resolved.scheduling or ""
-        record.arguments = _cap_arguments(redact_arguments(args, resolved.sensitive))
-        reason, validated_json = _check(resolved, args)
-        if not reason:
-            record.arguments = _cap_arguments(
-                redact_arguments(validated_json or {}, resolved.sensitive)
-            )
-            reason, refund = _rate_limit(resolved, session.end_user_id, name)
+        record.arguments = _cap_arguments(
+            redact_arguments(validated_json if validated_json is not None else args,
+                             resolved.sensitive)
+        )  # fmt: skip
 
     if reason:
         record.status = Status.REJECTED
@@ -441,17 +440,43 @@ def tool_call_admit(
     return _admission_of(record, allowlist)
 
 
-def _rate_limit(
-    resolved: _Resolved, end_user_id: str, name: str
-) -> tuple[str, Callable[[], None] | None]:
-    """(reason, refund): an empty reason if the call fits its per-end-user limit."""
+@dataclass(frozen=True)
+class _Decision:
+    resolved: _Resolved | None
+    reason: str  # empty: admitted
+    validated: dict[str, Any] | None
+    refund: Callable[[], None] | None  # gives the rate-limit slot back
+    version: str | None  # the allowlist version read with the rate limit, if asked
+
+
+def _decide(
+    allowlist: ToolAllowlist, name: str, args: dict[str, Any], end_user_id: str, *,
+    check_version: bool,
+) -> _Decision:  # fmt: skip
+    """Allowlisted, valid arguments, policy, rate limit: the first failure is the reason."""
+    version_key = allowlist_version_key(allowlist.agent.tenant_id) if check_version else None
+    resolved = allowlist.resolve(name)
+    reason, validated = (
+        (f"tool {name!r} is not allowlisted for this agent", None)
+        if resolved is None
+        else _check(resolved, args)
+    )
+    if reason or resolved is None:
+        version = allowlist_version(allowlist.agent.tenant_id) if check_version else None
+        return _Decision(resolved, reason, None, None, version)
     limit, period = parse_rate_limit(resolved.rate_limit)
     # created_at too: an entry deleted and re-created starts with fresh counters.
     entry_key = f"{resolved.entry.pk}:{resolved.entry.created_at.timestamp()}"
     scope, now = f"{entry_key}:{end_user_id}", time.time()
-    if not rate_limit_consume(scope=scope, limit=limit, period=period, now=now):
-        return f"rate limit {resolved.rate_limit} exceeded for tool {name!r}", None
-    return "", functools.partial(rate_limit_refund, scope=scope, period=period, now=now)
+    allowed, seen = rate_limit_consume_and_read(
+        scope=scope, limit=limit, period=period, now=now, read=version_key
+    )
+    version = allowlist_version_of(seen) if check_version else None
+    if not allowed:
+        reason = f"rate limit {resolved.rate_limit} exceeded for tool {name!r}"
+        return _Decision(resolved, reason, None, None, version)
+    refund = functools.partial(rate_limit_refund, scope=scope, period=period, now=now)
+    return _Decision(resolved, "", validated, refund, version)
 
 
 def _check(resolved: _Resolved, args: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
@@ -654,26 +679,28 @@ def _run_and_finish(record: ToolCallRecord, invoke: Callable[[], Any]) -> None:
 
 
 # What running a call reads (the rest of the row loads on access if ever needed).
+_TABLE = ToolCallRecord._meta.db_table
 _RUN_COLUMNS = ", ".join(
-    f'r."{f.column}"'
+    f'"{f.column}"'
     for f in ToolCallRecord._meta.concrete_fields
     if f.name not in ("arguments", "result", "result_preview", "rejection_reason", "created_at")
 )
 # queued -> running and everything running the call needs, in one round trip: the claim,
 # the row, its allowlist entry (as it is now) and the session's channel. The worker's
 # critical path is a chain of round trips, so each one saved shows in the latency.
+# (No table alias: SQLite's RETURNING takes none.)
 _CLAIM_SQL = f"""
-    UPDATE {ToolCallRecord._meta.db_table} AS r SET status = %s, started_at = %s
-    WHERE r.id = %s AND r.tenant_id = %s AND r.status = %s
+    UPDATE {_TABLE} SET status = %s, started_at = %s
+    WHERE id = %s AND tenant_id = %s AND status = %s
     RETURNING {_RUN_COLUMNS},
-        (SELECT a.enabled FROM {AgentTool._meta.db_table} a WHERE a.id = r.agent_tool_id)
-            AS claim_entry_enabled,
-        (SELECT a.policy FROM {AgentTool._meta.db_table} a WHERE a.id = r.agent_tool_id)
-            AS claim_entry_policy,
+        (SELECT a.enabled FROM {AgentTool._meta.db_table} a
+            WHERE a.id = {_TABLE}.agent_tool_id) AS claim_entry_enabled,
+        (SELECT a.policy FROM {AgentTool._meta.db_table} a
+            WHERE a.id = {_TABLE}.agent_tool_id) AS claim_entry_policy,
         (SELECT a.webhook_tool_id FROM {AgentTool._meta.db_table} a
-            WHERE a.id = r.agent_tool_id) AS claim_entry_webhook_tool_id,
+            WHERE a.id = {_TABLE}.agent_tool_id) AS claim_entry_webhook_tool_id,
         (SELECT s.connection_channel FROM {VoiceSession._meta.db_table} s
-            WHERE s.id = r.session_id) AS claim_channel
+            WHERE s.id = {_TABLE}.session_id) AS claim_channel
 """  # noqa: S608 (table and column names from the models; values are parameters)
 
 

@@ -543,3 +543,19 @@ def test_policy_tightened_behind_the_signals_back_is_enforced_when_the_call_runs
     assert done.status == "failed"
     assert "bob@example.com" in done.error
     assert not OutboxEmail.unscoped.exists()
+
+
+def test_reload_after_a_change_does_not_count_the_call_twice(alice_agent, alice_session):
+    entry = allow(alice_agent, "get_current_time", rate_limit="1/min")
+    with tenant_scope(alice_agent.tenant_id):
+        allowlist = tool_allowlist_for_agent(agent=alice_agent)
+        agent_tool_update(agent_tool=entry, timeout_seconds=3)  # the copy is now stale
+    admission = admit_with(allowlist, alice_session, "get_current_time", {"timezone": "UTC"}, "c1")
+    # Counted against the stale copy, given back, counted again after the reload: once.
+    assert admission.accepted
+    assert admission.record.timeout_seconds == 3
+    again = admit_with(
+        admission.allowlist, alice_session, "get_current_time", {"timezone": "UTC"}, "c2"
+    )
+    assert not again.accepted
+    assert "rate limit" in again.reason
