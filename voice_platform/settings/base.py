@@ -104,7 +104,7 @@ REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
     CHANNEL_LAYERS: dict[str, Any] = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "voice_platform.channel_layer.PipelinedRedisChannelLayer",
             "CONFIG": {
                 # redis-py's asyncio pool raises instead of waiting past its limit (100), and
                 # redis-py 8's 5 s socket timeout races channels-redis's 5 s BZPOPMIN.
