@@ -84,6 +84,7 @@ FINISHED_STATUS = {
 }
 # A lost wake-up (or a result written while this process was away) is still found here.
 RESULT_POLL_SECONDS = 1.0
+EARLY_RESULTS_KEPT = 32
 
 
 class _Waiter:
@@ -118,6 +119,7 @@ class ServiceToolGateway:
         self.allowlist = allowlist
         self.execution = execution
         self._waiters: dict[int, _Waiter] = {}
+        self._early: dict[int, dict[str, Any]] = {}
         self._calls: dict[str, asyncio.Task[None]] = {}
         self._records: dict[str, int] = {}
 
@@ -161,6 +163,10 @@ class ServiceToolGateway:
             self._records[call_id] = record.pk
             # Before any await: a fast worker's wake-up must find the call waiting.
             waiter = self._waiters[record.pk] = _Waiter()
+            early = self._early.pop(record.pk, None)
+            if early is not None:
+                waiter.outcome = early
+                waiter.event.set()
             try:
                 await emit({"type": "tool.started", "call_id": call_id, "name": name})
                 outcome = await self._run(record, admission.timeout, waiter)
@@ -228,12 +234,24 @@ class ServiceToolGateway:
                 return outcome
 
     def on_result(self, message: dict[str, Any]) -> None:
-        """The wake-up for a finished call (``tool.result``), with a copy of its outcome."""
-        waiter = self._waiters.get(int(message["record_id"]))
+        """The wake-up for a finished call (``tool.result``), with a copy of its outcome.
+
+        One can arrive before its call waits: a fast worker may finish while the loop has
+        not yet resumed the call after admission. It is kept (a few, newest) for that call.
+        """
+        record_id = int(message["record_id"])
+        outcome = (
+            message if message.get("status") in FINISHED_STATUS and "response" in message else None
+        )
+        waiter = self._waiters.get(record_id)
         if waiter is None:
+            if outcome is not None:
+                self._early[record_id] = outcome
+                while len(self._early) > EARLY_RESULTS_KEPT:
+                    self._early.pop(next(iter(self._early)))
             return
-        if message.get("status") in FINISHED_STATUS and "response" in message:
-            waiter.outcome = message
+        if outcome is not None:
+            waiter.outcome = outcome
         waiter.event.set()
 
     async def on_cancellation(self, ids: Sequence[str], emit: Emit) -> None:

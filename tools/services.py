@@ -21,7 +21,6 @@ import contextlib
 import functools
 import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -56,6 +55,7 @@ from tools.registry import (
     redact_arguments,
     registry,
 )
+from tools.tool_threads import tool_threads
 from tools.webhooks import WebhookTimeout, webhook_post
 from voice_platform.channel_send import channel_send_blocking
 from voice_platform.crypto import decrypt_str, encrypt_str
@@ -760,12 +760,10 @@ def tool_call_execute(
     except Exception as exc:
         _finish(record, Status.FAILED, error=_describe(exc))
     else:
-        worker = threading.Thread(
-            target=_run_and_finish, args=(record, invoke), name=f"tool-{record_id}", daemon=True
+        finished = tool_threads.run(
+            functools.partial(_run_and_finish, record, invoke), record.timeout_seconds
         )
-        worker.start()
-        worker.join(record.timeout_seconds)
-        if worker.is_alive():
+        if not finished:
             # Python cannot stop the thread; its late result loses the conditional update.
             tool_call_finish_early(record_id=record_id, status="timeout")
     if record.status not in FINISHED_STATUSES:

@@ -28,6 +28,7 @@ from tools.services import (
     tool_declarations_for_agent,
     tool_sync_registry,
 )
+from tools.tool_threads import tool_threads
 from voice_platform.tenancy.scope import tenant_scope
 
 EMAIL = {"to": "bob@example.com", "subject": "Hi", "body": "the secret body"}
@@ -83,9 +84,7 @@ def scratch_tools(db):
 
 
 def join_tool_threads(timeout: float = 5) -> None:
-    for thread in threading.enumerate():
-        if thread.name.startswith("tool-"):
-            thread.join(timeout)
+    assert tool_threads.wait_idle(timeout)
 
 
 # --- registry sync ---------------------------------------------------------------------------
