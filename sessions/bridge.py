@@ -26,6 +26,7 @@ from sessions import client_events
 from sessions.close_codes import CloseCode
 from sessions.models import VoiceSession
 from sessions.reaper import held_sessions
+from sessions.relay.audio_path import AudioTap, send_audio
 from sessions.relay.upstream import (
     ConnectFactory,
     LiveUpstream,
@@ -48,7 +49,6 @@ from sessions.uplink import ItemKind, Uplink, UplinkItem
 
 log = logging.getLogger(__name__)
 
-AUDIO_MIME = "audio/pcm;rate=16000"
 WARN_AT = 0.8
 
 
@@ -76,7 +76,7 @@ class _Utterance:
 
 async def _send_item(session: AsyncSession, item: UplinkItem) -> None:
     if item.kind is ItemKind.AUDIO:
-        await session.send_realtime_input(audio=types.Blob(data=item.payload, mime_type=AUDIO_MIME))
+        await send_audio(session, item.payload, tapped=isinstance(session._ws, AudioTap))
     elif item.kind is ItemKind.TEXT:
         text, turn_complete = item.payload
         await session.send_client_content(
@@ -339,6 +339,13 @@ class LiveBridge:
             error=error,
         )
 
+    async def on_upstream_audio(self, pcm: bytes) -> None:
+        self._first_output()
+        self.counters["model_frames_out"] += 1
+        self.counters["model_bytes_out"] += len(pcm)
+        if not self.closed.is_set():
+            await self.sink.send_audio(pcm)
+
     async def on_upstream_message(self, message: types.LiveServerMessage) -> None:
         content = message.server_content
         if content is not None:
@@ -366,12 +373,7 @@ class LiveBridge:
         if content.model_turn is not None and content.model_turn.parts:
             for part in content.model_turn.parts:
                 if part.inline_data is not None and part.inline_data.data:
-                    self._first_output()
-                    data = part.inline_data.data
-                    self.counters["model_frames_out"] += 1
-                    self.counters["model_bytes_out"] += len(data)
-                    if not self.closed.is_set():
-                        await self.sink.send_audio(data)
+                    await self.on_upstream_audio(part.inline_data.data)
                 elif part.text and not part.thought:
                     self._first_output()
                     self._append_utterance("model", "text", part.text)

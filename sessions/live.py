@@ -43,7 +43,11 @@ def connect_factory(grant: SessionGrant, tools: ToolGateway) -> ConnectFactory:
     """Open the agent's Live session with the tenant's own key, else the platform's."""
     api_key = tenant_gemini_key(tenant=grant.tenant) or settings.GEMINI_API_KEY
     client = live_client(
-        api_key, settings.LIVE_API_BASE_URL, settings.LIVE_API_VERSION, settings.LIVE_API_CA_FILE
+        api_key,
+        settings.LIVE_API_BASE_URL,
+        settings.LIVE_API_VERSION,
+        settings.LIVE_API_CA_FILE,
+        deflate=settings.LIVE_UPSTREAM_DEFLATE,
     )
     agent = grant.agent
     declarations = tools.function_declarations()

@@ -16,17 +16,27 @@ def _ssl_context(ca_file: str) -> ssl.SSLContext:
 
 
 @lru_cache(maxsize=64)
-def live_client(api_key: str, base_url: str, api_version: str, ca_file: str) -> genai.Client:
+def live_client(
+    api_key: str, base_url: str, api_version: str, ca_file: str, *, deflate: bool = False
+) -> genai.Client:
     """One cached client per key and endpoint (kept referenced: a collected client closes
-    its HTTP session under a running request)."""
+    its HTTP session under a running request).
+
+    Without ``deflate`` the Live WebSocket does not offer permessage-deflate. The SDK passes
+    each ``async_client_args`` entry that ``websockets.connect`` accepts on to it (and
+    filters them out for its HTTP clients), so ``compression=None`` reaches the connect.
+    """
     if base_url:
         # The SDK's websocket honours HTTPS_PROXY; a local endpoint must bypass it.
         os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
     kwargs: dict[str, object] = {"api_version": api_version}
     if base_url:
         kwargs["base_url"] = base_url.rstrip("/")
+    async_args: dict[str, object] = {} if deflate else {"compression": None}
     if ca_file:
         context = _ssl_context(ca_file)
-        kwargs["async_client_args"] = {"ssl": context, "verify": context}
+        async_args.update({"ssl": context, "verify": context})
         kwargs["client_args"] = {"verify": context}
+    if async_args:
+        kwargs["async_client_args"] = async_args
     return genai.Client(api_key=api_key, http_options=types.HttpOptions(**kwargs))  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
 import re
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from google.genai import errors, types
 from google.genai.live import AsyncSession
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from sessions.relay.audio_path import tap_session
 from sessions.relay.backoff import Backoff
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,9 @@ class UpstreamSettings:
 
 class UpstreamListener(Protocol):
     async def on_upstream_message(self, message: types.LiveServerMessage) -> None: ...
+
+    async def on_upstream_audio(self, pcm: bytes) -> None:
+        """A message that was one chunk of model audio and nothing else (``audio_path``)."""
 
     async def on_upstream_state(self, state: UpstreamState, reason: str) -> None: ...
 
@@ -146,6 +151,7 @@ class LiveUpstream:
                         session = await stack.enter_async_context(self._connect(self.latest_handle))
                     self.connections += 1
                     self._reset_connection_state()
+                    tap_session(session, functools.partial(self._on_audio, progress))
                     self.session = session
                     self.ready.set()
                     await self._listener.on_upstream_state(UpstreamState.READY, reason)
@@ -218,6 +224,11 @@ class LiveUpstream:
                 progress.any = True
                 self._track(message)
                 await self._listener.on_upstream_message(message)
+
+    async def _on_audio(self, progress: _Progress, pcm: bytes) -> None:
+        progress.any = True
+        self._in_turn = True  # what _track concludes from a model turn
+        await self._listener.on_upstream_audio(pcm)
 
     def _track(self, message: types.LiveServerMessage) -> None:
         content = message.server_content

@@ -162,6 +162,10 @@ GEMINI_API_KEY = env_str("GEMINI_API_KEY")
 LIVE_API_BASE_URL = env_str("LIVE_API_BASE_URL")
 LIVE_API_CA_FILE = env_str("LIVE_API_CA_FILE")
 LIVE_API_VERSION = env_str("LIVE_API_VERSION", "v1beta")
+# permessage-deflate on the upstream WebSocket. The SDK offers it by default and Google
+# accepts; on base64 PCM it saves little bandwidth and costs about a fifth of the relay's CPU
+# (measured: 4.85 vs 3.97 ms CPU per session-second at 200 sessions), so it is off.
+LIVE_UPSTREAM_DEFLATE = env_bool("LIVE_UPSTREAM_DEFLATE", False)
 LIVE_MODELS = env_list(
     "LIVE_MODELS",
     [

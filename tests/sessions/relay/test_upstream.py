@@ -46,6 +46,9 @@ class Listener:
     async def on_upstream_message(self, message: types.LiveServerMessage) -> None:
         return None
 
+    async def on_upstream_audio(self, pcm: bytes) -> None:
+        return None
+
     async def on_upstream_state(self, state: UpstreamState, reason: str) -> None:
         self.states.append((state, reason))
 
