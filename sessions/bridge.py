@@ -114,6 +114,7 @@ class LiveBridge:
         self.progress = SessionProgress(counters=self.counters)
         self._dropped_flushed = 0
         self.uplink = Uplink(max_pending_audio=int(self.config.pending_audio_seconds * 32_000))
+        self._uplink_sending = False  # a send to the upstream is in progress (either path)
         self.upstream = LiveUpstream(
             connect=connect,
             listener=self,
@@ -253,10 +254,30 @@ class LiveBridge:
 
     # --- client -> upstream ---------------------------------------------------------------------
 
-    def client_audio(self, pcm: bytes) -> None:
+    async def client_audio(self, pcm: bytes) -> None:
+        """One frame of client audio up: sent at once when nothing is queued ahead of it.
+
+        The common case (upstream ready, uplink idle) writes straight to the upstream socket
+        from here instead of waking the uplink task, which cost a trip through the event
+        loop's ready queue per frame (the tail of the up latency under load). Anything else
+        queues; the uplink task keeps the order.
+        """
         self.counters["client_frames_in"] += 1
         self.counters["client_bytes_in"] += len(pcm)
-        self.uplink.put(UplinkItem(ItemKind.AUDIO, pcm))
+        item = UplinkItem(ItemKind.AUDIO, pcm)
+        session = self.upstream.session if self.upstream.ready.is_set() else None
+        if session is None or self._uplink_sending or not self.uplink.idle:
+            self.uplink.put(item)
+            return
+        self._uplink_sending = True
+        try:
+            await _send_item(session, item)
+        except Exception:  # the connection died under us: the uplink task retries it
+            self.uplink.put(item)
+            return
+        finally:
+            self._uplink_sending = False
+        self.uplink.sent(item)
 
     def client_text(self, text: str, turn_complete: bool) -> None:
         self._append_utterance("user", "text", text)
@@ -280,11 +301,14 @@ class LiveBridge:
             session = await self.upstream.wait_ready()
             if not self.uplink.is_head(item):
                 continue  # dropped (buffer full) or replaced (replay) while we waited
+            self._uplink_sending = True
             try:
                 await _send_item(session, item)
             except Exception:  # the connection died under us: wait for the next one
                 await asyncio.sleep(0.05)
                 continue
+            finally:
+                self._uplink_sending = False
             self.uplink.sent(item)
 
     # --- upstream -> client ---------------------------------------------------------------------

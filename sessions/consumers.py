@@ -118,7 +118,7 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
                     error=client_events.error("bad_frame", problem),
                 )
                 return
-            bridge.client_audio(bytes_data)
+            await bridge.client_audio(bytes_data)
             return
         try:
             message = parse_client_message(text_data or "")

@@ -89,8 +89,14 @@ class Uplink:
             return self.replay[0] is item
         return bool(self.pending) and self.pending[0] is item
 
+    @property
+    def idle(self) -> bool:
+        """Nothing waits to be sent: a new item may go straight up, ahead of no one."""
+        return not self.replay and not self.pending
+
     def sent(self, item: UplinkItem) -> None:
-        """``item`` (the head of replay, else of pending) reached the upstream."""
+        """``item`` (the head of replay, else of pending, or one sent directly while both
+        were empty) reached the upstream."""
         if self.replay and self.replay[0] is item:
             self.replay.popleft()
         elif self.pending and self.pending[0] is item:

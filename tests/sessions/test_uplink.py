@@ -61,3 +61,17 @@ async def test_uplink_bounds_unacknowledged_audio():
         uplink.put(audio())
         uplink.sent(await uplink.next())
     assert len(uplink.unacknowledged) == 10
+
+
+async def test_uplink_items_sent_directly_while_idle_are_replayed_in_order():
+    uplink = Uplink()
+    direct = [audio(), audio()]
+    for item in direct:
+        assert uplink.idle  # nothing queued: the bridge writes these straight up
+        uplink.sent(item)
+    queued = audio()
+    uplink.put(queued)
+    assert not uplink.idle  # now a new frame must queue behind it
+    assert await send_all(uplink) == [queued]
+    uplink.replay_unacknowledged()  # the connection dropped before a handle covered them
+    assert await send_all(uplink) == [*direct, queued]
