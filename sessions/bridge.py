@@ -76,7 +76,9 @@ class _Utterance:
 
 async def _send_item(session: AsyncSession, item: UplinkItem) -> None:
     if item.kind is ItemKind.AUDIO:
-        await send_audio(session, item.payload, tapped=isinstance(session._ws, AudioTap))
+        await send_audio(
+            session, item.payload, tapped=isinstance(getattr(session, "_ws", None), AudioTap)
+        )
     elif item.kind is ItemKind.TEXT:
         text, turn_complete = item.payload
         await session.send_client_content(
@@ -89,6 +91,11 @@ async def _send_item(session: AsyncSession, item: UplinkItem) -> None:
         await session.send_realtime_input(activity_start=types.ActivityStart())
     elif item.kind is ItemKind.ACTIVITY_END:
         await session.send_realtime_input(activity_end=types.ActivityEnd())
+
+
+def _socket_backed_up(session: AsyncSession) -> bool:
+    transport = getattr(getattr(session, "_ws", None), "transport", None)
+    return transport is None or bool(transport.get_write_buffer_size())
 
 
 class LiveBridge:
@@ -266,7 +273,12 @@ class LiveBridge:
         self.counters["client_bytes_in"] += len(pcm)
         item = UplinkItem(ItemKind.AUDIO, pcm)
         session = self.upstream.session if self.upstream.ready.is_set() else None
-        if session is None or self._uplink_sending or not self.uplink.idle:
+        if (
+            session is None
+            or self._uplink_sending
+            or not self.uplink.idle
+            or _socket_backed_up(session)  # a send could wait: keep the consumer free
+        ):
             self.uplink.put(item)
             return
         self._uplink_sending = True

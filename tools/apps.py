@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.apps import AppConfig
 from django.db import transaction
 from django.db.models.signals import post_delete, post_migrate, post_save
+
+logger = logging.getLogger(__name__)
 
 
 def _sync_after_migrate(sender: AppConfig, using: str = "default", **kwargs: Any) -> None:
@@ -23,9 +26,18 @@ def _allowlist_changed(sender: type, instance: Any, **kwargs: Any) -> None:
     from tools.allowlist_version import allowlist_changed
 
     tenant_id = instance.tenant_id
+
+    def bump() -> None:
+        try:
+            allowlist_changed(tenant_id)
+        except Exception:
+            # The edit itself must not fail on the cache: sessions still re-check the entry
+            # when a call runs, and the next successful bump reloads them.
+            logger.exception("could not bump the tool allowlist version of tenant %s", tenant_id)
+
     # Now and after commit: a session reloading in between would read the old rows.
-    allowlist_changed(tenant_id)
-    transaction.on_commit(lambda: allowlist_changed(tenant_id))
+    bump()
+    transaction.on_commit(bump, robust=True)
 
 
 class ToolsConfig(AppConfig):
@@ -33,6 +45,7 @@ class ToolsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from tools import checks  # noqa: F401 (registers the system checks)
         from tools.registry import load_tool_modules
 
         load_tool_modules()

@@ -57,7 +57,9 @@ def rate_limit_consume_and_read(
     key = _key(scope, period, time.time() if now is None else now)
     client = _redis()
     if client is not None:
-        pipe = client.pipeline(transaction=False)
+        # MULTI/EXEC, still one round trip: the key cannot expire between SET and INCR
+        # (an INCR on a vanished key would make one without a TTL).
+        pipe = client.pipeline(transaction=True)
         pipe.set(key, 0, ex=period + 1, nx=True)
         pipe.incr(key)
         if read is not None:

@@ -554,12 +554,11 @@ def _preview(result: Any) -> str:
     return raw[:limit].decode(errors="ignore") + "…"
 
 
-def _finish(record: ToolCallRecord, status: str, *, result: Any = None, error: str = "") -> bool:
-    """running -> a finished status; False when the call was finished by someone else.
-
-    On success the in-memory ``record`` says what was written, so the caller need not read
-    the row back.
-    """
+def _finish(
+    record: ToolCallRecord, status: str, *, result: Any = None, error: str = ""
+) -> dict[str, Any] | None:
+    """running -> a finished status: the fields written, or None when the call was finished
+    by someone else. ``_apply`` them to the record once they are committed."""
     now = timezone.now()
     fields: dict[str, Any] = {
         "status": status,
@@ -573,10 +572,13 @@ def _finish(record: ToolCallRecord, status: str, *, result: Any = None, error: s
         fields["result"] = result
         fields["result_preview"] = _preview(result)
     changed = ToolCallRecord.objects.filter(pk=record.pk, status=Status.RUNNING).update(**fields)
-    if changed:
-        for name, value in fields.items():
-            setattr(record, name, value)
-    return bool(changed)
+    return fields if changed else None
+
+
+def _apply(record: ToolCallRecord, written: dict[str, Any] | None) -> None:
+    """Make the in-memory record say what was committed, so nobody reads the row back."""
+    for name, value in (written or {}).items():
+        setattr(record, name, value)
 
 
 def _invocation(record: ToolCallRecord) -> Callable[[], Any]:
@@ -656,24 +658,30 @@ def _run_and_finish(record: ToolCallRecord, invoke: Callable[[], Any]) -> None:
     autocommit write instead of BEGIN, UPDATE, COMMIT.
     """
     queries = _QueryCount()
+    written: dict[str, Any] | None = None
     try:
         with tenant_scope(record.tenant_id):  # a new thread starts without the scope
             try:
                 with transaction.atomic():
                     with connections[ToolCallRecord.objects.db].execute_wrapper(queries):
                         result = _checked_result(invoke())
-                    if queries.count and not _finish(record, Status.SUCCEEDED, result=result):
+                    if queries.count:
+                        written = _finish(record, Status.SUCCEEDED, result=result)
+                        if written is None:
+                            raise _Superseded
+                if not queries.count:
+                    written = _finish(record, Status.SUCCEEDED, result=result)
+                    if written is None:
                         raise _Superseded
-                if not queries.count and not _finish(record, Status.SUCCEEDED, result=result):
-                    raise _Superseded
             except _Superseded:
                 logger.info("tool call %s finished elsewhere; its writes rolled back", record.pk)
             except WebhookTimeout as exc:
-                _finish(record, Status.TIMEOUT, error=str(exc))
+                written = _finish(record, Status.TIMEOUT, error=str(exc))
             except Exception as exc:
                 # Logged with its traceback here; the model only gets the short form.
                 logger.exception("tool %s failed (call %s)", record.tool_name, record.pk)
-                _finish(record, Status.FAILED, error=_describe(exc))
+                written = _finish(record, Status.FAILED, error=_describe(exc))
+        _apply(record, written)  # committed by now
     finally:
         connections.close_all()  # this thread's connections only
 
@@ -758,7 +766,7 @@ def tool_call_execute(
     try:
         invoke = _invocation(record)
     except Exception as exc:
-        _finish(record, Status.FAILED, error=_describe(exc))
+        _apply(record, _finish(record, Status.FAILED, error=_describe(exc)))
     else:
         finished = tool_threads.run(
             functools.partial(_run_and_finish, record, invoke), record.timeout_seconds
@@ -766,14 +774,27 @@ def tool_call_execute(
         if not finished:
             # Python cannot stop the thread; its late result loses the conditional update.
             tool_call_finish_early(record_id=record_id, status="timeout")
+            # A fresh object: the overrunning thread may still write to the one it holds.
+            return _notify_fresh(record_id, notify)
     if record.status not in FINISHED_STATUSES:
-        record.refresh_from_db()  # finished by someone else (timeout, cancel)
+        return _notify_fresh(record_id, notify)  # finished by someone else (cancelled)
     if notify is not None:
         notify(record)
     elif time.monotonic() - started_at > CHANNEL_STALE_SECONDS:
         tool_result_notify(record=record)
     else:
         tool_result_notify(record=record, channel=record.__dict__["claim_channel"] or "")
+    return record
+
+
+def _notify_fresh(
+    record_id: int, notify: Callable[[ToolCallRecord], None] | None
+) -> ToolCallRecord:
+    record: ToolCallRecord = ToolCallRecord.objects.get(pk=record_id)
+    if notify is not None:
+        notify(record)
+    else:
+        tool_result_notify(record=record)
     return record
 
 

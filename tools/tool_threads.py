@@ -10,9 +10,12 @@ finally returns, and meanwhile other calls get other threads.
 from __future__ import annotations
 
 import itertools
+import logging
 import queue
 import threading
 from collections.abc import Callable
+
+log = logging.getLogger(__name__)
 
 _Job = tuple[Callable[[], None], threading.Event]
 
@@ -48,14 +51,15 @@ class ToolThreads:
             fn, done = job
             try:
                 fn()
-            finally:
-                done.set()
-                with self._lock:
-                    self._busy -= 1
-                    keep = len(self._idle) < self.max_idle
-                    if keep:
-                        self._idle.append(jobs)
-                    self._all_idle.notify_all()
+            except BaseException:  # the thread must outlive any job: its queue is reused
+                log.exception("tool thread job failed")
+            done.set()
+            with self._lock:
+                self._busy -= 1
+                keep = len(self._idle) < self.max_idle
+                if keep:
+                    self._idle.append(jobs)
+                self._all_idle.notify_all()
             if not keep:
                 return
 

@@ -5,6 +5,10 @@ messages, count, add, set the expiry). Wake-ups for tool results sit on the tool
 critical path, so this sends the same four commands in one pipeline and takes the message
 back out if the channel turned out to be full: the same keys, format and capacity rule,
 so either implementation can receive what the other sent.
+
+One difference: a full channel is noticed after the add, so a receiver may take the
+message in the instant before it is taken back out, and the sender still gets
+``ChannelFull``. Everything sent this way (wake-ups, session control) is idempotent.
 """
 
 from __future__ import annotations
