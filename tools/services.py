@@ -23,6 +23,7 @@ import json
 import logging
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -688,11 +689,13 @@ def _run_and_finish(record: ToolCallRecord, invoke: Callable[[], Any]) -> None:
 
 # What running a call reads (the rest of the row loads on access if ever needed).
 _TABLE = ToolCallRecord._meta.db_table
-_RUN_COLUMNS = ", ".join(
-    f'"{f.column}"'
+_RUN_FIELDS = [
+    f
     for f in ToolCallRecord._meta.concrete_fields
     if f.name not in ("arguments", "result", "result_preview", "rejection_reason", "created_at")
-)
+]
+_RUN_COLUMNS = ", ".join(f'"{f.column}"' for f in _RUN_FIELDS)
+_RUN_ATTNAMES = [f.attname for f in _RUN_FIELDS]
 # queued -> running and everything running the call needs, in one round trip: the claim,
 # the row, its allowlist entry (as it is now) and the session's channel. The worker's
 # critical path is a chain of round trips, so each one saved shows in the latency.
@@ -712,29 +715,61 @@ _CLAIM_SQL = f"""
 """  # noqa: S608 (table and column names from the models; values are parameters)
 
 
+_converters: weakref.WeakKeyDictionary[Any, list[tuple[Any, list[Any]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _as_float(value: Any, expression: Any, connection: Any) -> Any:
+    return float(value) if isinstance(value, int) else value
+
+
+def _run_converters(connection: Any) -> list[tuple[Any, list[Any]]]:
+    """Per field, Django's from-database converters (what a queryset applies to a row)."""
+    found = _converters.get(connection)
+    if found is None:
+        found = []
+        for field in _RUN_FIELDS:
+            col = field.get_col(_TABLE)
+            convs = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
+            if field.get_internal_type() == "FloatField":
+                # SQLite's RETURNING gives an integral REAL back as an int.
+                convs.append(_as_float)
+            found.append((col, convs))
+        _converters[connection] = found
+    return found
+
+
 def _claim(record_id: int) -> tuple[ToolCallRecord, bool]:
-    """(the record, whether this call claimed it: ``queued -> running``)."""
-    tenant_id = current_tenant_id()
-    claimed = list(
-        ToolCallRecord.unscoped.raw(
-            _CLAIM_SQL,
-            [Status.RUNNING, timezone.now(), record_id, tenant_id, Status.QUEUED],
-        )
-    )
-    if not claimed:  # redelivered, or finished before it started: nothing to run
+    """(the record, whether this call claimed it: ``queued -> running``).
+
+    A plain cursor, converted the way a queryset would: ``raw()`` costs about 0.1 ms more
+    per call in setup, on the worker's critical path.
+    """
+    connection = connections[ToolCallRecord.objects.db]
+    params: list[Any] = [
+        Status.RUNNING, timezone.now(), record_id, current_tenant_id(), Status.QUEUED
+    ]  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_SQL, params)
+        row = cursor.fetchone()
+    if row is None:  # redelivered, or finished before it started: nothing to run
         return ToolCallRecord.objects.get(pk=record_id), False
-    record = claimed[0]
-    extra = record.__dict__  # the subquery columns, set by raw() as plain attributes
-    if record.agent_tool_id is not None and extra["claim_entry_enabled"] is not None:
-        policy = extra["claim_entry_policy"]
+    values = list(row[: len(_RUN_FIELDS)])
+    for index, (col, convs) in enumerate(_run_converters(connection)):
+        for convert in convs:
+            values[index] = convert(values[index], col, connection)
+    record = ToolCallRecord.from_db(connection.alias, _RUN_ATTNAMES, values)
+    enabled, policy, webhook_tool_id, channel = row[len(_RUN_FIELDS) :]
+    record.claim_channel = channel or ""  # type: ignore[attr-defined]
+    if record.agent_tool_id is not None and enabled is not None:
         record.agent_tool = AgentTool(
             pk=record.agent_tool_id,
             tenant_id=record.tenant_id,
-            agent_id=extra["agent_id"],
-            enabled=extra["claim_entry_enabled"],
+            enabled=bool(enabled),
             # Django reads jsonb as text and parses it in the field; here that is us.
             policy=json.loads(policy) if isinstance(policy, str) else policy,
-            webhook_tool_id=extra["claim_entry_webhook_tool_id"],
+            webhook_tool_id=webhook_tool_id,
         )
     else:
         record.agent_tool = None  # the entry was deleted since
@@ -783,7 +818,7 @@ def tool_call_execute(
     elif time.monotonic() - started_at > CHANNEL_STALE_SECONDS:
         tool_result_notify(record=record)
     else:
-        tool_result_notify(record=record, channel=record.__dict__["claim_channel"] or "")
+        tool_result_notify(record=record, channel=record.claim_channel)  # type: ignore[attr-defined]
     return record
 
 

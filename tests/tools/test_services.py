@@ -558,3 +558,27 @@ def test_reload_after_a_change_does_not_count_the_call_twice(alice_agent, alice_
     )
     assert not again.accepted
     assert "rate limit" in again.reason
+
+
+def test_claim_reads_the_row_exactly_as_the_orm_does(alice_agent, alice_session):
+    from tools import services
+
+    allow(alice_agent, "send_email", policy={"allowed_domains": ["example.com"]})
+    record = admit(alice_session, alice_agent, "send_email", EMAIL).record
+    alice_session.connection_channel = "specific.abc!def"
+    alice_session.save()
+    with tenant_scope(record.tenant_id):
+        claimed, started = services._claim(record.pk)
+        again, started_again = services._claim(record.pk)
+    assert started
+    assert not started_again  # claimed once only
+    assert again.status == "running"
+    stored = ToolCallRecord.unscoped.select_related("agent_tool").get(pk=record.pk)
+    for field in services._RUN_FIELDS:  # same values and types (UUIDs, datetimes, bools)
+        assert getattr(claimed, field.attname) == getattr(stored, field.attname), field.name
+        assert type(getattr(claimed, field.attname)) is type(getattr(stored, field.attname))
+    assert claimed.status == "running"
+    assert claimed.agent_tool.enabled is True
+    assert claimed.agent_tool.policy == stored.agent_tool.policy
+    assert claimed.agent_tool.webhook_tool_id is None
+    assert claimed.claim_channel == "specific.abc!def"
