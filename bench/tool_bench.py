@@ -50,10 +50,11 @@ def percentile(samples: list[float], pct: float) -> float:
     return ordered[max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered)) - 1))]
 
 
-def start_worker() -> subprocess.Popen[bytes]:
+def start_worker(core: int) -> subprocess.Popen[bytes]:
     command = [
-        "taskset", "-c", "1", sys.executable, "-m", "celery", "-A", "voice_platform", "worker",
-        "-Q", QUEUE, "-P", "solo", "-l", "warning", "--without-gossip", "--without-mingle",
+        "taskset", "-c", str(core),
+        sys.executable, "-m", "celery", "-A", "voice_platform", "worker", "-Q", QUEUE,
+        "-P", "solo", "-l", "warning", "--without-gossip", "--without-mingle",
         "--without-heartbeat", "-n", f"{QUEUE}@%h", "-I", "bench.bench_tasks",
     ]  # fmt: skip
     return subprocess.Popen(command, cwd=ROOT, env=ENV)  # noqa: S603
@@ -189,6 +190,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument(
+        "--worker-core", type=int, default=1, help="CPU the Celery worker is pinned to"
+    )
     args = parser.parse_args()
     from bench.bridge_setup import ensure_database
 
@@ -203,7 +207,7 @@ def main() -> None:
     import django
 
     django.setup()
-    worker = start_worker()
+    worker = start_worker(args.worker_core)
     try:
         time.sleep(4)  # the worker connects to the broker
         results = asyncio.run(run(args.calls, args.warmup))
