@@ -7,17 +7,9 @@ a lost message only delays what the database already says.
 
 from __future__ import annotations
 
-from typing import Any
-
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-
-def _send(channel_name: str, message: dict[str, Any]) -> None:
-    layer = get_channel_layer()
-    if layer is None or not channel_name:
-        return
-    async_to_sync(layer.send)(channel_name, message)
+from voice_platform.channel_send import channel_send_blocking
 
 
 async def notify_superseded(channel_name: str) -> None:
@@ -27,4 +19,4 @@ async def notify_superseded(channel_name: str) -> None:
 
 
 def notify_end(channel_name: str, reason: str) -> None:
-    _send(channel_name, {"type": "session.end", "reason": reason})
+    channel_send_blocking(channel_name, {"type": "session.end", "reason": reason})

@@ -66,9 +66,6 @@ from voice_platform.tenancy.scope import current_tenant_id, tenant_scope
 logger = logging.getLogger(__name__)
 
 Status = ToolCallRecord.Status
-FINISHED_STATUSES = frozenset(
-    {Status.SUCCEEDED, Status.FAILED, Status.REJECTED, Status.TIMEOUT, Status.CANCELLED}
-)
 ERROR_MAX_CHARS = 500
 
 
@@ -819,7 +816,7 @@ def tool_call_execute(
             tool_call_finish_early(record_id=record_id, status="timeout")
             # A fresh object: the overrunning thread may still write to the one it holds.
             return _notify_fresh(record_id, notify)
-    if record.status not in FINISHED_STATUSES:
+    if not record.is_finished:
         return _notify_fresh(record_id, notify)  # finished by someone else (cancelled)
     if notify is not None:
         notify(record)
