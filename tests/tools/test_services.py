@@ -11,7 +11,7 @@ from unittest import mock
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.db import transaction
+from django.db import connections, transaction
 
 from tests.factories import AgentFactory
 from tests.tools.conftest import allow, make_session, make_webhook
@@ -42,6 +42,15 @@ def admit(session, agent, name, args, call_id="c1"):
 def execute(record):
     with tenant_scope(record.tenant_id):
         return tool_call_execute(record_id=record.pk)
+
+
+def execute_in_thread(record) -> None:
+    """``execute`` from a thread of the test's own, which must hand its connection back (a
+    connection left open keeps the test database from being dropped at the end)."""
+    try:
+        execute(record)
+    finally:
+        connections.close_all()
 
 
 @pytest.fixture
@@ -379,7 +388,7 @@ def test_tool_call_cancel_while_running_rolls_back_and_keeps_cancelled(
 ):
     allow(alice_agent, "t_gated_mail")
     record = admit(alice_session, alice_agent, "t_gated_mail", {}).record
-    runner = threading.Thread(target=execute, args=(record,))
+    runner = threading.Thread(target=execute_in_thread, args=(record,))
     runner.start()
     deadline = time.monotonic() + 5
     while ToolCallRecord.unscoped.get(pk=record.pk).status != "running":
