@@ -748,15 +748,10 @@ def _claim(record_id: int) -> tuple[ToolCallRecord, bool]:
         Status.RUNNING, timezone.now(), record_id, current_tenant_id(), Status.QUEUED
     ]  # fmt: skip
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            # The claim need not wait for its WAL flush (about 0.25 ms here): the outcome's
-            # commit, which is synchronous, flushes it too (WAL is written in order). Only a
-            # database crash before the outcome could lose it, and then the outcome and the
-            # tool's own writes are lost with it: the row is back to queued, as it was.
-            cursor.execute("SET LOCAL synchronous_commit TO OFF; " + _CLAIM_SQL, params)
-            cursor.nextset()
-        else:
-            cursor.execute(_CLAIM_SQL, params)
+        # A synchronous commit, deliberately: a claim lost in a database crash would leave a
+        # call that may have had an external effect (a webhook) looking never started, and a
+        # redelivered task would run it again.
+        cursor.execute(_CLAIM_SQL, params)
         row = cursor.fetchone()
     if row is None:  # redelivered, or finished before it started: nothing to run
         return ToolCallRecord.objects.get(pk=record_id), False
