@@ -136,21 +136,19 @@ def agent_tool_create(
         if webhook is None:  # another tenant's id reads exactly like a missing one
             raise ValidationError({"webhook_tool": "Unknown webhook tool."})
         entry.webhook_tool = webhook
+    return agent_tool_update(agent_tool=entry, **fields)
+
+
+def _assign_writable(obj: Any, fields: dict[str, Any], writable: tuple[str, ...]) -> None:
     for name, value in fields.items():
-        if name not in AGENT_TOOL_WRITABLE_FIELDS:
+        if name not in writable:
             raise ValueError(f"{name} is not writable")
-        setattr(entry, name, value)
-    entry.full_clean()
-    entry.save()
-    return entry
+        setattr(obj, name, value)
 
 
 @transaction.atomic
 def agent_tool_update(*, agent_tool: AgentTool, **fields: Any) -> AgentTool:
-    for name, value in fields.items():
-        if name not in AGENT_TOOL_WRITABLE_FIELDS:
-            raise ValueError(f"{name} is not writable")
-        setattr(agent_tool, name, value)
+    _assign_writable(agent_tool, fields, AGENT_TOOL_WRITABLE_FIELDS)
     agent_tool.full_clean()
     agent_tool.save()
     return agent_tool
@@ -184,10 +182,7 @@ def webhook_tool_create(*, tenant: Tenant, secret: str, **fields: Any) -> Webhoo
 def webhook_tool_update(
     *, webhook_tool: WebhookTool, secret: str | None = None, **fields: Any
 ) -> WebhookTool:
-    for name, value in fields.items():
-        if name not in WEBHOOK_TOOL_WRITABLE_FIELDS:
-            raise ValueError(f"{name} is not writable")
-        setattr(webhook_tool, name, value)
+    _assign_writable(webhook_tool, fields, WEBHOOK_TOOL_WRITABLE_FIELDS)
     if secret:
         webhook_tool.secret_encrypted = encrypt_str(secret)
     webhook_tool.full_clean()
