@@ -19,7 +19,7 @@ from channels.db import database_sync_to_async
 from google.genai import types
 
 if TYPE_CHECKING:
-    from tools.services import ToolAllowlist
+    from tools.services import PendingCall, ToolAllowlist
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +103,10 @@ class ServiceToolGateway:
 
     Calls are admitted against the session's in-memory allowlist, reloaded when the tenant's
     allowlist version moves (``tools.allowlist_version``); the entry is read again when the
-    call runs. The
-    ``tool.result`` wake-up is sent only after the outcome is committed and carries a copy
-    of it; a lost wake-up costs at most ``RESULT_POLL_SECONDS``, then the database answers.
+    call runs. An accepted call is written by whoever starts it; the ``tool.result``
+    wake-up is sent only after the outcome is committed and carries a copy of it. Calls are
+    known here by their call id (unique in a session); a lost wake-up costs at most
+    ``RESULT_POLL_SECONDS``, then the database answers.
     """
 
     def __init__(
@@ -118,10 +119,11 @@ class ServiceToolGateway:
         self.session = session
         self.allowlist = allowlist
         self.execution = execution
-        self._waiters: dict[int, _Waiter] = {}
-        self._early: dict[int, dict[str, Any]] = {}
+        self._session_ref = str(session.pk)
+        self._waiters: dict[str, _Waiter] = {}
+        self._early: dict[str, dict[str, Any]] = {}
         self._calls: dict[str, asyncio.Task[None]] = {}
-        self._records: dict[str, int] = {}
+        self._pending: dict[str, PendingCall | None] = {}
 
     def function_declarations(self) -> list[types.FunctionDeclaration]:
         return self.allowlist.declarations
@@ -139,39 +141,39 @@ class ServiceToolGateway:
 
     def _forget(self, call_id: str, _task: asyncio.Task[None]) -> None:
         self._calls.pop(call_id, None)
-        self._records.pop(call_id, None)
+        self._pending.pop(call_id, None)
 
     async def _handle(self, call: types.FunctionCall, send: SendResponses, emit: Emit) -> None:
         from tools.services import tool_call_admit, tool_call_outcome
 
         name, call_id = call.name or "", call.id or ""
-        admission = await database_sync_to_async(tool_call_admit)(
-            session=self.session,
-            agent=self.allowlist.agent,
-            call_id=call_id,
-            name=name,
-            args=call.args or {},
-            allowlist=self.allowlist,
-            enqueue=self.execution == "celery",
-        )
-        if admission.allowlist is not None:
-            self.allowlist = admission.allowlist  # reloaded if an entry changed
-        record = admission.record
-        if record.status in FINISHED_STATUS:  # refused, or finished before a resume
-            outcome = tool_call_outcome(record=record)
-        else:
-            self._records[call_id] = record.pk
-            # Before any await: a fast worker's wake-up must find the call waiting.
-            waiter = self._waiters[record.pk] = _Waiter()
-            early = self._early.pop(record.pk, None)
-            if early is not None:
-                waiter.outcome = early
-                waiter.event.set()
-            try:
+        # Before any await: a fast worker's wake-up must find the call waiting.
+        waiter = self._waiters[call_id] = _Waiter()
+        early = self._early.pop(call_id, None)
+        if early is not None:
+            waiter.outcome = early
+            waiter.event.set()
+        try:
+            admission = await database_sync_to_async(tool_call_admit)(
+                session=self.session,
+                agent=self.allowlist.agent,
+                call_id=call_id,
+                name=name,
+                args=call.args or {},
+                allowlist=self.allowlist,
+                enqueue=self.execution == "celery",
+            )
+            if admission.allowlist is not None:
+                self.allowlist = admission.allowlist  # reloaded if an entry changed
+            record = admission.record
+            if record is not None and record.status in FINISHED_STATUS:
+                outcome = tool_call_outcome(record=record)  # refused, or finished before
+            else:
+                self._pending[call_id] = admission.pending
                 await emit({"type": "tool.started", "call_id": call_id, "name": name})
-                outcome = await self._run(record, admission.timeout, waiter)
-            finally:
-                self._waiters.pop(record.pk, None)
+                outcome = await self._run(call_id, admission.pending, admission.timeout, waiter)
+        finally:
+            self._waiters.pop(call_id, None)
         status = FINISHED_STATUS.get(outcome["status"], "error")
         if status == "cancelled":
             return  # the model withdrew the call: it expects no answer
@@ -183,26 +185,28 @@ class ServiceToolGateway:
         await send([function_response])
         await emit({"type": "tool.finished", "call_id": call_id, "name": name, "status": status})
 
-    async def _run(self, record: Any, limit_seconds: float, waiter: _Waiter) -> dict[str, Any]:
-        from tools.services import tool_call_enqueue, tool_call_finish_early
+    async def _run(
+        self, call_id: str, pending: PendingCall | None, limit_seconds: float, waiter: _Waiter
+    ) -> dict[str, Any]:
+        """Wait for the call's outcome; in-process, start it first. ``pending`` is None for
+        a repeat of a call already written (its first admission runs it)."""
+        from tools.services import tool_call_finish_early
 
-        record_id = record.pk
-        if self.execution == "celery":
-            if not record.celery_task_id:  # queued by a process that had no broker
-                await database_sync_to_async(_enqueue)(tool_call_enqueue, record_id)
-        elif record.status == "queued":
-            self._start_in_thread(record_id)
+        if self.execution != "celery" and pending is not None:
+            self._start_in_thread(pending)
         try:
             async with asyncio.timeout(limit_seconds):
-                return await self._wait_finished(record_id, waiter)
+                return await self._wait_finished(call_id, waiter)
         except TimeoutError:
             await database_sync_to_async(tool_call_finish_early)(
-                record_id=record_id, status="timeout"
+                session_ref=self._session_ref, call_id=call_id, status="timeout", pending=pending
             )
-            outcome: dict[str, Any] = await database_sync_to_async(_outcome)(record_id)
+            outcome: dict[str, Any] = await database_sync_to_async(_outcome)(
+                self._session_ref, call_id
+            )
             return outcome
 
-    def _start_in_thread(self, record_id: int) -> None:
+    def _start_in_thread(self, pending: PendingCall) -> None:
         """No broker (the embedded default): a worker thread, never the event loop.
 
         Not awaited and not a task: a thread cannot be interrupted, and execute bounds
@@ -217,11 +221,11 @@ class ServiceToolGateway:
 
         context = contextvars.copy_context()  # the tenant scope goes along
         future = loop.run_in_executor(
-            None, context.run, _in_thread, tool_call_execute, record_id, notify
+            None, context.run, _in_thread, tool_call_execute, pending, notify
         )
         future.add_done_callback(_log_failure)
 
-    async def _wait_finished(self, record_id: int, waiter: _Waiter) -> dict[str, Any]:
+    async def _wait_finished(self, call_id: str, waiter: _Waiter) -> dict[str, Any]:
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(RESULT_POLL_SECONDS):
@@ -229,24 +233,26 @@ class ServiceToolGateway:
             waiter.event.clear()
             if waiter.outcome is not None:
                 return waiter.outcome
-            outcome: dict[str, Any] = await database_sync_to_async(_outcome)(record_id)
+            outcome: dict[str, Any] = await database_sync_to_async(_outcome)(
+                self._session_ref, call_id
+            )
             if outcome["status"] in FINISHED_STATUS:
                 return outcome
 
     def on_result(self, message: dict[str, Any]) -> None:
         """The wake-up for a finished call (``tool.result``), with a copy of its outcome.
 
-        One can arrive before its call waits: a fast worker may finish while the loop has
-        not yet resumed the call after admission. It is kept (a few, newest) for that call.
+        One can arrive before its call waits (a wake-up for a call this process has not yet
+        admitted, after a resume). It is kept (a few, newest) for that call.
         """
-        record_id = int(message["record_id"])
+        call_id = str(message.get("call_id", ""))
         outcome = (
             message if message.get("status") in FINISHED_STATUS and "response" in message else None
         )
-        waiter = self._waiters.get(record_id)
+        waiter = self._waiters.get(call_id)
         if waiter is None:
             if outcome is not None:
-                self._early[record_id] = outcome
+                self._early[call_id] = outcome
                 while len(self._early) > EARLY_RESULTS_KEPT:
                     self._early.pop(next(iter(self._early)))
             return
@@ -258,12 +264,14 @@ class ServiceToolGateway:
         from tools.services import tool_call_finish_early
 
         for call_id in ids:
-            record_id = self._records.get(call_id)
             task = self._calls.get(call_id)
-            if record_id is None or task is None:
-                continue
+            if task is None or call_id not in self._pending:
+                continue  # unknown, or still being admitted (its answer is dropped then)
             changed = await database_sync_to_async(tool_call_finish_early)(
-                record_id=record_id, status="cancelled"
+                session_ref=self._session_ref,
+                call_id=call_id,
+                status="cancelled",
+                pending=self._pending[call_id],
             )
             if changed:
                 task.cancel()
@@ -283,30 +291,22 @@ def _log_failure(future: asyncio.Future[Any]) -> None:
         log.error("in-process tool execution failed", exc_info=future.exception())
 
 
-def _outcome(record_id: int) -> dict[str, Any]:
-    from tools.models import ToolCallRecord
-    from tools.services import tool_call_outcome
+def _outcome(session_ref: str, call_id: str) -> dict[str, Any]:
+    """What the database says of the call; ``status`` None while it has no row yet."""
+    from tools.services import _record_of, tool_call_outcome
 
-    return tool_call_outcome(record=ToolCallRecord.objects.get(pk=record_id))
-
-
-def _record(record_id: int) -> Any:
-    from tools.models import ToolCallRecord
-
-    return ToolCallRecord.objects.get(pk=record_id)
+    record = _record_of(session_ref, call_id)
+    if record is None:
+        return {"type": "tool.result", "call_id": call_id, "status": None, "response": {}}
+    return tool_call_outcome(record=record)
 
 
-def _enqueue(enqueue: Callable[..., str], record_id: int) -> str:
-    from django.db import transaction
-
-    with transaction.atomic():  # on_commit fires at the end of this block
-        return enqueue(record=_record(record_id))
-
-
-def _in_thread(execute: Callable[..., Any], record_id: int, notify: Callable[..., None]) -> Any:
+def _in_thread(
+    execute: Callable[..., Any], pending: PendingCall, notify: Callable[..., None]
+) -> Any:
     from django.db import connection
 
     try:
-        return execute(record_id=record_id, notify=notify)
+        return execute(pending=pending, notify=notify)
     finally:
         connection.close()  # a thread's own connection would otherwise outlive it

@@ -254,8 +254,8 @@ class ToolCallRecord(TenantOwnedModel):
     tool_name = models.CharField(max_length=64)
     is_webhook = models.BooleanField(default=False)
     arguments = models.JSONField(default=dict, help_text="Sensitive arguments are redacted.")
-    # The full validated arguments, encrypted, only while the call waits to run; wiped by
-    # the update that finishes the call.
+    # Unused: the validated arguments travel encrypted in the task message (PendingCall).
+    # Rows written by the first design held them here while queued; finishing wipes them.
     pending_arguments = models.TextField(blank=True, default="", editable=False)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.REQUESTED)
     rejection_reason = models.CharField(max_length=500, blank=True, default="")
@@ -267,6 +267,7 @@ class ToolCallRecord(TenantOwnedModel):
     behavior = models.CharField(max_length=16, choices=Behavior.choices, default=Behavior.BLOCKING)
     scheduling = models.CharField(max_length=16, choices=Scheduling.choices, blank=True, default="")
     timeout_seconds = models.FloatField(default=10.0)
+    # The admission's id: its Celery task's id (in-process: its run's id, seen by no broker).
     celery_task_id = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     queued_at = models.DateTimeField(null=True, blank=True)

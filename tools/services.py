@@ -1,15 +1,20 @@
 """Writes for tools: the registry mirror, allowlists, webhook tools and the call lifecycle.
 
-The lifecycle of a call (statuses of ``ToolCallRecord``)::
+The lifecycle of a call (statuses of ``ToolCallRecord``), one row per (session, call id)::
 
-    requested -> rejected | queued
-    queued    -> running | timeout | cancelled
+    admission -> rejected                      (a refused call: written at once)
+    start     -> running                       (an accepted call: written by its worker)
     running   -> succeeded | failed | timeout | cancelled
+    (never started) -> timeout | cancelled | failed   (written by the bridge)
 
-Every transition is a conditional ``UPDATE ... WHERE status IN (...)``: two actors racing
-(the worker finishing, the bridge timing out or cancelling) cannot both win, and a
-redelivered task finds the call no longer ``queued`` and does nothing. Finished rows are
-protected by a database trigger as well.
+An accepted call is not written until it starts: the worker's INSERT of the ``running``
+row is the audit record and the claim, in one synchronous commit, so the critical path has
+two (start, outcome). Every write is conditional: an INSERT that a row with the same
+(session, call id) turns into nothing, or an ``UPDATE ... WHERE status = 'running'``. Two
+actors racing (the worker starting or finishing, the bridge timing out or cancelling)
+cannot both win, and a redelivered task finds the row and does nothing. Finished rows are
+protected by a database trigger as well. (``queued`` is what rows written before this
+design say while waiting; nothing writes it now.)
 
 The bridge calls these synchronously inside the session's tenant scope (through
 ``database_sync_to_async``); the Celery task opens the scope itself.
@@ -17,15 +22,15 @@ The bridge calls these synchronously inside the session's tenant scope (through
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import functools
 import json
 import logging
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import jsonschema
@@ -208,7 +213,11 @@ def webhook_declaration(webhook: WebhookTool) -> types.FunctionDeclaration:
 
 @dataclass(frozen=True)
 class Admission:
-    record: ToolCallRecord
+    """What admission decided. A refused call (or a repeat of a written one) has its
+    ``record``; an accepted one its ``pending`` call, written when it starts."""
+
+    record: ToolCallRecord | None
+    pending: PendingCall | None
     allowlist: ToolAllowlist | None
     accepted: bool
     reason: str
@@ -330,10 +339,70 @@ def _webhook_arguments_error(schema: dict[str, Any], args: Mapping[str, Any]) ->
     )
 
 
+@dataclass(frozen=True)
+class PendingCall:
+    """An accepted call that has not started: everything starting it writes.
+
+    It travels in the Celery task message (``as_message``), so the bridge writes nothing for
+    an accepted call: the worker's INSERT of the audit row (``running``) is both the record
+    and the claim. ``sealed_arguments`` are the validated arguments, encrypted; the rate-limit
+    window is carried so a repeated call can give its slot back.
+    """
+
+    tenant_id: int
+    agent_id: int
+    agent_tool_id: int
+    session_id: str | None
+    session_ref: str
+    end_user_id: str
+    call_id: str
+    tool_name: str
+    is_webhook: bool
+    arguments: dict[str, Any]
+    sealed_arguments: str
+    behavior: str
+    scheduling: str
+    timeout_seconds: float
+    task_id: str
+    queued_at: float  # epoch seconds
+    rate_scope: str
+    rate_period: int
+    rate_now: float
+
+    def as_message(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_message(cls, message: Mapping[str, Any]) -> PendingCall:
+        return cls(**message)
+
+    def record(self, **fields: Any) -> ToolCallRecord:
+        """The audit row of this call (unsaved), with ``fields`` set."""
+        return ToolCallRecord(
+            tenant_id=self.tenant_id,
+            agent_id=self.agent_id,
+            agent_tool_id=self.agent_tool_id,
+            session_id=None if self.session_id is None else uuid.UUID(self.session_id),
+            session_ref=uuid.UUID(self.session_ref),
+            end_user_id=self.end_user_id,
+            call_id=self.call_id,
+            tool_name=self.tool_name,
+            is_webhook=self.is_webhook,
+            arguments=self.arguments,
+            behavior=self.behavior,
+            scheduling=self.scheduling,
+            timeout_seconds=self.timeout_seconds,
+            celery_task_id=self.task_id,
+            queued_at=datetime.fromtimestamp(self.queued_at, tz=UTC),
+            **fields,
+        )
+
+
 def _admission_of(record: ToolCallRecord, allowlist: ToolAllowlist | None = None) -> Admission:
     accepted = record.status not in (Status.REJECTED, Status.REQUESTED)
     return Admission(
         record=record,
+        pending=None,
         allowlist=allowlist,
         accepted=accepted,
         reason=record.rejection_reason,
@@ -353,29 +422,21 @@ def tool_call_admit(
     allowlist: ToolAllowlist | None = None,
     enqueue: bool = False,
 ) -> Admission:
-    """Decide a function call the model asked for and record the decision (one row).
+    """Decide a function call the model asked for.
 
     Checked in order: allowlisted (enabled, present in code), arguments against the schema,
     the agent's policy, the per-end-user rate limit. ``allowlist`` is the session's copy
     (reloaded here if an entry changed since; the one used comes back in the admission);
     without it the agent's is read now.
-    A toolCall redelivered with the same (session, call id) gets the first decision back; no
-    second row is written and its rate-limit slot is given back.
 
-    With ``enqueue`` an accepted call is sent to a Celery worker as soon as its row is
-    committed, with the task id stored in that same row (no second write).
+    A refused call is written at once (``rejected``); a toolCall redelivered with the same
+    (session, call id) gets the first refusal back and no second row. An accepted call comes
+    back as a ``PendingCall`` and nothing is written: the audit row is written when the call
+    starts (``tool_call_execute``), or by ``tool_call_finish_early`` if it never does. With
+    ``enqueue`` it is sent to a Celery worker here; a broker that refuses it fails the call.
     """
-    now = timezone.now()
+    now = time.time()
     args = dict(args or {})
-    record = ToolCallRecord(
-        tenant_id=agent.tenant_id,
-        agent=agent,
-        session_id=session.pk,
-        session_ref=session.pk,
-        end_user_id=session.end_user_id,
-        call_id=call_id,
-        tool_name=name[:64],
-    )
     if allowlist is None:
         allowlist = tool_allowlist_for_agent(agent=agent)
         decision = _decide(allowlist, name, args, session.end_user_id, check_version=False)
@@ -388,8 +449,70 @@ def tool_call_admit(
                 decision.refund()
             allowlist = tool_allowlist_for_agent(agent=agent)
             decision = _decide(allowlist, name, args, session.end_user_id, check_version=False)
-    resolved, reason, validated_json = decision.resolved, decision.reason, decision.validated
-    refund = decision.refund
+    resolved, reason = decision.resolved, decision.reason
+    if reason or resolved is None:
+        return _reject(session, agent, call_id, name, args, resolved, reason, allowlist)
+    pending = PendingCall(
+        tenant_id=agent.tenant_id,
+        agent_id=agent.pk,
+        agent_tool_id=resolved.entry.pk,
+        session_id=str(session.pk),
+        session_ref=str(session.pk),
+        end_user_id=session.end_user_id,
+        call_id=call_id,
+        tool_name=name[:64],
+        is_webhook=resolved.webhook is not None,
+        arguments=_cap_arguments(redact_arguments(decision.validated or {}, resolved.sensitive)),
+        sealed_arguments=encrypt_str(json.dumps(decision.validated)),
+        behavior=resolved.behavior,
+        scheduling=resolved.scheduling or "",
+        timeout_seconds=resolved.timeout,
+        task_id=str(uuid.uuid4()),
+        queued_at=now,
+        rate_scope=decision.rate_scope,
+        rate_period=decision.rate_period,
+        rate_now=decision.rate_now,
+    )
+    if enqueue:
+        try:
+            _send_task(pending)
+        except Exception as exc:
+            logger.exception("tool call %s could not be queued", call_id)
+            tool_call_finish_early(
+                session_ref=pending.session_ref, call_id=call_id, status="failed",
+                pending=pending, error=f"could not queue the call: {_describe(exc)}",
+            )  # fmt: skip
+            record = _record_of(pending.session_ref, call_id)
+            assert record is not None  # noqa: S101 (written just above, or by a twin)
+            return _admission_of(record, allowlist)
+    return Admission(
+        record=None,
+        pending=pending,
+        allowlist=allowlist,
+        accepted=True,
+        reason="",
+        timeout=pending.timeout_seconds,
+        behavior=pending.behavior,
+        scheduling=pending.scheduling or None,
+    )
+
+
+def _reject(
+    session: VoiceSession, agent: Agent, call_id: str, name: str, args: dict[str, Any],
+    resolved: _Resolved | None, reason: str, allowlist: ToolAllowlist,
+) -> Admission:  # fmt: skip
+    record = ToolCallRecord(
+        tenant_id=agent.tenant_id,
+        agent=agent,
+        session_id=session.pk,
+        session_ref=session.pk,
+        end_user_id=session.end_user_id,
+        call_id=call_id,
+        tool_name=name[:64],
+        status=Status.REJECTED,
+        rejection_reason=reason[:500],
+        finished_at=timezone.now(),
+    )
     if resolved is None:
         # Unknown tool, unknown sensitivity: keep the argument names only.
         record.arguments = _cap_arguments(redact_arguments(args, args.keys()))
@@ -399,38 +522,21 @@ def tool_call_admit(
         record.timeout_seconds = resolved.timeout
         record.behavior = resolved.behavior
         record.scheduling = resolved.scheduling or ""
-        record.arguments = _cap_arguments(
-            redact_arguments(validated_json if validated_json is not None else args,
-                             resolved.sensitive)
-        )  # fmt: skip
-
-    if reason:
-        record.status = Status.REJECTED
-        record.rejection_reason = reason[:500]
-        record.finished_at = now
-    else:
-        record.status = Status.QUEUED
-        record.queued_at = now
-        record.pending_arguments = encrypt_str(json.dumps(validated_json))
-        if enqueue:
-            record.celery_task_id = str(uuid.uuid4())
-    try:
-        # A savepoint only inside a caller's transaction: alone, the INSERT is its own
-        # transaction and a failed one leaves nothing to roll back (two round trips saved).
-        in_transaction = connections[ToolCallRecord.objects.db].in_atomic_block
-        with transaction.atomic() if in_transaction else contextlib.nullcontext():
-            record.save()
-            if enqueue and record.status == Status.QUEUED:
-                transaction.on_commit(functools.partial(_send_task, record))
-    except IntegrityError:
-        # Already admitted (a toolCall redelivered after a resume, or raced): first row wins.
-        existing = ToolCallRecord.objects.filter(session_ref=session.pk, call_id=call_id).first()
+        record.arguments = _cap_arguments(redact_arguments(args, resolved.sensitive))
+    if _insert(record) is None:
+        # Already decided (a toolCall redelivered after a resume, or raced): first row wins.
+        existing = _record_of(str(session.pk), call_id)
         if existing is None:
-            raise
-        if refund is not None:
-            refund()
+            raise IntegrityError(f"tool call {call_id!r}: conflicting row not found")
         return _admission_of(existing, allowlist)
     return _admission_of(record, allowlist)
+
+
+def _record_of(session_ref: str, call_id: str) -> ToolCallRecord | None:
+    found: ToolCallRecord | None = ToolCallRecord.objects.filter(
+        session_ref=session_ref, call_id=call_id
+    ).first()
+    return found
 
 
 @dataclass(frozen=True)
@@ -440,6 +546,9 @@ class _Decision:
     validated: dict[str, Any] | None
     refund: Callable[[], None] | None  # gives the rate-limit slot back
     version: str | None  # the allowlist version read with the rate limit, if asked
+    rate_scope: str = ""
+    rate_period: int = 0
+    rate_now: float = 0.0
 
 
 def _decide(
@@ -469,7 +578,7 @@ def _decide(
         reason = f"rate limit {resolved.rate_limit} exceeded for tool {name!r}"
         return _Decision(resolved, reason, None, None, version)
     refund = functools.partial(rate_limit_refund, scope=scope, period=period, now=now)
-    return _Decision(resolved, "", validated, refund, version)
+    return _Decision(resolved, "", validated, refund, version, scope, period, now)
 
 
 def _check(resolved: _Resolved, args: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
@@ -500,33 +609,98 @@ def _check(resolved: _Resolved, args: dict[str, Any]) -> tuple[str, dict[str, An
 # --- execution -----------------------------------------------------------------------------
 
 
-def tool_call_enqueue(*, record: ToolCallRecord) -> str:
-    """Send a queued call to a Celery worker once the current transaction commits.
-
-    The task id is chosen here and stored first, so a cancellation can revoke it even before
-    the worker sees it. Enqueuing twice sends one task: the second call returns the first id.
-    (``tool_call_admit(enqueue=True)`` does the same in the admission's own write.)
-    """
-    task_id = str(uuid.uuid4())
-    claimed = ToolCallRecord.objects.filter(
-        pk=record.pk, status=Status.QUEUED, celery_task_id=""
-    ).update(celery_task_id=task_id)
-    if not claimed:
-        record.refresh_from_db(fields=["celery_task_id", "status"])
-        return record.celery_task_id
-    record.celery_task_id = task_id
-    transaction.on_commit(functools.partial(_send_task, record))
-    return task_id
-
-
-def _send_task(record: ToolCallRecord) -> None:
+def _send_task(pending: PendingCall) -> None:
     from tools.tasks import tool_call_execute_task
 
     tool_call_execute_task.apply_async(
-        kwargs={"tenant_id": record.tenant_id, "record_id": record.pk},
-        task_id=record.celery_task_id,
+        kwargs={"tenant_id": pending.tenant_id, "call": pending.as_message()},
+        task_id=pending.task_id,
         queue=settings.TOOL_CELERY_QUEUE,
     )
+
+
+_TABLE = ToolCallRecord._meta.db_table
+_INSERT_FIELDS = [f for f in ToolCallRecord._meta.concrete_fields if not f.primary_key]
+# Every row is written by one INSERT that a twin cannot duplicate: the second of two
+# writers for the same (session, call id) inserts nothing and learns it from the empty
+# RETURNING, with no exception and no savepoint.
+_INSERT_COLUMNS = ", ".join(f'"{f.column}"' for f in _INSERT_FIELDS)
+_INSERT_PARAMS = ", ".join(["%s"] * len(_INSERT_FIELDS))
+# Table and column names from the model; values are parameters.
+_INSERT_SQL = (
+    f"INSERT INTO {_TABLE} ({_INSERT_COLUMNS}) VALUES ({_INSERT_PARAMS}) "  # noqa: S608
+    'ON CONFLICT ("session_ref", "call_id") DO NOTHING RETURNING "id"'
+)
+# Starting a call also reads what running it needs, in the same round trip: its allowlist
+# entry as it is now and the session's channel. (No table alias: SQLite's RETURNING takes
+# none.)
+_START_SQL = f"""{_INSERT_SQL},
+    (SELECT a.enabled FROM {AgentTool._meta.db_table} a
+        WHERE a.id = {_TABLE}.agent_tool_id AND a.tenant_id = {_TABLE}.tenant_id),
+    (SELECT a.policy FROM {AgentTool._meta.db_table} a
+        WHERE a.id = {_TABLE}.agent_tool_id AND a.tenant_id = {_TABLE}.tenant_id),
+    (SELECT a.webhook_tool_id FROM {AgentTool._meta.db_table} a
+        WHERE a.id = {_TABLE}.agent_tool_id AND a.tenant_id = {_TABLE}.tenant_id),
+    (SELECT s.connection_channel FROM {VoiceSession._meta.db_table} s
+        WHERE s.id = {_TABLE}.session_id AND s.tenant_id = {_TABLE}.tenant_id)
+"""  # noqa: S608 (as above)
+
+
+def _insert(record: ToolCallRecord, sql: str = _INSERT_SQL) -> tuple[Any, ...] | None:
+    """INSERT the row unless its (session, call id) exists: the RETURNING row, or None.
+
+    A plain cursor, with the values prepared as ``save()`` would: ``save()`` has no
+    ``ON CONFLICT`` and costs about 0.2 ms more, on the worker's critical path.
+    """
+    connection = connections[ToolCallRecord.objects.db]
+    values = [f.get_db_prep_save(f.pre_save(record, True), connection) for f in _INSERT_FIELDS]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        row: tuple[Any, ...] | None = cursor.fetchone()
+    if row is not None:
+        record.pk = row[0]
+        record._state.adding, record._state.db = False, connection.alias
+    return row
+
+
+def tool_call_start(pending: PendingCall) -> tuple[ToolCallRecord, bool]:
+    """(the record, whether this call started it).
+
+    The audit row is written as ``running`` by one INSERT: it is the record and the claim.
+    It is a synchronous commit, deliberately: the row must exist before the tool runs, and a
+    claim lost in a database crash would let a redelivered task run a call that may have had
+    an external effect (a webhook) again. If the row exists already, nothing runs: this task
+    was redelivered, the bridge finished the call first (timeout, cancel), or the model
+    repeated the call and another task has it. Only that last one gives its rate-limit slot
+    back (another task id).
+    """
+    if pending.tenant_id != current_tenant_id():
+        raise PermissionError("the call belongs to another tenant")
+    record = pending.record(status=Status.RUNNING.value, started_at=timezone.now())
+    row = _insert(record, _START_SQL)
+    if row is None:
+        existing = _record_of(pending.session_ref, pending.call_id)
+        if existing is None:
+            raise IntegrityError(f"tool call {pending.call_id!r}: conflicting row not found")
+        if existing.celery_task_id != pending.task_id:
+            rate_limit_refund(
+                scope=pending.rate_scope, period=pending.rate_period, now=pending.rate_now
+            )
+        return existing, False
+    enabled, policy, webhook_tool_id, channel = row[1:]
+    record.claim_channel = channel or ""  # type: ignore[attr-defined]
+    if enabled is None:
+        record.agent_tool = None  # the entry was deleted since
+    else:
+        record.agent_tool = AgentTool(
+            pk=pending.agent_tool_id,
+            tenant_id=pending.tenant_id,
+            enabled=bool(enabled),
+            # Django reads jsonb as text and parses it in the field; here that is us.
+            policy=json.loads(policy) if isinstance(policy, str) else policy,
+            webhook_tool_id=webhook_tool_id,
+        )
+    return record, True
 
 
 class _Superseded(Exception):
@@ -574,12 +748,12 @@ def _apply(record: ToolCallRecord, written: dict[str, Any] | None) -> None:
         setattr(record, name, value)
 
 
-def _invocation(record: ToolCallRecord) -> Callable[[], Any]:
+def _invocation(record: ToolCallRecord, sealed_arguments: str) -> Callable[[], Any]:
     """A zero-argument callable that runs the call's tool and returns its result."""
     entry = record.agent_tool
     if entry is None or not entry.enabled:
         raise LookupError(f"tool {record.tool_name!r} is no longer allowlisted for this agent")
-    args: dict[str, Any] = json.loads(decrypt_str(record.pending_arguments))
+    args: dict[str, Any] = json.loads(decrypt_str(sealed_arguments))
     if entry.webhook_tool_id is not None:
         webhook = entry.webhook_tool
         if webhook is None or not webhook.enabled:
@@ -679,122 +853,33 @@ def _run_and_finish(record: ToolCallRecord, invoke: Callable[[], Any]) -> None:
         connections.close_all()  # this thread's connections only
 
 
-# What running a call reads (the rest of the row loads on access if ever needed).
-_TABLE = ToolCallRecord._meta.db_table
-_RUN_FIELDS = [
-    f
-    for f in ToolCallRecord._meta.concrete_fields
-    if f.name not in ("arguments", "result", "result_preview", "rejection_reason", "created_at")
-]
-_RUN_COLUMNS = ", ".join(f'"{f.column}"' for f in _RUN_FIELDS)
-_RUN_ATTNAMES = [f.attname for f in _RUN_FIELDS]
-# queued -> running and everything running the call needs, in one round trip: the claim,
-# the row, its allowlist entry (as it is now) and the session's channel. The worker's
-# critical path is a chain of round trips, so each one saved shows in the latency.
-# (No table alias: SQLite's RETURNING takes none.)
-_CLAIM_SQL = f"""
-    UPDATE {_TABLE} SET status = %s, started_at = %s
-    WHERE id = %s AND tenant_id = %s AND status = %s
-    RETURNING {_RUN_COLUMNS},
-        (SELECT a.enabled FROM {AgentTool._meta.db_table} a
-            WHERE a.id = {_TABLE}.agent_tool_id) AS claim_entry_enabled,
-        (SELECT a.policy FROM {AgentTool._meta.db_table} a
-            WHERE a.id = {_TABLE}.agent_tool_id) AS claim_entry_policy,
-        (SELECT a.webhook_tool_id FROM {AgentTool._meta.db_table} a
-            WHERE a.id = {_TABLE}.agent_tool_id) AS claim_entry_webhook_tool_id,
-        (SELECT s.connection_channel FROM {VoiceSession._meta.db_table} s
-            WHERE s.id = {_TABLE}.session_id) AS claim_channel
-"""  # noqa: S608 (table and column names from the models; values are parameters)
-
-
-_converters: weakref.WeakKeyDictionary[Any, list[tuple[Any, list[Any]]]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _as_float(value: Any, expression: Any, connection: Any) -> Any:
-    return float(value) if isinstance(value, int) else value
-
-
-def _run_converters(connection: Any) -> list[tuple[Any, list[Any]]]:
-    """Per field, Django's from-database converters (what a queryset applies to a row)."""
-    found = _converters.get(connection)
-    if found is None:
-        found = []
-        for field in _RUN_FIELDS:
-            col = field.get_col(_TABLE)
-            convs = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
-            if field.get_internal_type() == "FloatField":
-                # SQLite's RETURNING gives an integral REAL back as an int.
-                convs.append(_as_float)
-            found.append((col, convs))
-        _converters[connection] = found
-    return found
-
-
-def _claim(record_id: int) -> tuple[ToolCallRecord, bool]:
-    """(the record, whether this call claimed it: ``queued -> running``).
-
-    A plain cursor, converted the way a queryset would: ``raw()`` costs about 0.1 ms more
-    per call in setup, on the worker's critical path.
-    """
-    connection = connections[ToolCallRecord.objects.db]
-    params: list[Any] = [
-        Status.RUNNING, timezone.now(), record_id, current_tenant_id(), Status.QUEUED
-    ]  # fmt: skip
-    with connection.cursor() as cursor:
-        # A synchronous commit, deliberately: a claim lost in a database crash would leave a
-        # call that may have had an external effect (a webhook) looking never started, and a
-        # redelivered task would run it again.
-        cursor.execute(_CLAIM_SQL, params)
-        row = cursor.fetchone()
-    if row is None:  # redelivered, or finished before it started: nothing to run
-        return ToolCallRecord.objects.get(pk=record_id), False
-    values = list(row[: len(_RUN_FIELDS)])
-    for index, (col, convs) in enumerate(_run_converters(connection)):
-        for convert in convs:
-            values[index] = convert(values[index], col, connection)
-    record = ToolCallRecord.from_db(connection.alias, _RUN_ATTNAMES, values)
-    enabled, policy, webhook_tool_id, channel = row[len(_RUN_FIELDS) :]
-    record.claim_channel = channel or ""  # type: ignore[attr-defined]
-    if record.agent_tool_id is not None and enabled is not None:
-        record.agent_tool = AgentTool(
-            pk=record.agent_tool_id,
-            tenant_id=record.tenant_id,
-            enabled=bool(enabled),
-            # Django reads jsonb as text and parses it in the field; here that is us.
-            policy=json.loads(policy) if isinstance(policy, str) else policy,
-            webhook_tool_id=webhook_tool_id,
-        )
-    else:
-        record.agent_tool = None  # the entry was deleted since
-    return record, True
-
-
 # A call that ran longer than this reads the session's channel again before the wake-up:
 # the session may have resumed on another process meanwhile.
 CHANNEL_STALE_SECONDS = 0.05
 
 
 def tool_call_execute(
-    *, record_id: int, notify: Callable[[ToolCallRecord], None] | None = None
+    *, pending: PendingCall, notify: Callable[[ToolCallRecord], None] | None = None
 ) -> ToolCallRecord:
-    """Run a queued call once; idempotent, never raises because of the tool.
+    """Run an accepted call once; idempotent, never raises because of the tool.
 
-    ``queued -> running`` is conditional: a redelivered task, or a call that timed out or
-    was cancelled before it started, changes nothing and runs nothing. The tool runs in a
-    thread bounded by the call's timeout; if it overruns, the call is marked ``timeout`` and
-    whatever the tool finally returns is discarded (its writes are rolled back).
+    Starting it writes its audit row (``running``); a redelivered task, a repeated call, or
+    a call that timed out or was cancelled before it started finds the row there, and runs
+    nothing. The tool runs in a thread bounded by the call's timeout; if it overruns, the
+    call is marked ``timeout`` and whatever the tool finally returns is discarded (its
+    writes are rolled back).
 
     Once the outcome is written, ``notify`` (default: ``tool_result_notify``, the session's
     current consumer over the channel layer) is told.
     """
     started_at = time.monotonic()
-    record, started = _claim(record_id)
+    record, started = tool_call_start(pending)
     if not started:
+        if record.is_finished:  # the waiting call may be on a process that never heard
+            _notify(record, notify)
         return record
     try:
-        invoke = _invocation(record)
+        invoke = _invocation(record, pending.sealed_arguments)
     except Exception as exc:
         _apply(record, _finish(record, Status.FAILED, error=_describe(exc)))
     else:
@@ -803,62 +888,86 @@ def tool_call_execute(
         )
         if not finished:
             # Python cannot stop the thread; its late result loses the conditional update.
-            tool_call_finish_early(record_id=record_id, status="timeout")
+            tool_call_finish_early(
+                session_ref=pending.session_ref, call_id=pending.call_id, status="timeout"
+            )
             # A fresh object: the overrunning thread may still write to the one it holds.
-            return _notify_fresh(record_id, notify)
+            return _notify_fresh(record.pk, notify)
     if not record.is_finished:
-        return _notify_fresh(record_id, notify)  # finished by someone else (cancelled)
+        return _notify_fresh(record.pk, notify)  # finished by someone else (cancelled)
+    if notify is None and time.monotonic() - started_at <= CHANNEL_STALE_SECONDS:
+        tool_result_notify(record=record, channel=record.claim_channel)  # type: ignore[attr-defined]
+    else:
+        _notify(record, notify)
+    return record
+
+
+def _notify(record: ToolCallRecord, notify: Callable[[ToolCallRecord], None] | None) -> None:
     if notify is not None:
         notify(record)
-    elif time.monotonic() - started_at > CHANNEL_STALE_SECONDS:
-        tool_result_notify(record=record)
     else:
-        tool_result_notify(record=record, channel=record.claim_channel)  # type: ignore[attr-defined]
-    return record
+        tool_result_notify(record=record)
 
 
 def _notify_fresh(
     record_id: int, notify: Callable[[ToolCallRecord], None] | None
 ) -> ToolCallRecord:
     record: ToolCallRecord = ToolCallRecord.objects.get(pk=record_id)
-    if notify is not None:
-        notify(record)
-    else:
-        tool_result_notify(record=record)
+    _notify(record, notify)
     return record
 
 
 def tool_call_finish_early(
-    *, record_id: int, status: Literal["timeout", "cancelled"], error: str = ""
+    *,
+    session_ref: str,
+    call_id: str,
+    status: Literal["timeout", "cancelled", "failed"],
+    pending: PendingCall | None = None,
+    error: str = "",
 ) -> bool:
-    """Finish a queued or running call as ``timeout`` or ``cancelled``; True if it changed.
+    """Finish a call that has not finished, as ``status``; True if this changed it.
 
-    Cancelling also revokes the Celery task (not terminating the worker): a task that has
-    not started never runs, one that has started loses its conditional update.
+    A running call's row is updated; a call that has not started is written with ``status``
+    from ``pending`` (without it there is nothing to write). Either way the worker, when it
+    gets there, finds a finished row and runs nothing. Cancelling also revokes the Celery
+    task (not terminating the worker).
     """
-    for _ in range(3):  # retried if the call moved queued -> running under us
-        record = ToolCallRecord.objects.filter(pk=record_id).first()
-        if record is None or record.status not in (Status.QUEUED, Status.RUNNING):
-            return False
+    for _ in range(3):  # retried if the call started, or was written, under us
+        record = _record_of(session_ref, call_id)
         now = timezone.now()
-        default = (
-            f"tool timed out after {record.timeout_seconds:g}s"
-            if status == "timeout"
-            else "cancelled"
-        )
-        changed = ToolCallRecord.objects.filter(pk=record_id, status=record.status).update(
-            status=status,
-            finished_at=now,
-            queue_ms=_elapsed_ms(record.queued_at, record.started_at),
-            duration_ms=_elapsed_ms(record.started_at, now),
-            pending_arguments="",
-            error=(error or default)[:ERROR_MAX_CHARS],
-        )
+        if record is None:
+            if pending is None:
+                return False
+            record = pending.record(status=status, finished_at=now)
+            record.error = (error or _early_error(record, status))[:ERROR_MAX_CHARS]
+            record.queue_ms = _elapsed_ms(record.queued_at, now)
+            if _insert(record) is None:
+                continue
+            changed = True
+        elif record.status not in (Status.QUEUED, Status.RUNNING):
+            return False
+        else:
+            changed = bool(
+                ToolCallRecord.objects.filter(pk=record.pk, status=record.status).update(
+                    status=status,
+                    finished_at=now,
+                    queue_ms=_elapsed_ms(record.queued_at, record.started_at),
+                    duration_ms=_elapsed_ms(record.started_at, now),
+                    pending_arguments="",
+                    error=(error or _early_error(record, status))[:ERROR_MAX_CHARS],
+                )
+            )
         if changed:
             if status == "cancelled" and record.celery_task_id:
                 _revoke(record.celery_task_id)
             return True
     return False
+
+
+def _early_error(record: ToolCallRecord, status: str) -> str:
+    if status == "timeout":
+        return f"tool timed out after {record.timeout_seconds:g}s"
+    return "cancelled" if status == "cancelled" else "tool failed"
 
 
 def _revoke(task_id: str) -> None:

@@ -1,4 +1,4 @@
-"""Celery tasks for tools: take ids, open the tenant scope, call the service."""
+"""Celery tasks for tools: open the tenant scope, call the service."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from celery import Task, shared_task
 from django.conf import settings
 
-from tools.services import tool_call_execute
+from tools.services import PendingCall, tool_call_execute
 from voice_platform.tenancy.scope import tenant_scope
 
 # Above the largest tool timeout: the service's own timeout fires first; these are backstops.
@@ -21,13 +21,15 @@ TIME_LIMIT = int(settings.TOOL_TIMEOUT_MAX) + 30
     bind=True,
     name="tools.tasks.tool_call_execute_task",
     acks_late=True,
-    # A worker killed mid-call requeues the task; the service's conditional update makes
-    # the redelivery a no-op, so no side effect ever runs twice.
+    # A worker killed mid-call requeues the task; the call's row, written before it ran,
+    # makes the redelivery a no-op, so no side effect ever runs twice.
     reject_on_worker_lost=True,
     soft_time_limit=SOFT_TIME_LIMIT,
     time_limit=TIME_LIMIT,
     ignore_result=True,
 )
-def tool_call_execute_task(self: Task[Any, Any], *, tenant_id: int, record_id: int) -> None:
+def tool_call_execute_task(self: Task[Any, Any], *, tenant_id: int, call: dict[str, Any]) -> None:
+    """``call`` is an accepted call (``PendingCall.as_message``): the bridge wrote nothing,
+    the task writes its audit row when it starts it."""
     with tenant_scope(tenant_id):  # workers start with no scope
-        tool_call_execute(record_id=record_id)
+        tool_call_execute(pending=PendingCall.from_message(call))

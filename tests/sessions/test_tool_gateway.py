@@ -37,7 +37,7 @@ async def test_a_wake_up_that_beats_its_waiting_call_is_kept_for_it(alice_agent,
         # A worker that already answered: the wake-up reaches the loop before the call waits.
         loop.call_soon_threadsafe(
             gateway.on_result,
-            {"type": "tool.result", "record_id": admission.record.pk, "call_id": "c1",
+            {"type": "tool.result", "record_id": 1, "call_id": "c1",
              "status": "succeeded", "response": {"answer": 42}},
         )  # fmt: skip
         return admission
@@ -58,8 +58,42 @@ async def test_a_wake_up_that_beats_its_waiting_call_is_kept_for_it(alice_agent,
         call = types.FunctionCall(id="c1", name="get_current_time", args={"timezone": "UTC"})
         await gateway.on_tool_call([call], send, emit)
         await asyncio.wait_for(done.wait(), 5)
-    # Answered from the early wake-up, not from the database after the 1 s poll (the
-    # record is still queued there: nothing ran it).
+    # Answered from the early wake-up, not from the database after the 1 s poll (there
+    # is no record there: nothing ran the call).
     assert time.monotonic() - started < 0.5
     assert sent[0].response == {"answer": 42}
+    await gateway.close()
+
+
+async def test_a_wake_up_for_a_call_not_yet_seen_is_kept_for_it(alice_agent, monkeypatch):
+    session, allowlist = await setup(alice_agent)
+    gateway = ServiceToolGateway(session=session, allowlist=allowlist, execution="celery")
+    admit = services.tool_call_admit
+    monkeypatch.setattr(
+        services, "tool_call_admit", lambda **kwargs: admit(**{**kwargs, "enqueue": False})
+    )
+    # After a resume the worker may answer this process before the model repeats the call.
+    gateway.on_result(
+        {"type": "tool.result", "record_id": 1, "call_id": "c9", "status": "succeeded",
+         "response": {"answer": 7}}
+    )  # fmt: skip
+    gateway.on_result({"type": "tool.result", "record_id": 2, "call_id": "c8"})  # no outcome
+    sent: list[types.FunctionResponse] = []
+    done = asyncio.Event()
+
+    async def send(responses: list[types.FunctionResponse]) -> None:
+        sent.extend(responses)
+        done.set()
+
+    async def emit(event: dict[str, Any]) -> None:
+        return None
+
+    started = time.monotonic()
+    with tenant_scope(alice_agent.tenant_id):
+        call = types.FunctionCall(id="c9", name="get_current_time", args={"timezone": "UTC"})
+        await gateway.on_tool_call([call], send, emit)
+        await asyncio.wait_for(done.wait(), 5)
+    assert time.monotonic() - started < 0.5
+    assert sent[0].response == {"answer": 7}
+    assert "c8" not in gateway._early  # a bare wake-up carries nothing worth keeping
     await gateway.close()

@@ -48,6 +48,18 @@ def make_session(agent: Any, end_user_id: str = "user-1") -> VoiceSession:
     return session
 
 
+def start_call(session: Any, agent: Any, call_id: str, name: str, args: dict[str, Any]) -> Any:
+    """Admit a call and start it (its ``running`` row), without running the tool."""
+    from tools.services import tool_call_admit, tool_call_start
+    from voice_platform.tenancy.scope import tenant_scope
+
+    with tenant_scope(agent.tenant_id):
+        admission = tool_call_admit(
+            session=session, agent=agent, call_id=call_id, name=name, args=args
+        )
+        return tool_call_start(admission.pending)[0]
+
+
 def allow(agent: Any, tool_name: str, **fields: Any) -> AgentTool:
     """Allowlist a registry tool on ``agent`` (the Tool rows exist: synced on migrate)."""
     tool = Tool.objects.get(name=tool_name)

@@ -6,7 +6,7 @@ import pytest
 from django.conf import settings
 
 from tests.helpers import logged_in
-from tests.tools.conftest import allow, make_session, make_webhook
+from tests.tools.conftest import allow, make_session, make_webhook, start_call
 from tools.models import AgentTool, LookupRecord, OutboxEmail, ToolCallRecord, WebhookTool
 from tools.services import tool_call_admit
 from voice_platform.crypto import decrypt_str
@@ -18,9 +18,11 @@ pytestmark = pytest.mark.django_db
 def record_for(agent, call_id: str, name: str = "nope") -> ToolCallRecord:
     session = make_session(agent)
     with tenant_scope(agent.tenant_id):
-        return tool_call_admit(
+        record = tool_call_admit(
             session=session, agent=agent, call_id=call_id, name=name, args={}
         ).record
+    assert record is not None  # refused: written at once
+    return record
 
 
 # --- audit log ------------------------------------------------------------------------------
@@ -40,14 +42,12 @@ def test_admin_tool_calls_filters_by_status_and_agent_choices_are_own(
 ):
     allow(alice_agent, "get_current_time")
     session = make_session(alice_agent)
-    with tenant_scope(alice_agent.tenant_id):
-        tool_call_admit(session=session, agent=alice_agent, call_id="ok-call",
-                        name="get_current_time", args={"timezone": "UTC"})  # fmt: skip
+    start_call(session, alice_agent, "ok-call", "get_current_time", {"timezone": "UTC"})
     record_for(alice_agent, "refused-call")
     client = logged_in(alice_staff)
-    queued = client.get("/admin/tools/toolcallrecord/?status__exact=queued")
-    assert "ok-call" in queued.text
-    assert "refused-call" not in queued.text
+    running = client.get("/admin/tools/toolcallrecord/?status__exact=running")
+    assert "ok-call" in running.text
+    assert "refused-call" not in running.text
     page = client.get("/admin/tools/toolcallrecord/")
     assert "Charlie agent" not in page.text  # the agent filter lists own agents only
 

@@ -9,7 +9,7 @@ import io
 import pytest
 from django.utils import timezone
 
-from tests.tools.conftest import allow, make_session, make_webhook
+from tests.tools.conftest import allow, make_session, make_webhook, start_call
 from tools.models import AgentTool, ToolCallRecord, WebhookTool
 from tools.services import tool_call_admit
 from voice_platform.crypto import decrypt_str
@@ -198,7 +198,7 @@ def test_webhook_tools_same_name_in_two_tenants(alice, charlie):
 
 
 def make_records(agent, end_user="u1"):
-    """One rejected (not allowlisted), one queued, one rejected by validation."""
+    """One rejected (not allowlisted), one running, one rejected by validation."""
     allow(agent, "send_email")
     session = make_session(agent, end_user)
     calls = [
@@ -206,11 +206,17 @@ def make_records(agent, end_user="u1"):
         ("c-mail", "send_email", {"to": "bob@example.com", "subject": "S", "body": "private text"}),
         ("c-bad", "send_email", {"to": "x"}),
     ]
-    with tenant_scope(agent.tenant_id):
-        return [
-            tool_call_admit(session=session, agent=agent, call_id=c, name=n, args=a).record
-            for c, n, a in calls
-        ]
+    records = []
+    for call_id, name, args in calls:
+        if call_id == "c-mail":
+            records.append(start_call(session, agent, call_id, name, args))
+            continue
+        with tenant_scope(agent.tenant_id):
+            admission = tool_call_admit(
+                session=session, agent=agent, call_id=call_id, name=name, args=args
+            )
+        records.append(admission.record)
+    return records
 
 
 def test_tool_calls_list_only_own_and_redacted(alice, alice_agent, charlie_agent):
@@ -230,7 +236,7 @@ def test_tool_calls_list_only_own_and_redacted(alice, alice_agent, charlie_agent
 @pytest.mark.parametrize(
     ("query", "expected"),
     [
-        ("status=queued", {"c-mail"}),
+        ("status=running", {"c-mail"}),
         ("status=rejected", {"c-nope", "c-bad"}),
         ("tool=send_email", {"c-mail", "c-bad"}),
         ("tool=send_email&status=rejected", {"c-bad"}),
@@ -305,7 +311,7 @@ def test_tool_calls_export_csv_filtered_redacted_and_scoped(alice, alice_agent, 
     assert "charlie-user" not in content
     mail = next(row for row in rows if row["call_id"] == "c-mail")
     assert '"body": "[redacted]"' in mail["arguments"]
-    assert mail["status"] == "queued"
+    assert mail["status"] == "running"
 
 
 def test_tool_calls_export_requires_auth(db):

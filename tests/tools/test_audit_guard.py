@@ -6,7 +6,7 @@ import pytest
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
-from tests.tools.conftest import allow
+from tests.tools.conftest import allow, start_call
 from tools.models import ToolCallRecord
 from tools.services import tool_call_admit
 from voice_platform.tenancy.scope import tenant_scope
@@ -16,9 +16,11 @@ pytestmark = pytest.mark.django_db
 
 def admitted(session, agent, name="nope", args=None, call_id="c1") -> ToolCallRecord:
     with tenant_scope(agent.tenant_id):
-        return tool_call_admit(
+        record = tool_call_admit(
             session=session, agent=agent, call_id=call_id, name=name, args=args or {}
         ).record
+    assert record is not None  # refused: written at once
+    return record
 
 
 @pytest.mark.parametrize(
@@ -53,11 +55,10 @@ def test_audit_guard_save_of_finished_record_raises(alice_agent, alice_session):
 @pytest.mark.parametrize("final", ["succeeded", "failed", "timeout", "cancelled"])
 def test_audit_guard_allows_transitions_until_finished(alice_agent, alice_session, final):
     allow(alice_agent, "get_current_time")
-    record = admitted(alice_session, alice_agent, "get_current_time", {"timezone": "UTC"})
-    assert record.status == "queued"
+    record = start_call(alice_session, alice_agent, "c1", "get_current_time", {"timezone": "UTC"})
+    assert record.status == "running"
     rows = ToolCallRecord.unscoped.filter(pk=record.pk)
-    rows.update(celery_task_id="t-1")
-    rows.update(status="running", started_at=timezone.now())
+    rows.update(result_preview="{}")
     rows.update(status=final, finished_at=timezone.now())
     assert ToolCallRecord.unscoped.get(pk=record.pk).status == final
     with pytest.raises(DatabaseError), transaction.atomic():

@@ -18,10 +18,10 @@ from tests.tools.conftest import allow, make_session, make_webhook
 from tools.models import AgentTool, OutboxEmail, Tool, ToolCallRecord
 from tools.registry import ToolContext, get_tool, registry, tool, unregister
 from tools.services import (
+    PendingCall,
     agent_tool_update,
     tool_allowlist_for_agent,
     tool_call_admit,
-    tool_call_enqueue,
     tool_call_execute,
     tool_call_finish_early,
     tool_call_response,
@@ -29,6 +29,7 @@ from tools.services import (
     tool_sync_registry,
 )
 from tools.tool_threads import tool_threads
+from voice_platform.crypto import decrypt_str
 from voice_platform.tenancy.scope import tenant_scope
 
 EMAIL = {"to": "bob@example.com", "subject": "Hi", "body": "the secret body"}
@@ -39,18 +40,28 @@ def admit(session, agent, name, args, call_id="c1"):
         return tool_call_admit(session=session, agent=agent, call_id=call_id, name=name, args=args)
 
 
-def execute(record):
-    with tenant_scope(record.tenant_id):
-        return tool_call_execute(record_id=record.pk)
+def execute(admission):
+    """Start and run an accepted call, as its worker does (a repeat: as a redelivery)."""
+    with tenant_scope(admission.pending.tenant_id):
+        return tool_call_execute(pending=admission.pending)
 
 
-def execute_in_thread(record) -> None:
+def execute_in_thread(admission) -> None:
     """``execute`` from a thread of the test's own, which must hand its connection back (a
     connection left open keeps the test database from being dropped at the end)."""
     try:
-        execute(record)
+        execute(admission)
     finally:
         connections.close_all()
+
+
+def finish_early(admission, status, **kwargs):
+    pending = admission.pending
+    with tenant_scope(pending.tenant_id):
+        return tool_call_finish_early(
+            session_ref=pending.session_ref, call_id=pending.call_id, status=status,
+            pending=pending, **kwargs,
+        )  # fmt: skip
 
 
 @pytest.fixture
@@ -90,6 +101,9 @@ def scratch_tools(db):
     yield events
     for name in set(registry()) - before:
         unregister(name)
+
+
+transactional = pytest.mark.django_db(transaction=True)
 
 
 def join_tool_threads(timeout: float = 5) -> None:
@@ -223,8 +237,9 @@ def test_tool_call_admit_rate_limits_per_end_user(alice_agent, alice):
     assert admit(other, alice_agent, "get_current_time", args, "o1").accepted
 
 
-def test_tool_call_admit_accepts_with_redacted_audit_and_encrypted_pending_args(
-    alice_agent, alice_session
+@transactional
+def test_tool_call_admit_accepts_with_redacted_audit_and_encrypted_arguments(
+    alice_agent, alice_session, synced_tools
 ):
     allow(
         alice_agent, "send_email", timeout_seconds=3.5, policy={"allowed_domains": ["example.com"]}
@@ -234,14 +249,27 @@ def test_tool_call_admit_accepts_with_redacted_audit_and_encrypted_pending_args(
     assert admission.reason == ""
     assert admission.timeout == 3.5
     assert (admission.behavior, admission.scheduling) == ("BLOCKING", None)
-    record = ToolCallRecord.unscoped.get(pk=admission.record.pk)
-    assert record.status == "queued"
-    assert record.queued_at is not None
-    assert record.arguments == {**EMAIL, "body": "[redacted]"}
-    assert record.pending_arguments
-    assert "the secret body" not in record.pending_arguments
-    assert record.session_ref == alice_session.pk
-    assert record.end_user_id == alice_session.end_user_id
+    assert admission.record is None
+    assert not ToolCallRecord.unscoped.exists()  # written when it starts
+    pending = admission.pending
+    assert pending.arguments == {**EMAIL, "body": "[redacted]"}
+    assert "the secret body" not in json.dumps(pending.as_message())
+    assert json.loads(decrypt_str(pending.sealed_arguments)) == EMAIL
+    assert pending.task_id
+    # The task message is JSON and comes back as the same call.
+    assert PendingCall.from_message(json.loads(json.dumps(pending.as_message()))) == pending
+    record = execute(admission)
+    stored = ToolCallRecord.unscoped.get()
+    assert stored.pk == record.pk
+    assert stored.status == "succeeded"
+    assert stored.queued_at <= stored.started_at <= stored.finished_at
+    assert stored.arguments == {**EMAIL, "body": "[redacted]"}
+    assert stored.pending_arguments == ""
+    assert stored.session_ref == alice_session.pk
+    assert stored.session_id == alice_session.pk
+    assert stored.end_user_id == alice_session.end_user_id
+    assert stored.celery_task_id == pending.task_id
+    assert (stored.timeout_seconds, stored.behavior) == (3.5, "BLOCKING")
 
 
 def test_tool_call_admit_uses_tool_default_timeout_and_non_blocking_scheduling(
@@ -253,14 +281,18 @@ def test_tool_call_admit_uses_tool_default_timeout_and_non_blocking_scheduling(
     assert (admission.behavior, admission.scheduling) == ("NON_BLOCKING", "INTERRUPT")
 
 
-def test_tool_call_admit_is_idempotent_per_session_and_call_id(alice_agent, alice_session):
+@transactional
+def test_tool_call_admit_is_idempotent_per_session_and_call_id(
+    alice_agent, alice_session, synced_tools
+):
     allow(alice_agent, "get_current_time")
     first = admit(alice_session, alice_agent, "get_current_time", {"timezone": "UTC"})
+    done = execute(first)
     again = admit(alice_session, alice_agent, "get_current_time", {"timezone": "UTC"})
+    assert again.accepted
+    assert execute(again).pk == done.pk  # the repeat starts nothing: the first row answers
     rejected = admit(alice_session, alice_agent, "nope", {}, call_id="c2")
     rejected_again = admit(alice_session, alice_agent, "nope", {}, call_id="c2")
-    assert again.record.pk == first.record.pk
-    assert again.accepted
     assert rejected_again.record.pk == rejected.record.pk
     assert rejected_again.reason == rejected.reason
     assert ToolCallRecord.unscoped.count() == 2
@@ -275,48 +307,64 @@ def test_tool_call_admit_webhook_tool_validates_json_schema(alice, alice_agent, 
     assert missing.reason == "invalid arguments: 'order_id' is a required property"
     good = admit(alice_session, alice_agent, "order_status", {"order_id": "A1"}, call_id="c3")
     assert good.accepted
-    assert good.record.is_webhook
+    assert good.pending.is_webhook
     assert good.timeout == webhook.timeout_seconds
 
 
 # --- enqueue ---------------------------------------------------------------------------------
 
 
-def test_tool_call_enqueue_sends_once_on_commit(
-    alice_agent, alice_session, django_capture_on_commit_callbacks, settings
+def test_tool_call_admit_with_enqueue_sends_the_call_to_the_tool_queue(
+    alice_agent, alice_session, settings
 ):
     from tools.tasks import tool_call_execute_task
 
     allow(alice_agent, "get_current_time")
-    record = admit(alice_session, alice_agent, "get_current_time", {"timezone": "UTC"}).record
     with (
         mock.patch.object(tool_call_execute_task, "apply_async") as send,
-        django_capture_on_commit_callbacks(execute=True) as callbacks,
-        tenant_scope(record.tenant_id),
+        tenant_scope(alice_agent.tenant_id),
     ):
-        task_id = tool_call_enqueue(record=record)
-        assert send.call_count == 0  # only after commit
-        second = tool_call_enqueue(record=record)
-    assert second == task_id
-    assert len(callbacks) == 1
+        admission = tool_call_admit(
+            session=alice_session, agent=alice_agent, call_id="c1", name="get_current_time",
+            args={"timezone": "UTC"}, enqueue=True,
+        )  # fmt: skip
+    pending = admission.pending
     send.assert_called_once_with(
-        kwargs={"tenant_id": record.tenant_id, "record_id": record.pk},
-        task_id=task_id,
+        kwargs={"tenant_id": alice_agent.tenant_id, "call": pending.as_message()},
+        task_id=pending.task_id,
         queue=settings.TOOL_CELERY_QUEUE,
     )
-    assert ToolCallRecord.unscoped.get(pk=record.pk).celery_task_id == task_id
+    assert not ToolCallRecord.unscoped.exists()  # the worker writes it
+
+
+def test_tool_call_admit_with_broker_down_fails_the_call_in_one_record(alice_agent, alice_session):
+    from tools.tasks import tool_call_execute_task
+
+    allow(alice_agent, "get_current_time")
+    refused = ConnectionError("broker down")
+    with (
+        mock.patch.object(tool_call_execute_task, "apply_async", side_effect=refused),
+        tenant_scope(alice_agent.tenant_id),
+    ):
+        admission = tool_call_admit(
+            session=alice_session, agent=alice_agent, call_id="c1", name="get_current_time",
+            args={"timezone": "UTC"}, enqueue=True,
+        )  # fmt: skip
+    record = ToolCallRecord.unscoped.get()
+    assert admission.record.pk == record.pk
+    assert record.status == "failed"
+    assert record.error == "could not queue the call: ConnectionError: broker down"
+    assert tool_call_response(record=record) == {"error": record.error}
 
 
 # --- execution (threads need committed data: transactional tests) ----------------------------
-
-transactional = pytest.mark.django_db(transaction=True)
 
 
 @transactional
 def test_tool_call_execute_runs_once_side_effect_once(alice_agent, alice_session, synced_tools):
     allow(alice_agent, "send_email")
-    record = admit(alice_session, alice_agent, "send_email", EMAIL).record
-    done = execute(record)
+    admission = admit(alice_session, alice_agent, "send_email", EMAIL)
+    done = execute(admission)
     assert done.status == "succeeded"
     assert done.result["outbox_id"] == OutboxEmail.unscoped.get().pk
     assert json.loads(done.result_preview) == done.result
@@ -327,10 +375,10 @@ def test_tool_call_execute_runs_once_side_effect_once(alice_agent, alice_session
     email = OutboxEmail.unscoped.get()
     assert (email.body, email.tool_call_id, email.tenant_id) == (
         "the secret body",
-        record.pk,
+        done.pk,
         alice_agent.tenant_id,
     )
-    again = execute(record)  # a redelivered task
+    again = execute(admission)  # a redelivered task
     assert again.status == "succeeded"
     assert again.finished_at == done.finished_at
     assert OutboxEmail.unscoped.count() == 1
@@ -345,8 +393,8 @@ def test_tool_call_execute_lookup_record_is_tenant_isolated(
 
     LookupRecord.unscoped.create(tenant=charlie.tenant, key="vip", value="charlie data")
     allow(alice_agent, "lookup_record")
-    record = admit(alice_session, alice_agent, "lookup_record", {"key": "vip"}).record
-    assert execute(record).result == {"found": False, "key": "vip"}
+    admission = admit(alice_session, alice_agent, "lookup_record", {"key": "vip"})
+    assert execute(admission).result == {"found": False, "key": "vip"}
 
 
 @transactional
@@ -355,12 +403,12 @@ def test_tool_call_execute_tool_exception_becomes_failed_record(
 ):
     allow(alice_agent, "t_boom")
     allow(alice_agent, "t_not_a_dict")
-    boom = execute(admit(alice_session, alice_agent, "t_boom", {}).record)
+    boom = execute(admit(alice_session, alice_agent, "t_boom", {}))
     assert boom.status == "failed"
     assert boom.error == "RuntimeError: disk on fire"
     assert tool_call_response(record=boom) == {"error": "RuntimeError: disk on fire"}
     assert "Traceback" not in boom.error
-    listy = execute(admit(alice_session, alice_agent, "t_not_a_dict", {}, call_id="c2").record)
+    listy = execute(admit(alice_session, alice_agent, "t_not_a_dict", {}, call_id="c2"))
     assert listy.status == "failed"
     assert listy.error == "TypeError: tool returned list, not an object"
 
@@ -370,16 +418,16 @@ def test_tool_call_execute_timeout_discards_late_side_effects(
     alice_agent, alice_session, scratch_tools
 ):
     allow(alice_agent, "t_slow_mail")
-    record = admit(alice_session, alice_agent, "t_slow_mail", {"seconds": 0.8}).record
+    admission = admit(alice_session, alice_agent, "t_slow_mail", {"seconds": 0.8})
     started = time.monotonic()
-    done = execute(record)
+    done = execute(admission)
     assert time.monotonic() - started < 0.8  # returned at the timeout, not when the tool did
     assert done.status == "timeout"
     assert tool_call_response(record=done) == {"error": "tool timed out after 0.3s"}
     assert scratch_tools["finished"].wait(5)
     join_tool_threads()
     assert not OutboxEmail.unscoped.exists()  # written after the deadline: rolled back
-    assert ToolCallRecord.unscoped.get(pk=record.pk).status == "timeout"
+    assert ToolCallRecord.unscoped.get(pk=done.pk).status == "timeout"
 
 
 @transactional
@@ -387,19 +435,18 @@ def test_tool_call_cancel_while_running_rolls_back_and_keeps_cancelled(
     alice_agent, alice_session, scratch_tools
 ):
     allow(alice_agent, "t_gated_mail")
-    record = admit(alice_session, alice_agent, "t_gated_mail", {}).record
-    runner = threading.Thread(target=execute_in_thread, args=(record,))
+    admission = admit(alice_session, alice_agent, "t_gated_mail", {})
+    runner = threading.Thread(target=execute_in_thread, args=(admission,))
     runner.start()
     deadline = time.monotonic() + 5
-    while ToolCallRecord.unscoped.get(pk=record.pk).status != "running":
+    while not ToolCallRecord.unscoped.filter(status="running").exists():
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    with tenant_scope(record.tenant_id):
-        assert tool_call_finish_early(record_id=record.pk, status="cancelled")
+    assert finish_early(admission, "cancelled")
     scratch_tools["release"].set()
     runner.join(5)
     join_tool_threads()
-    final = ToolCallRecord.unscoped.get(pk=record.pk)
+    final = ToolCallRecord.unscoped.get()
     assert final.status == "cancelled"
     assert tool_call_response(record=final) == {"error": "cancelled"}
     assert not OutboxEmail.unscoped.exists()
@@ -407,34 +454,37 @@ def test_tool_call_cancel_while_running_rolls_back_and_keeps_cancelled(
 
 def test_tool_call_finish_early_before_start_means_never_run(alice_agent, alice_session):
     allow(alice_agent, "send_email")
-    record = admit(alice_session, alice_agent, "send_email", EMAIL).record
-    with tenant_scope(record.tenant_id):
-        assert tool_call_finish_early(record_id=record.pk, status="timeout")
-        assert not tool_call_finish_early(record_id=record.pk, status="cancelled")
-        assert tool_call_execute(record_id=record.pk).status == "timeout"
+    admission = admit(alice_session, alice_agent, "send_email", EMAIL)
+    assert finish_early(admission, "timeout")  # written from the pending call
+    assert not finish_early(admission, "cancelled")
+    assert execute(admission).status == "timeout"  # its worker, late: runs nothing
     assert not OutboxEmail.unscoped.exists()
-    final = ToolCallRecord.unscoped.get(pk=record.pk)
+    final = ToolCallRecord.unscoped.get()
     assert final.error == "tool timed out after 5s"
-    assert final.pending_arguments == ""
+    assert (final.started_at, final.duration_ms) == (None, None)
+    assert final.queue_ms is not None
+    assert final.arguments == {**EMAIL, "body": "[redacted]"}
+    assert final.celery_task_id == admission.pending.task_id
 
 
 def test_tool_call_finish_early_does_not_touch_finished_records(alice_agent, alice_session):
     record = admit(alice_session, alice_agent, "nope", {}).record
     with tenant_scope(record.tenant_id):
-        assert not tool_call_finish_early(record_id=record.pk, status="cancelled")
+        assert not tool_call_finish_early(
+            session_ref=str(record.session_ref), call_id=record.call_id, status="cancelled"
+        )
     assert ToolCallRecord.unscoped.get(pk=record.pk).status == "rejected"
 
 
 def test_tool_call_cancel_revokes_celery_task(alice_agent, alice_session, settings):
     settings.TOOL_EXECUTION = "celery"
     allow(alice_agent, "get_current_time")
-    record = admit(alice_session, alice_agent, "get_current_time", {"timezone": "UTC"}).record
-    ToolCallRecord.unscoped.filter(pk=record.pk).update(celery_task_id="task-123")
+    admission = admit(alice_session, alice_agent, "get_current_time", {"timezone": "UTC"})
     from voice_platform.celery import app
 
-    with mock.patch.object(app.control, "revoke") as revoke, tenant_scope(record.tenant_id):
-        assert tool_call_finish_early(record_id=record.pk, status="cancelled")
-    revoke.assert_called_once_with("task-123")
+    with mock.patch.object(app.control, "revoke") as revoke:
+        assert finish_early(admission, "cancelled")
+    revoke.assert_called_once_with(admission.pending.task_id)
 
 
 @transactional
@@ -446,8 +496,8 @@ def test_tool_result_notify_wakes_the_sessions_current_channel(
     alice_session.connection_channel = channel
     alice_session.save()
     allow(alice_agent, "get_current_time")
-    record = admit(alice_session, alice_agent, "get_current_time", {"timezone": "UTC"}).record
-    done = execute(record)
+    admission = admit(alice_session, alice_agent, "get_current_time", {"timezone": "UTC"})
+    done = execute(admission)
     message = async_to_sync(layer.receive)(channel)
     stored = ToolCallRecord.unscoped.get(pk=done.pk)
     # A copy of what was committed, so the waiting call need not read the row back.
@@ -477,23 +527,34 @@ def test_tool_call_response_for_each_status(alice_agent, alice_session):
     assert tool_call_response(record=record) == {"a": 1}
 
 
-def test_tool_call_admit_duplicate_keeps_first_row_and_gives_back_its_rate_slot(
-    alice_agent, alice_session
+@transactional
+def test_a_repeated_call_gives_back_its_rate_slot_and_a_redelivery_does_not(
+    alice_agent, alice_session, synced_tools
 ):
-    allow(alice_agent, "get_current_time", rate_limit="2/min")
-    first = admit(alice_session, alice_agent, "get_current_time", {"timezone": "UTC"})
-    # The insert hits the unique constraint (no lookup first): the first row answers.
-    with transaction.atomic():
-        again = admit(alice_session, alice_agent, "get_current_time", {"timezone": "UTC"})
-    assert again.record.pk == first.record.pk
-    assert again.accepted
+    allow(alice_agent, "get_current_time", rate_limit="3/min")
+    utc = {"timezone": "UTC"}
+    first = admit(alice_session, alice_agent, "get_current_time", utc)  # 1 of 3
+    done = execute(first)
+    assert execute(first).pk == done.pk  # the same task redelivered: still 1 of 3
+    repeat = admit(alice_session, alice_agent, "get_current_time", utc)  # 2 of 3 ...
+    assert repeat.accepted
+    assert execute(repeat).pk == done.pk  # ... given back: the model asked for it once
     assert ToolCallRecord.unscoped.count() == 1
-    # The repeat's slot was given back: a second real call still fits 2/min.
-    other = admit(alice_session, alice_agent, "get_current_time", {"timezone": "UTC"}, "c2")
-    assert other.accepted
-    third = admit(alice_session, alice_agent, "get_current_time", {"timezone": "UTC"}, "c3")
-    assert not third.accepted
-    assert "rate limit" in third.reason
+    for call_id in ("c2", "c3"):
+        assert admit(alice_session, alice_agent, "get_current_time", utc, call_id).accepted
+    fourth = admit(alice_session, alice_agent, "get_current_time", utc, "c4")
+    assert not fourth.accepted
+    assert "rate limit" in fourth.reason
+
+
+def test_a_rejected_repeat_keeps_the_first_row(alice_agent, alice_session):
+    # The insert meets the unique constraint (no lookup first): the first row answers.
+    first = admit(alice_session, alice_agent, "nope", {})
+    with transaction.atomic():
+        again = admit(alice_session, alice_agent, "nope", {})
+    assert again.record.pk == first.record.pk
+    assert not again.accepted
+    assert ToolCallRecord.unscoped.count() == 1
 
 
 def admit_with(allowlist, session, name, args, call_id):
@@ -533,7 +594,7 @@ def test_entry_disabled_behind_the_signals_back_is_refused_when_the_call_runs(
     AgentTool.unscoped.filter(agent=alice_agent).update(enabled=False)  # no version bump
     admission = admit_with(allowlist, alice_session, "send_email", EMAIL, "c1")
     assert admission.accepted  # the stale copy admits it ...
-    done = execute(admission.record)
+    done = execute(admission)
     assert done.status == "failed"  # ... but it never runs
     assert "no longer allowlisted" in done.error
     assert not OutboxEmail.unscoped.exists()
@@ -547,7 +608,7 @@ def test_policy_tightened_behind_the_signals_back_is_enforced_when_the_call_runs
         allowlist = tool_allowlist_for_agent(agent=alice_agent)
     AgentTool.unscoped.filter(agent=alice_agent).update(policy={"allowed_domains": ["x.org"]})
     admission = admit_with(allowlist, alice_session, "send_email", EMAIL, "c1")
-    done = execute(admission.record)
+    done = execute(admission)
     assert done.status == "failed"
     assert "bob@example.com" in done.error
     assert not OutboxEmail.unscoped.exists()
@@ -561,7 +622,7 @@ def test_reload_after_a_change_does_not_count_the_call_twice(alice_agent, alice_
     admission = admit_with(allowlist, alice_session, "get_current_time", {"timezone": "UTC"}, "c1")
     # Counted against the stale copy, given back, counted again after the reload: once.
     assert admission.accepted
-    assert admission.record.timeout_seconds == 3
+    assert admission.pending.timeout_seconds == 3
     again = admit_with(
         admission.allowlist, alice_session, "get_current_time", {"timezone": "UTC"}, "c2"
     )
@@ -569,25 +630,25 @@ def test_reload_after_a_change_does_not_count_the_call_twice(alice_agent, alice_
     assert "rate limit" in again.reason
 
 
-def test_claim_reads_the_row_exactly_as_the_orm_does(alice_agent, alice_session):
+def test_start_writes_the_row_exactly_as_the_orm_reads_it(alice_agent, alice_session):
     from tools import services
 
     allow(alice_agent, "send_email", policy={"allowed_domains": ["example.com"]})
-    record = admit(alice_session, alice_agent, "send_email", EMAIL).record
+    admission = admit(alice_session, alice_agent, "send_email", EMAIL)
     alice_session.connection_channel = "specific.abc!def"
     alice_session.save()
-    with tenant_scope(record.tenant_id):
-        claimed, started = services._claim(record.pk)
-        again, started_again = services._claim(record.pk)
-    assert started
-    assert not started_again  # claimed once only
+    with tenant_scope(alice_agent.tenant_id):
+        started, ok = services.tool_call_start(admission.pending)
+        again, ok_again = services.tool_call_start(admission.pending)
+    assert ok
+    assert not ok_again  # started once only
+    assert again.pk == started.pk
     assert again.status == "running"
-    stored = ToolCallRecord.unscoped.select_related("agent_tool").get(pk=record.pk)
-    for field in services._RUN_FIELDS:  # same values and types (UUIDs, datetimes, bools)
-        assert getattr(claimed, field.attname) == getattr(stored, field.attname), field.name
-        assert type(getattr(claimed, field.attname)) is type(getattr(stored, field.attname))
-    assert claimed.status == "running"
-    assert claimed.agent_tool.enabled is True
-    assert claimed.agent_tool.policy == stored.agent_tool.policy
-    assert claimed.agent_tool.webhook_tool_id is None
-    assert claimed.claim_channel == "specific.abc!def"
+    stored = ToolCallRecord.unscoped.select_related("agent_tool").get()
+    for field in ToolCallRecord._meta.concrete_fields:  # same values and types
+        assert getattr(started, field.attname) == getattr(stored, field.attname), field.name
+        assert type(getattr(started, field.attname)) is type(getattr(stored, field.attname))
+    assert started.agent_tool.enabled is True
+    assert started.agent_tool.policy == stored.agent_tool.policy
+    assert started.agent_tool.webhook_tool_id is None
+    assert started.claim_channel == "specific.abc!def"

@@ -173,7 +173,7 @@ def test_webhook_tool_executes_through_service(alice, alice_agent, alice_session
     webhook_receiver.handler = lambda r: (200, {}, b'{"status": "shipped"}')
     admission = admit_webhook_call(alice, alice_agent, alice_session, webhook_receiver)
     with tenant_scope(alice.tenant.pk):
-        record = tool_call_execute(record_id=admission.record.pk)
+        record = tool_call_execute(pending=admission.pending)
     assert record.status == "succeeded"
     assert tool_call_response(record=record) == {"status": "shipped"}
     request = webhook_receiver.requests[0]
@@ -202,7 +202,7 @@ def test_webhook_tool_timeout_marks_record_timeout(
         alice, alice_agent, alice_session, webhook_receiver, timeout_seconds=0.3
     )
     with tenant_scope(alice.tenant.pk):
-        record = tool_call_execute(record_id=admission.record.pk)
+        record = tool_call_execute(pending=admission.pending)
     assert record.status == "timeout"
     assert tool_call_response(record=record) == {"error": "tool timed out after 0.3s"}
 
@@ -214,7 +214,7 @@ def test_webhook_tool_refused_address_fails_the_call(
     settings.TOOL_WEBHOOK_ALLOWED_NETWORKS = []
     admission = admit_webhook_call(alice, alice_agent, alice_session, webhook_receiver)
     with tenant_scope(alice.tenant.pk):
-        record = tool_call_execute(record_id=admission.record.pk)
+        record = tool_call_execute(pending=admission.pending)
     assert record.status == "failed"
     assert record.error == "WebhookRefused: loopback address 127.0.0.1 is not allowed"
     assert webhook_receiver.requests == []
