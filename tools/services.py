@@ -646,17 +646,42 @@ _START_SQL = f"""{_INSERT_SQL},
 """  # noqa: S608 (as above)
 
 
+_FINISH_SQL = (
+    f'UPDATE {_TABLE} SET "status" = %s, "finished_at" = %s, "queue_ms" = %s, '  # noqa: S608
+    '"duration_ms" = %s, "pending_arguments" = %s, "error" = %s, "result" = %s, '
+    '"result_preview" = %s WHERE "id" = %s AND "tenant_id" = %s AND "status" = %s'
+)
+
+
+def _execute(sql: str, params: list[Any]) -> tuple[tuple[Any, ...] | None, int]:
+    """One statement of a call's critical path: (its first row or None, rows it changed).
+
+    On PostgreSQL, a prepared statement with server-side binding, on the connection Django
+    holds (its transaction, its adapters): Django's client-side binding has the server
+    parse and plan each statement again, about 0.1 ms a time on this path.
+    """
+    connection = connections[ToolCallRecord.objects.db]
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return (cursor.fetchone() if cursor.description else None), cursor.rowcount
+    import psycopg
+
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as raw:
+        raw.execute(sql, params, prepare=True)
+        return (raw.fetchone() if raw.description else None), raw.rowcount
+
+
 def _insert(record: ToolCallRecord, sql: str = _INSERT_SQL) -> tuple[Any, ...] | None:
     """INSERT the row unless its (session, call id) exists: the RETURNING row, or None.
 
-    A plain cursor, with the values prepared as ``save()`` would: ``save()`` has no
-    ``ON CONFLICT`` and costs about 0.2 ms more, on the worker's critical path.
+    The values are prepared as ``save()`` would; ``save()`` has no ``ON CONFLICT`` and costs
+    about 0.2 ms more, on the worker's critical path.
     """
     connection = connections[ToolCallRecord.objects.db]
     values = [f.get_db_prep_save(f.pre_save(record, True), connection) for f in _INSERT_FIELDS]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, values)
-        row: tuple[Any, ...] | None = cursor.fetchone()
+    row, _ = _execute(sql, values)
     if row is not None:
         record.pk = row[0]
         record._state.adding, record._state.db = False, connection.alias
@@ -738,8 +763,29 @@ def _finish(
     if status == Status.SUCCEEDED:
         fields["result"] = result
         fields["result_preview"] = _preview(result)
-    changed = ToolCallRecord.objects.filter(pk=record.pk, status=Status.RUNNING).update(**fields)
+    connection = connections[ToolCallRecord.objects.db]
+    params = [
+        fields["status"],
+        _field_prep("finished_at", now, connection),
+        fields["queue_ms"],
+        fields["duration_ms"],
+        "",
+        fields["error"],
+        _field_prep("result", fields.get("result"), connection),
+        fields.get("result_preview", ""),
+        record.pk,
+        current_tenant_id(),
+        Status.RUNNING.value,
+    ]
+    _, changed = _execute(_FINISH_SQL, params)
     return fields if changed else None
+
+
+_FIELDS_BY_NAME = {f.name: f for f in ToolCallRecord._meta.concrete_fields}
+
+
+def _field_prep(name: str, value: Any, connection: Any) -> Any:
+    return _FIELDS_BY_NAME[name].get_db_prep_save(value, connection)
 
 
 def _apply(record: ToolCallRecord, written: dict[str, Any] | None) -> None:

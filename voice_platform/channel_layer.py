@@ -13,15 +13,23 @@ message in the instant before it is taken back out, and the sender still gets
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
+import redis
 from channels.exceptions import ChannelFull
 from channels_redis.core import RedisChannelLayer
 
 
 class PipelinedRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
-    async def send(self, channel: str, message: dict[str, Any]) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sync_clients: dict[int, Any] = {}
+        self._sync_lock = threading.Lock()
+
+    def _prepare_send(self, channel: str, message: dict[str, Any]) -> tuple[str, int, bytes]:
+        """(the channel's key, the host index, the payload), as channels-redis makes them."""
         assert isinstance(message, dict), "message is not a dict"  # noqa: S101 (as upstream)
         assert self.require_valid_channel_name(channel), "Channel name not valid"  # noqa: S101
         assert "__asgi_channel__" not in message  # noqa: S101
@@ -35,8 +43,11 @@ class PipelinedRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
             index = self.consistent_hash(channel)
         else:
             index = next(self._send_index_generator)
+        return channel_key, index, self.serialize(message)
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        channel_key, index, payload = self._prepare_send(channel, message)
         connection = self.connection(index)
-        payload = self.serialize(message)
         now = time.time()
         pipe = connection.pipeline(transaction=False)
         pipe.zremrangebyscore(channel_key, min=0, max=int(now) - int(self.expiry))
@@ -47,3 +58,42 @@ class PipelinedRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
         if count_before >= self.get_capacity(channel):
             await connection.zrem(channel_key, payload)
             raise ChannelFull()
+
+    def can_send_blocking(self) -> bool:
+        """Whether ``send_blocking`` can be used (every host given by address or host/port;
+        a Sentinel host is served by ``send`` only)."""
+        return all("master_name" not in host for host in self.hosts)
+
+    def send_blocking(self, channel: str, message: dict[str, Any]) -> None:
+        """``send`` for synchronous code (Celery workers, tool threads): the same pipeline
+        on a synchronous connection, in the calling thread. Handing the send to an event
+        loop in another thread and waiting for it cost two thread wake-ups per message, on
+        the tool call's critical path."""
+        channel_key, index, payload = self._prepare_send(channel, message)
+        client = self._sync_client(index)
+        now = time.time()
+        pipe = client.pipeline(transaction=False)
+        pipe.zremrangebyscore(channel_key, min=0, max=int(now) - int(self.expiry))
+        pipe.zcount(channel_key, "-inf", "+inf")
+        pipe.zadd(channel_key, {payload: now})
+        pipe.expire(channel_key, int(self.expiry))
+        _, count_before, _, _ = pipe.execute()
+        if count_before >= self.get_capacity(channel):
+            client.zrem(channel_key, payload)
+            raise ChannelFull()
+
+    def _sync_client(self, index: int) -> Any:
+        client = self._sync_clients.get(index)
+        if client is None:
+            with self._sync_lock:
+                client = self._sync_clients.get(index)
+                if client is None:
+                    host = dict(self.hosts[index])
+                    address = host.pop("address", None)
+                    pool = (
+                        redis.ConnectionPool.from_url(address, **host)
+                        if address is not None
+                        else redis.ConnectionPool(**host)
+                    )
+                    client = self._sync_clients[index] = redis.Redis(connection_pool=pool)
+        return client
