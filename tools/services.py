@@ -372,6 +372,9 @@ class PendingCall:
     def as_message(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def describe(self) -> str:
+        return f"{{'tenant_id': {self.tenant_id}, 'call': <{self.tool_name} {self.call_id!r}>}}"
+
     @classmethod
     def from_message(cls, message: Mapping[str, Any]) -> PendingCall:
         return cls(**message)
@@ -612,10 +615,15 @@ def _check(resolved: _Resolved, args: dict[str, Any]) -> tuple[str, dict[str, An
 def _send_task(pending: PendingCall) -> None:
     from tools.tasks import tool_call_execute_task
 
+    # What Celery shows of the task in logs, events and monitors: the call, not its
+    # contents. (Celery's default, a safe repr of the kwargs, also cost 0.15 ms a call.)
+    # Celery's options, missing from its type stubs.
+    shown: dict[str, Any] = {"argsrepr": "()", "kwargsrepr": pending.describe()}
     tool_call_execute_task.apply_async(
         kwargs={"tenant_id": pending.tenant_id, "call": pending.as_message()},
         task_id=pending.task_id,
         queue=settings.TOOL_CELERY_QUEUE,
+        **shown,
     )
 
 
@@ -624,13 +632,28 @@ _INSERT_FIELDS = [f for f in ToolCallRecord._meta.concrete_fields if not f.prima
 # Every row is written by one INSERT that a twin cannot duplicate: the second of two
 # writers for the same (session, call id) inserts nothing and learns it from the empty
 # RETURNING, with no exception and no savepoint.
+_FIELD_BY_COLUMN = {f.column: f for f in ToolCallRecord._meta.concrete_fields}
 _INSERT_COLUMNS = ", ".join(f'"{f.column}"' for f in _INSERT_FIELDS)
-_INSERT_PARAMS = ", ".join(["%s"] * len(_INSERT_FIELDS))
+
+
+def _insert_param(field: Any) -> str:
+    """A nullable reference is written only if its row still exists, else NULL: the call
+    may start after its session, agent or allowlist entry was deleted (what ``SET_NULL``
+    does to the rows already there)."""
+    if field.is_relation and field.null:
+        target = field.related_model._meta.db_table
+        return f'(SELECT "id" FROM {target} WHERE "id" = %s)'  # noqa: S608 (model names)
+    return "%s"
+
+
+_INSERT_PARAMS = ", ".join(_insert_param(f) for f in _INSERT_FIELDS)
 # Table and column names from the model; values are parameters.
 _INSERT_SQL = (
     f"INSERT INTO {_TABLE} ({_INSERT_COLUMNS}) VALUES ({_INSERT_PARAMS}) "  # noqa: S608
-    'ON CONFLICT ("session_ref", "call_id") DO NOTHING RETURNING "id"'
+    'ON CONFLICT ("session_ref", "call_id") DO NOTHING '
+    'RETURNING "id", "agent_id", "agent_tool_id", "session_id"'
 )
+_RETURNED = ("id", "agent_id", "agent_tool_id", "session_id")
 # Starting a call also reads what running it needs, in the same round trip: its allowlist
 # entry as it is now and the session's channel. (No table alias: SQLite's RETURNING takes
 # none.)
@@ -681,9 +704,16 @@ def _insert(record: ToolCallRecord, sql: str = _INSERT_SQL) -> tuple[Any, ...] |
     """
     connection = connections[ToolCallRecord.objects.db]
     values = [f.get_db_prep_save(f.pre_save(record, True), connection) for f in _INSERT_FIELDS]
-    row, _ = _execute(sql, values)
+    try:
+        row, _ = _execute(sql, values)
+    except IntegrityError:
+        if connection.in_atomic_block:
+            raise
+        # A referenced row deleted between our read of it and our commit: read again.
+        row, _ = _execute(sql, values)
     if row is not None:
-        record.pk = row[0]
+        for name, value in zip(_RETURNED, row, strict=False):
+            setattr(record, name, _FIELD_BY_COLUMN[name].to_python(value))
         record._state.adding, record._state.db = False, connection.alias
     return row
 
@@ -712,7 +742,7 @@ def tool_call_start(pending: PendingCall) -> tuple[ToolCallRecord, bool]:
                 scope=pending.rate_scope, period=pending.rate_period, now=pending.rate_now
             )
         return existing, False
-    enabled, policy, webhook_tool_id, channel = row[1:]
+    enabled, policy, webhook_tool_id, channel = row[len(_RETURNED) :]
     record.claim_channel = channel or ""  # type: ignore[attr-defined]
     if enabled is None:
         record.agent_tool = None  # the entry was deleted since

@@ -19,6 +19,7 @@ from tools.models import AgentTool, OutboxEmail, Tool, ToolCallRecord
 from tools.registry import ToolContext, get_tool, registry, tool, unregister
 from tools.services import (
     PendingCall,
+    agent_tool_delete,
     agent_tool_update,
     tool_allowlist_for_agent,
     tool_call_admit,
@@ -333,6 +334,8 @@ def test_tool_call_admit_with_enqueue_sends_the_call_to_the_tool_queue(
         kwargs={"tenant_id": alice_agent.tenant_id, "call": pending.as_message()},
         task_id=pending.task_id,
         queue=settings.TOOL_CELERY_QUEUE,
+        argsrepr="()",
+        kwargsrepr=f"{{'tenant_id': {alice_agent.tenant_id}, 'call': <get_current_time 'c1'>}}",
     )
     assert not ToolCallRecord.unscoped.exists()  # the worker writes it
 
@@ -652,3 +655,36 @@ def test_start_writes_the_row_exactly_as_the_orm_reads_it(alice_agent, alice_ses
     assert started.agent_tool.policy == stored.agent_tool.policy
     assert started.agent_tool.webhook_tool_id is None
     assert started.claim_channel == "specific.abc!def"
+
+
+@transactional
+def test_a_call_whose_entry_was_deleted_before_it_started_fails_in_one_record(
+    alice_agent, alice_session, synced_tools
+):
+    entry = allow(alice_agent, "send_email")
+    admission = admit(alice_session, alice_agent, "send_email", EMAIL)
+    with tenant_scope(alice_agent.tenant_id):
+        agent_tool_delete(agent_tool=entry)
+    done = execute(admission)
+    assert done.status == "failed"
+    assert "no longer allowlisted" in done.error
+    stored = ToolCallRecord.unscoped.get()
+    assert (stored.agent_tool_id, done.agent_tool_id) == (None, None)  # as SET_NULL does
+    assert stored.agent_id == alice_agent.pk
+    assert not OutboxEmail.unscoped.exists()
+
+
+@transactional
+def test_a_call_finished_early_after_its_session_was_deleted_still_names_it(
+    alice_agent, alice_session
+):
+    allow(alice_agent, "get_current_time")
+    admission = admit(alice_session, alice_agent, "get_current_time", {"timezone": "UTC"})
+    session_id = alice_session.pk
+    with tenant_scope(alice_agent.tenant_id):
+        alice_session.delete()
+    assert finish_early(admission, "timeout")
+    stored = ToolCallRecord.unscoped.get()
+    assert stored.status == "timeout"
+    assert stored.session_id is None
+    assert stored.session_ref == session_id
