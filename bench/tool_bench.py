@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
@@ -137,7 +138,11 @@ async def run(calls: int, warmup: int) -> dict[str, list[float]]:
             try:
                 results[mode] = await measure(gateway, calls, warmup)
             finally:
+                # Awaited: a receive still pending on the channel would take the next
+                # phase's messages (channels-redis allows one receiver per channel).
                 pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pump
     results["bare-celery"] = await measure_bare(layer, channel, calls, warmup)
     context = ToolContext(
         tenant=None, agent=agent, session_id=session_id, end_user_id="b", call_id="d", policy=None

@@ -61,6 +61,7 @@ from tools.registry import (
     redact_arguments,
     registry,
 )
+from tools.task_publish import publish_task
 from tools.tool_threads import tool_threads
 from tools.webhooks import WebhookTimeout, webhook_post
 from voice_platform.channel_send import channel_send_blocking
@@ -615,15 +616,14 @@ def _check(resolved: _Resolved, args: dict[str, Any]) -> tuple[str, dict[str, An
 def _send_task(pending: PendingCall) -> None:
     from tools.tasks import tool_call_execute_task
 
-    # What Celery shows of the task in logs, events and monitors: the call, not its
-    # contents. (Celery's default, a safe repr of the kwargs, also cost 0.15 ms a call.)
-    # Celery's options, missing from its type stubs.
-    shown: dict[str, Any] = {"argsrepr": "()", "kwargsrepr": pending.describe()}
-    tool_call_execute_task.apply_async(
-        kwargs={"tenant_id": pending.tenant_id, "call": pending.as_message()},
+    publish_task(
+        tool_call_execute_task,
         task_id=pending.task_id,
+        kwargs={"tenant_id": pending.tenant_id, "call": pending.as_message()},
         queue=settings.TOOL_CELERY_QUEUE,
-        **shown,
+        # What Celery shows of the task in logs, events and monitors: the call, not its
+        # contents. (Celery's default, a safe repr of the kwargs, also cost 0.15 ms a call.)
+        kwargsrepr=pending.describe(),
     )
 
 

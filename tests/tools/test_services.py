@@ -322,7 +322,7 @@ def test_tool_call_admit_with_enqueue_sends_the_call_to_the_tool_queue(
 
     allow(alice_agent, "get_current_time")
     with (
-        mock.patch.object(tool_call_execute_task, "apply_async") as send,
+        mock.patch("tools.services.publish_task") as send,
         tenant_scope(alice_agent.tenant_id),
     ):
         admission = tool_call_admit(
@@ -331,22 +331,20 @@ def test_tool_call_admit_with_enqueue_sends_the_call_to_the_tool_queue(
         )  # fmt: skip
     pending = admission.pending
     send.assert_called_once_with(
-        kwargs={"tenant_id": alice_agent.tenant_id, "call": pending.as_message()},
+        tool_call_execute_task,
         task_id=pending.task_id,
+        kwargs={"tenant_id": alice_agent.tenant_id, "call": pending.as_message()},
         queue=settings.TOOL_CELERY_QUEUE,
-        argsrepr="()",
         kwargsrepr=f"{{'tenant_id': {alice_agent.tenant_id}, 'call': <get_current_time 'c1'>}}",
     )
     assert not ToolCallRecord.unscoped.exists()  # the worker writes it
 
 
 def test_tool_call_admit_with_broker_down_fails_the_call_in_one_record(alice_agent, alice_session):
-    from tools.tasks import tool_call_execute_task
-
     allow(alice_agent, "get_current_time")
     refused = ConnectionError("broker down")
     with (
-        mock.patch.object(tool_call_execute_task, "apply_async", side_effect=refused),
+        mock.patch("tools.services.publish_task", side_effect=refused),
         tenant_scope(alice_agent.tenant_id),
     ):
         admission = tool_call_admit(
