@@ -144,7 +144,7 @@ class ServiceToolGateway:
         self._pending.pop(call_id, None)
 
     async def _handle(self, call: types.FunctionCall, send: SendResponses, emit: Emit) -> None:
-        from tools.services import tool_call_admit, tool_call_outcome
+        from tools.services import tool_call_admit, tool_call_admit_on_loop, tool_call_outcome
 
         name, call_id = call.name or "", call.id or ""
         # Before any await: a fast worker's wake-up must find the call waiting.
@@ -154,15 +154,21 @@ class ServiceToolGateway:
             waiter.outcome = early
             waiter.event.set()
         try:
-            admission = await database_sync_to_async(tool_call_admit)(
-                session=self.session,
-                agent=self.allowlist.agent,
-                call_id=call_id,
-                name=name,
-                args=call.args or {},
-                allowlist=self.allowlist,
-                enqueue=self.execution == "celery",
+            request = {
+                "session": self.session,
+                "agent": self.allowlist.agent,
+                "call_id": call_id,
+                "name": name,
+                "args": call.args or {},
+                "allowlist": self.allowlist,
+            }
+            admission = (
+                await tool_call_admit_on_loop(**request) if self.execution == "celery" else None
             )
+            if admission is None:  # anything but the common case: in a thread
+                admission = await database_sync_to_async(tool_call_admit)(
+                    **request, enqueue=self.execution == "celery"
+                )
             if admission.allowlist is not None:
                 self.allowlist = admission.allowlist  # reloaded if an entry changed
             record = admission.record

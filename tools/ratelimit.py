@@ -10,13 +10,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import time
+import weakref
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
 
 
-def _key(scope: str, period: int, now: float) -> str:
+def rate_limit_key(scope: str, period: int, now: float) -> str:
+    """The Redis key of ``scope``'s window at ``now`` (the cache's key prefix included)."""
     window = int(now // period)
     # Hashed: end-user ids are client-supplied strings, not safe cache-key material.
     digest = hashlib.sha256(scope.encode()).hexdigest()[:32]
@@ -54,7 +56,7 @@ def rate_limit_consume_and_read(
 ) -> tuple[bool, Any]:
     """``rate_limit_consume``, and the value of the cache key ``read`` (an int or None) in
     the same Redis round trip."""
-    key = _key(scope, period, time.time() if now is None else now)
+    key = rate_limit_key(scope, period, time.time() if now is None else now)
     client = _redis()
     if client is not None:
         # MULTI/EXEC, still one round trip: the key cannot expire between SET and INCR
@@ -86,7 +88,7 @@ def rate_limit_refund(*, scope: str, period: int, now: float | None = None) -> N
 
     Pass the same ``now`` as the consume, so the refund lands in the same window.
     """
-    key = _key(scope, period, time.time() if now is None else now)
+    key = rate_limit_key(scope, period, time.time() if now is None else now)
     client = _redis()
     try:
         if client is not None:
@@ -96,3 +98,46 @@ def rate_limit_refund(*, scope: str, period: int, now: float | None = None) -> N
             cache.decr(key)
     except ValueError:
         pass  # the window is gone: nothing to give back
+
+
+# The version must still be the one admission decided against, or nothing happens (-1); the
+# window is then counted, and only a call within the limit is pushed (1, else 0). Atomic, and
+# one round trip: a stale decision is neither counted nor published.
+_CONSUME_AND_PUSH = """
+local seen = redis.call('GET', KEYS[2])
+if (seen or '0') ~= ARGV[3] then
+  return -1
+end
+redis.call('SET', KEYS[1], 0, 'EX', ARGV[2], 'NX')
+if redis.call('INCR', KEYS[1]) > tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('LPUSH', KEYS[3], ARGV[4])
+return 1
+"""
+_scripts: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+async def rate_limit_consume_and_push(
+    *, url: str, scope: str, limit: int, period: int, now: float,
+    version_key: str, version: str, queue: str, message: bytes,
+) -> int:  # fmt: skip
+    """On the event loop, in one Redis round trip: if the cache key ``version_key`` (Django's,
+    unprefixed) still holds ``version``, count one call against ``scope`` and, if within
+    ``limit`` per ``period``, LPUSH ``message`` onto the list ``queue``.
+
+    1: counted and pushed; 0: over the limit (counted, not pushed); -1: the version moved on
+    (nothing done). Redis must be one server: the keys live in different hash slots.
+    """
+    import asyncio
+
+    import redis.asyncio
+
+    per_loop = _scripts.setdefault(asyncio.get_running_loop(), {})
+    script = per_loop.get(url)
+    if script is None:
+        script = per_loop[url] = redis.asyncio.Redis.from_url(url).register_script(
+            _CONSUME_AND_PUSH
+        )
+    keys = [rate_limit_key(scope, period, now), cache.make_key(version_key), queue]
+    return int(await script(keys=keys, args=[limit, period + 1, version, message]))

@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import jsonschema
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connections, transaction
@@ -49,7 +50,11 @@ from tools.allowlist_version import (
     allowlist_version_of,
 )
 from tools.models import AgentTool, Tool, ToolCallRecord, WebhookTool
-from tools.ratelimit import rate_limit_consume_and_read, rate_limit_refund
+from tools.ratelimit import (
+    rate_limit_consume_and_push,
+    rate_limit_consume_and_read,
+    rate_limit_refund,
+)
 from tools.registry import (
     PolicyViolation,
     ToolArgumentError,
@@ -61,7 +66,7 @@ from tools.registry import (
     redact_arguments,
     registry,
 )
-from tools.task_publish import publish_task
+from tools.task_publish import broker_mirrored, publish_task, task_message
 from tools.tool_threads import tool_threads
 from tools.webhooks import WebhookTimeout, webhook_post
 from voice_platform.channel_send import channel_send_blocking
@@ -456,7 +461,117 @@ def tool_call_admit(
     resolved, reason = decision.resolved, decision.reason
     if reason or resolved is None:
         return _reject(session, agent, call_id, name, args, resolved, reason, allowlist)
-    pending = PendingCall(
+    scope, period, window_now = decision.rate_scope, decision.rate_period, decision.rate_now
+    pending = _pending_call(session, agent, call_id, name, resolved, decision.validated or {},
+                            now, (scope, period, window_now))  # fmt: skip
+    if enqueue:
+        try:
+            _send_task(pending)
+        except Exception as exc:
+            return tool_call_queue_failed(pending=pending, error=exc, allowlist=allowlist)
+    return _accepted(pending, allowlist)
+
+
+async def tool_call_admit_on_loop(
+    *,
+    session: VoiceSession,
+    agent: Agent,
+    call_id: str,
+    name: str,
+    args: dict[str, Any],
+    allowlist: ToolAllowlist,
+) -> Admission | None:
+    """``tool_call_admit(enqueue=True)`` for the common case, on the event loop: an
+    allowlisted call with valid arguments, against a current allowlist copy, with Celery on
+    the Redis that also holds the cache. Returns None for anything else (a refusal to write,
+    an allowlist to reload, another setup): then call ``tool_call_admit`` in a thread.
+
+    The checks are CPU; the allowlist version, the rate-limit window and the task's
+    publication are one atomic Redis round trip (``rate_limit_consume_and_push``). Handing
+    admission to a thread cost two thread wake-ups per call, and on Daphne that thread is the
+    one that serializes the process's database calls.
+    """
+    url = _loop_admission_redis_url()
+    resolved = allowlist.resolve(name)
+    if url is None or resolved is None:
+        return None
+    args = dict(args or {})
+    reason, validated = _check(resolved, args)
+    if reason or validated is None:
+        return None  # refused: decided again and written in the thread
+    limit, period = parse_rate_limit(resolved.rate_limit)
+    scope, now = _rate_scope(resolved, session.end_user_id), time.time()
+    pending = _pending_call(session, agent, call_id, name, resolved, validated, now,
+                            (scope, period, now))  # fmt: skip
+    message = _task_message(pending)
+    try:
+        outcome = await rate_limit_consume_and_push(
+            url=url, scope=scope, limit=limit, period=period, now=now,
+            version_key=allowlist_version_key(agent.tenant_id), version=allowlist.version,
+            queue=settings.TOOL_CELERY_QUEUE, message=message,
+        )  # fmt: skip
+    except Exception:
+        logger.warning("tool call %s: admission on the loop failed", call_id, exc_info=True)
+        return None  # the thread's path decides (and reports a broker failure there)
+    if outcome < 0:
+        return None  # the allowlist moved on: the thread reloads it; nothing was counted
+    if outcome == 0:
+        refused: Admission = await database_sync_to_async(tool_call_refuse)(
+            session=session, agent=agent, call_id=call_id, name=name, args=args,
+            reason=_rate_limit_reason(resolved, name), allowlist=allowlist,
+        )  # fmt: skip
+        return refused
+    return _accepted(pending, allowlist)
+
+
+def _loop_admission_redis_url() -> str | None:
+    """The Redis URL when the cache and the Celery broker are that one Redis, with the
+    broker set up the way ``task_message`` mirrors; else None."""
+    from voice_platform.celery import app
+
+    config = settings.CACHES["default"]
+    location = config.get("LOCATION")
+    if (
+        settings.TOOL_EXECUTION != "celery"
+        or config["BACKEND"] != "django.core.cache.backends.redis.RedisCache"
+        or not isinstance(location, str)
+        or location != app.conf.broker_url
+        or not broker_mirrored(app.conf)
+    ):
+        return None
+    return location
+
+
+def _task_message(pending: PendingCall) -> bytes:
+    from tools.tasks import tool_call_execute_task
+
+    return task_message(
+        tool_call_execute_task,
+        task_id=pending.task_id,
+        kwargs=_task_kwargs(pending),
+        queue=settings.TOOL_CELERY_QUEUE,
+        kwargsrepr=pending.describe(),
+    )
+
+
+def _task_kwargs(pending: PendingCall) -> dict[str, Any]:
+    return {"tenant_id": pending.tenant_id, "call": pending.as_message()}
+
+
+def _rate_scope(resolved: _Resolved, end_user_id: str) -> str:
+    # created_at too: an entry deleted and re-created starts with fresh counters.
+    return f"{resolved.entry.pk}:{resolved.entry.created_at.timestamp()}:{end_user_id}"
+
+
+def _rate_limit_reason(resolved: _Resolved, name: str) -> str:
+    return f"rate limit {resolved.rate_limit} exceeded for tool {name!r}"
+
+
+def _pending_call(
+    session: VoiceSession, agent: Agent, call_id: str, name: str, resolved: _Resolved,
+    validated: dict[str, Any], now: float, window: tuple[str, int, float],
+) -> PendingCall:  # fmt: skip
+    return PendingCall(
         tenant_id=agent.tenant_id,
         agent_id=agent.pk,
         agent_tool_id=resolved.entry.pk,
@@ -466,29 +581,20 @@ def tool_call_admit(
         call_id=call_id,
         tool_name=name[:64],
         is_webhook=resolved.webhook is not None,
-        arguments=_cap_arguments(redact_arguments(decision.validated or {}, resolved.sensitive)),
-        sealed_arguments=encrypt_str(json.dumps(decision.validated)),
+        arguments=_cap_arguments(redact_arguments(validated, resolved.sensitive)),
+        sealed_arguments=encrypt_str(json.dumps(validated)),
         behavior=resolved.behavior,
         scheduling=resolved.scheduling or "",
         timeout_seconds=resolved.timeout,
         task_id=str(uuid.uuid4()),
         queued_at=now,
-        rate_scope=decision.rate_scope,
-        rate_period=decision.rate_period,
-        rate_now=decision.rate_now,
+        rate_scope=window[0],
+        rate_period=window[1],
+        rate_now=window[2],
     )
-    if enqueue:
-        try:
-            _send_task(pending)
-        except Exception as exc:
-            logger.exception("tool call %s could not be queued", call_id)
-            tool_call_finish_early(
-                session_ref=pending.session_ref, call_id=call_id, status="failed",
-                pending=pending, error=f"could not queue the call: {_describe(exc)}",
-            )  # fmt: skip
-            record = _record_of(pending.session_ref, call_id)
-            assert record is not None  # noqa: S101 (written just above, or by a twin)
-            return _admission_of(record, allowlist)
+
+
+def _accepted(pending: PendingCall, allowlist: ToolAllowlist | None) -> Admission:
     return Admission(
         record=None,
         pending=pending,
@@ -499,6 +605,29 @@ def tool_call_admit(
         behavior=pending.behavior,
         scheduling=pending.scheduling or None,
     )
+
+
+def tool_call_queue_failed(
+    *, pending: PendingCall, error: BaseException, allowlist: ToolAllowlist | None = None
+) -> Admission:
+    """An accepted call the broker refused: written as ``failed`` (the model is told)."""
+    logger.error("tool call %s could not be queued", pending.call_id, exc_info=error)
+    tool_call_finish_early(
+        session_ref=pending.session_ref, call_id=pending.call_id, status="failed",
+        pending=pending, error=f"could not queue the call: {_describe(error)}",
+    )  # fmt: skip
+    record = _record_of(pending.session_ref, pending.call_id)
+    assert record is not None  # noqa: S101 (written just above, or by a twin)
+    return _admission_of(record, allowlist)
+
+
+def tool_call_refuse(
+    *, session: VoiceSession, agent: Agent, call_id: str, name: str, args: dict[str, Any],
+    reason: str, allowlist: ToolAllowlist,
+) -> Admission:  # fmt: skip
+    """Write a refusal decided elsewhere (``tools.loop_admission``): its one audit row."""
+    return _reject(session, agent, call_id, name, dict(args), allowlist.resolve(name), reason,
+                   allowlist)  # fmt: skip
 
 
 def _reject(
@@ -571,16 +700,13 @@ def _decide(
         version = allowlist_version(allowlist.agent.tenant_id) if check_version else None
         return _Decision(resolved, reason, None, None, version)
     limit, period = parse_rate_limit(resolved.rate_limit)
-    # created_at too: an entry deleted and re-created starts with fresh counters.
-    entry_key = f"{resolved.entry.pk}:{resolved.entry.created_at.timestamp()}"
-    scope, now = f"{entry_key}:{end_user_id}", time.time()
+    scope, now = _rate_scope(resolved, end_user_id), time.time()
     allowed, seen = rate_limit_consume_and_read(
         scope=scope, limit=limit, period=period, now=now, read=version_key
     )
     version = allowlist_version_of(seen) if check_version else None
     if not allowed:
-        reason = f"rate limit {resolved.rate_limit} exceeded for tool {name!r}"
-        return _Decision(resolved, reason, None, None, version)
+        return _Decision(resolved, _rate_limit_reason(resolved, name), None, None, version)
     refund = functools.partial(rate_limit_refund, scope=scope, period=period, now=now)
     return _Decision(resolved, "", validated, refund, version, scope, period, now)
 
@@ -619,7 +745,7 @@ def _send_task(pending: PendingCall) -> None:
     publish_task(
         tool_call_execute_task,
         task_id=pending.task_id,
-        kwargs={"tenant_id": pending.tenant_id, "call": pending.as_message()},
+        kwargs=_task_kwargs(pending),
         queue=settings.TOOL_CELERY_QUEUE,
         # What Celery shows of the task in logs, events and monitors: the call, not its
         # contents. (Celery's default, a safe repr of the kwargs, also cost 0.15 ms a call.)

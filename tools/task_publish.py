@@ -40,7 +40,7 @@ def publish_task(
 ) -> None:
     """Send ``task`` with ``kwargs`` to ``queue`` (what ``apply_async`` would send)."""
     app = task.app
-    client = _redis_client(app.conf.broker_url) if _mirrored(app.conf) else None
+    client = _redis_client(app.conf.broker_url) if broker_mirrored(app.conf) else None
     if client is None:
         # What Celery shows of the task in logs, events and monitors. (Options missing
         # from Celery's type stubs.)
@@ -90,7 +90,7 @@ def task_message(
     ).encode()
 
 
-def _mirrored(conf: Any) -> bool:
+def broker_mirrored(conf: Any) -> bool:
     """Whether the broker is set up the way ``task_message`` mirrors (Celery's ``conf``)."""
     return (
         str(conf.broker_url).startswith(("redis://", "rediss://"))

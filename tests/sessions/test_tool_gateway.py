@@ -26,6 +26,10 @@ def setup(agent: Any) -> tuple[Any, Any]:
         return make_session(agent), tool_allowlist_for_agent(agent=agent)
 
 
+async def stand_aside(**kwargs: Any) -> None:
+    return None  # no admission on the loop: the thread's (patched) path, and no broker
+
+
 async def test_a_wake_up_that_beats_its_waiting_call_is_kept_for_it(alice_agent, monkeypatch):
     session, allowlist = await setup(alice_agent)
     gateway = ServiceToolGateway(session=session, allowlist=allowlist, execution="celery")
@@ -43,6 +47,7 @@ async def test_a_wake_up_that_beats_its_waiting_call_is_kept_for_it(alice_agent,
         return admission
 
     monkeypatch.setattr(services, "tool_call_admit", admit_then_finish_at_once)
+    monkeypatch.setattr(services, "tool_call_admit_on_loop", stand_aside)
     sent: list[types.FunctionResponse] = []
     done = asyncio.Event()
 
@@ -72,6 +77,7 @@ async def test_a_wake_up_for_a_call_not_yet_seen_is_kept_for_it(alice_agent, mon
     monkeypatch.setattr(
         services, "tool_call_admit", lambda **kwargs: admit(**{**kwargs, "enqueue": False})
     )
+    monkeypatch.setattr(services, "tool_call_admit_on_loop", stand_aside)
     # After a resume the worker may answer this process before the model repeats the call.
     gateway.on_result(
         {"type": "tool.result", "record_id": 1, "call_id": "c9", "status": "succeeded",

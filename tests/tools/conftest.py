@@ -199,8 +199,8 @@ def celery_worker_process(
     """A real Celery worker on a queue of its own, sharing this test's database and Redis.
 
     Needs PostgreSQL and Redis (skips locally without them, fails in CI). The queue name is
-    unique per test and set as ``settings.TOOL_CELERY_QUEUE``, so ``tool_call_enqueue`` in
-    this process sends there and no other worker on the same Redis takes the task.
+    unique per test and set as ``settings.TOOL_CELERY_QUEUE``, so admission in this
+    process sends there and no other worker on the same Redis takes the task.
     """
     require_postgres()
     redis_url = require_redis()

@@ -95,12 +95,12 @@ DEFAULTS: dict[str, Any] = {
     ],
 )
 def test_only_the_broker_setup_it_mirrors_gets_the_direct_push(change, mirrored) -> None:
-    assert task_publish._mirrored(SimpleNamespace(**{**DEFAULTS, **change})) is mirrored
+    assert task_publish.broker_mirrored(SimpleNamespace(**{**DEFAULTS, **change})) is mirrored
 
 
 def test_any_other_setup_gets_apply_async() -> None:
     with (
-        mock.patch.object(task_publish, "_mirrored", return_value=False),
+        mock.patch.object(task_publish, "broker_mirrored", return_value=False),
         mock.patch.object(tool_call_execute_task, "apply_async") as apply_async,
         mock.patch.object(task_publish, "_redis_client") as client,
     ):
