@@ -84,6 +84,7 @@ FINISHED_STATUS = {
 }
 # A lost wake-up (or a result written while this process was away) is still found here.
 RESULT_POLL_SECONDS = 1.0
+ADMISSION_FAILED = "the tool call could not be admitted (the platform is unavailable)"
 EARLY_RESULTS_KEPT = 32
 
 
@@ -124,6 +125,7 @@ class ServiceToolGateway:
         self._early: dict[str, dict[str, Any]] = {}
         self._calls: dict[str, asyncio.Task[None]] = {}
         self._pending: dict[str, PendingCall | None] = {}
+        self._withdrawn: set[str] = set()  # cancelled by the model while being admitted
 
     def function_declarations(self) -> list[types.FunctionDeclaration]:
         return self.allowlist.declarations
@@ -142,6 +144,7 @@ class ServiceToolGateway:
     def _forget(self, call_id: str, _task: asyncio.Task[None]) -> None:
         self._calls.pop(call_id, None)
         self._pending.pop(call_id, None)
+        self._withdrawn.discard(call_id)
 
     async def _handle(self, call: types.FunctionCall, send: SendResponses, emit: Emit) -> None:
         from tools.services import tool_call_admit, tool_call_admit_on_loop, tool_call_outcome
@@ -166,14 +169,26 @@ class ServiceToolGateway:
                 await tool_call_admit_on_loop(**request) if self.execution == "celery" else None
             )
             if admission is None:  # anything but the common case: in a thread
-                admission = await database_sync_to_async(tool_call_admit)(
-                    **request, enqueue=self.execution == "celery"
-                )
+                try:
+                    admission = await database_sync_to_async(tool_call_admit)(
+                        **request, enqueue=self.execution == "celery"
+                    )
+                except Exception:  # Redis or the database down: answered, never silent
+                    log.exception("tool call %s could not be admitted", call_id)
+                    await send([types.FunctionResponse(
+                        id=call_id, name=name, response={"error": ADMISSION_FAILED}
+                    )])  # fmt: skip
+                    await emit({"type": "tool.finished", "call_id": call_id, "name": name,
+                                "status": "error"})  # fmt: skip
+                    return
             if admission.allowlist is not None:
                 self.allowlist = admission.allowlist  # reloaded if an entry changed
             record = admission.record
             if record is not None and record.status in FINISHED_STATUS:
                 outcome = tool_call_outcome(record=record)  # refused, or finished before
+            elif call_id in self._withdrawn:  # the model withdrew it while it was admitted
+                await self._withdraw(call_id, admission.pending, emit)
+                return
             else:
                 self._pending[call_id] = admission.pending
                 await emit({"type": "tool.started", "call_id": call_id, "name": name})
@@ -210,6 +225,9 @@ class ServiceToolGateway:
             outcome: dict[str, Any] = await database_sync_to_async(_outcome)(
                 self._session_ref, call_id
             )
+            if outcome["status"] is None:  # a repeat whose first admission wrote nothing
+                error = f"tool timed out after {limit_seconds:g}s"
+                return {**outcome, "status": "timeout", "response": {"error": error}}
             return outcome
 
     def _start_in_thread(self, pending: PendingCall) -> None:
@@ -267,23 +285,29 @@ class ServiceToolGateway:
         waiter.event.set()
 
     async def on_cancellation(self, ids: Sequence[str], emit: Emit) -> None:
-        from tools.services import tool_call_finish_early
 
         for call_id in ids:
             task = self._calls.get(call_id)
-            if task is None or call_id not in self._pending:
-                continue  # unknown, or still being admitted (its answer is dropped then)
-            changed = await database_sync_to_async(tool_call_finish_early)(
-                session_ref=self._session_ref,
-                call_id=call_id,
-                status="cancelled",
-                pending=self._pending[call_id],
-            )
-            if changed:
+            if task is None:
+                continue  # unknown, or answered already
+            if call_id not in self._pending:
+                self._withdrawn.add(call_id)  # still being admitted: finished right after
+                continue
+            if await self._withdraw(call_id, self._pending[call_id], emit):
                 task.cancel()
-                await emit(
-                    {"type": "tool.finished", "call_id": call_id, "name": "", "status": "cancelled"}
-                )
+
+    async def _withdraw(self, call_id: str, pending: PendingCall | None, emit: Emit) -> bool:
+        """Finish the call as ``cancelled`` (its task is revoked); True if this did it."""
+        from tools.services import tool_call_finish_early
+
+        changed: bool = await database_sync_to_async(tool_call_finish_early)(
+            session_ref=self._session_ref, call_id=call_id, status="cancelled", pending=pending
+        )
+        if changed:
+            await emit(
+                {"type": "tool.finished", "call_id": call_id, "name": "", "status": "cancelled"}
+            )
+        return changed
 
     async def close(self) -> None:
         tasks = list(self._calls.values())

@@ -16,6 +16,9 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 
+# Admission waits at most this long for Redis (then the call fails; the model is told).
+REDIS_TIMEOUT_SECONDS = 2.0
+
 
 def rate_limit_key(scope: str, period: int, now: float) -> str:
     """The Redis key of ``scope``'s window at ``now`` (the cache's key prefix included)."""
@@ -29,8 +32,14 @@ def rate_limit_key(scope: str, period: int, now: float) -> str:
 @functools.cache
 def _redis_client(location: str) -> Any:
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
-    return redis.Redis.from_url(location)
+    # Bounded, and not retried: a command retried after a lost reply would count twice.
+    return redis.Redis.from_url(
+        location, socket_timeout=REDIS_TIMEOUT_SECONDS,
+        socket_connect_timeout=REDIS_TIMEOUT_SECONDS, retry=Retry(NoBackoff(), 0),
+    )  # fmt: skip
 
 
 def _redis() -> Any | None:
@@ -100,13 +109,19 @@ def rate_limit_refund(*, scope: str, period: int, now: float | None = None) -> N
         pass  # the window is gone: nothing to give back
 
 
-# The version must still be the one admission decided against, or nothing happens (-1); the
-# window is then counted, and only a call within the limit is pushed (1, else 0). Atomic, and
-# one round trip: a stale decision is neither counted nor published.
+# The version must still be the one admission decided against, or nothing happens (-1); a
+# call already admitted (its marker set) is not counted again (2); the window is then
+# counted, and only a call within the limit is pushed (1, else 0). Atomic, and one round
+# trip: a stale decision is neither counted nor published, and a retried script (its reply
+# lost) finds its own marker instead of counting and pushing twice.
+REPEATED = 2
 _CONSUME_AND_PUSH = """
 local seen = redis.call('GET', KEYS[2])
 if (seen or '0') ~= ARGV[3] then
   return -1
+end
+if not redis.call('SET', KEYS[4], 1, 'NX', 'EX', ARGV[5]) then
+  return 2
 end
 redis.call('SET', KEYS[1], 0, 'EX', ARGV[2], 'NX')
 if redis.call('INCR', KEYS[1]) > tonumber(ARGV[1]) then
@@ -121,23 +136,33 @@ _scripts: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictio
 async def rate_limit_consume_and_push(
     *, url: str, scope: str, limit: int, period: int, now: float,
     version_key: str, version: str, queue: str, message: bytes,
+    marker_key: str, marker_seconds: int,
 ) -> int:  # fmt: skip
     """On the event loop, in one Redis round trip: if the cache key ``version_key`` (Django's,
     unprefixed) still holds ``version``, count one call against ``scope`` and, if within
-    ``limit`` per ``period``, LPUSH ``message`` onto the list ``queue``.
+    ``limit`` per ``period``, LPUSH ``message`` onto the list ``queue``, unless the cache key
+    ``marker_key`` is set already (then set for ``marker_seconds``).
 
-    1: counted and pushed; 0: over the limit (counted, not pushed); -1: the version moved on
-    (nothing done). Redis must be one server: the keys live in different hash slots.
+    1: counted and pushed; 0: over the limit (counted, not pushed); 2 (``REPEATED``): the
+    marker was set, nothing else done; -1: the version moved on (nothing done). Redis must be
+    one server: the keys live in different hash slots.
     """
     import asyncio
 
     import redis.asyncio
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
 
     per_loop = _scripts.setdefault(asyncio.get_running_loop(), {})
     script = per_loop.get(url)
     if script is None:
-        script = per_loop[url] = redis.asyncio.Redis.from_url(url).register_script(
-            _CONSUME_AND_PUSH
-        )
-    keys = [rate_limit_key(scope, period, now), cache.make_key(version_key), queue]
-    return int(await script(keys=keys, args=[limit, period + 1, version, message]))
+        client = redis.asyncio.Redis.from_url(
+            url, socket_timeout=REDIS_TIMEOUT_SECONDS,
+            socket_connect_timeout=REDIS_TIMEOUT_SECONDS, retry=Retry(NoBackoff(), 0),
+        )  # fmt: skip
+        script = per_loop[url] = client.register_script(_CONSUME_AND_PUSH)
+    keys = [
+        rate_limit_key(scope, period, now), cache.make_key(version_key), queue,
+        cache.make_key(marker_key),
+    ]  # fmt: skip
+    return int(await script(keys=keys, args=[limit, period + 1, version, message, marker_seconds]))

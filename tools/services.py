@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import logging
 import time
@@ -36,9 +37,11 @@ from typing import Any, Literal
 import jsonschema
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.cache import cache
+from django.core.exceptions import SuspiciousOperation, ValidationError
 from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare, salted_hmac
 from django.utils.functional import SimpleLazyObject
 from google.genai import types
 
@@ -51,6 +54,7 @@ from tools.allowlist_version import (
 )
 from tools.models import AgentTool, Tool, ToolCallRecord, WebhookTool
 from tools.ratelimit import (
+    REPEATED,
     rate_limit_consume_and_push,
     rate_limit_consume_and_read,
     rate_limit_refund,
@@ -376,14 +380,22 @@ class PendingCall:
     rate_now: float
 
     def as_message(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """JSON for the task message, signed: a worker runs only calls this platform
+        admitted, exactly as admitted (tenant, entry, session, call id, arguments)."""
+        fields = dataclasses.asdict(self)
+        return {**fields, "signature": _signature(fields)}
 
     def describe(self) -> str:
         return f"{{'tenant_id': {self.tenant_id}, 'call': <{self.tool_name} {self.call_id!r}>}}"
 
     @classmethod
     def from_message(cls, message: Mapping[str, Any]) -> PendingCall:
-        return cls(**message)
+        """The call in a task message; ``SuspiciousOperation`` unless its signature holds."""
+        fields = {key: value for key, value in message.items() if key != "signature"}
+        if not constant_time_compare(str(message.get("signature", "")), _signature(fields)):
+            raise SuspiciousOperation("tool call message with a bad signature: not run")
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in fields.items() if key in known})
 
     def record(self, **fields: Any) -> ToolCallRecord:
         """The audit row of this call (unsaved), with ``fields`` set."""
@@ -405,6 +417,11 @@ class PendingCall:
             queued_at=datetime.fromtimestamp(self.queued_at, tz=UTC),
             **fields,
         )
+
+
+def _signature(fields: Mapping[str, Any]) -> str:
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return salted_hmac("tools.PendingCall", canonical, algorithm="sha256").hexdigest()
 
 
 def _admission_of(record: ToolCallRecord, allowlist: ToolAllowlist | None = None) -> Admission:
@@ -446,8 +463,12 @@ def tool_call_admit(
     """
     now = time.time()
     args = dict(args or {})
+    copy = allowlist
     if allowlist is None:
         allowlist = tool_allowlist_for_agent(agent=agent)
+    if not cache.add(admitted_marker_key(str(session.pk), call_id), 1, ADMITTED_MARKER_SECONDS):
+        return _repeat_admission(session, call_id, name, allowlist)
+    if copy is None:
         decision = _decide(allowlist, name, args, session.end_user_id, check_version=False)
     else:
         # Decided against the copy, reading its version in the rate limit's round trip;
@@ -509,12 +530,19 @@ async def tool_call_admit_on_loop(
             url=url, scope=scope, limit=limit, period=period, now=now,
             version_key=allowlist_version_key(agent.tenant_id), version=allowlist.version,
             queue=settings.TOOL_CELERY_QUEUE, message=message,
+            marker_key=admitted_marker_key(pending.session_ref, call_id),
+            marker_seconds=ADMITTED_MARKER_SECONDS,
         )  # fmt: skip
     except Exception:
         logger.warning("tool call %s: admission on the loop failed", call_id, exc_info=True)
         return None  # the thread's path decides (and reports a broker failure there)
     if outcome < 0:
         return None  # the allowlist moved on: the thread reloads it; nothing was counted
+    if outcome == REPEATED:
+        repeat: Admission = await database_sync_to_async(_repeat_admission)(
+            session, call_id, name, allowlist
+        )
+        return repeat
     if outcome == 0:
         refused: Admission = await database_sync_to_async(tool_call_refuse)(
             session=session, agent=agent, call_id=call_id, name=name, args=args,
@@ -567,6 +595,38 @@ def _rate_limit_reason(resolved: _Resolved, name: str) -> str:
     return f"rate limit {resolved.rate_limit} exceeded for tool {name!r}"
 
 
+# A call the model repeats (after a resume on another process, it may ask again) must find
+# the first admission, even before that call's row exists (its worker has not started it).
+# Long enough to outlive a session's resumption window.
+ADMITTED_MARKER_SECONDS = 2 * 3600
+
+
+def admitted_marker_key(session_ref: str, call_id: str) -> str:
+    """The cache key (Django's, unprefixed) that says a call was admitted."""
+    digest = hashlib.sha256(f"{session_ref}:{call_id}".encode()).hexdigest()[:32]
+    return f"tools:admitted:{digest}"  # hashed: call ids are the model's strings
+
+
+def _repeat_admission(
+    session: VoiceSession, call_id: str, name: str, allowlist: ToolAllowlist | None
+) -> Admission:
+    """A call admitted before: its row if written, else wait for the first admission's."""
+    existing = _record_of(str(session.pk), call_id)
+    if existing is not None:
+        return _admission_of(existing, allowlist)
+    resolved = allowlist.resolve(name) if allowlist is not None else None
+    return Admission(
+        record=None,
+        pending=None,
+        allowlist=allowlist,
+        accepted=True,
+        reason="",
+        timeout=resolved.timeout if resolved is not None else settings.TOOL_TIMEOUT_MAX,
+        behavior=resolved.behavior if resolved is not None else "BLOCKING",
+        scheduling=(resolved.scheduling or None) if resolved is not None else None,
+    )
+
+
 def _pending_call(
     session: VoiceSession, agent: Agent, call_id: str, name: str, resolved: _Resolved,
     validated: dict[str, Any], now: float, window: tuple[str, int, float],
@@ -610,8 +670,10 @@ def _accepted(pending: PendingCall, allowlist: ToolAllowlist | None) -> Admissio
 def tool_call_queue_failed(
     *, pending: PendingCall, error: BaseException, allowlist: ToolAllowlist | None = None
 ) -> Admission:
-    """An accepted call the broker refused: written as ``failed`` (the model is told)."""
+    """An accepted call the broker refused: written as ``failed`` (the model is told), and
+    its rate-limit slot given back (it never ran)."""
     logger.error("tool call %s could not be queued", pending.call_id, exc_info=error)
+    rate_limit_refund(scope=pending.rate_scope, period=pending.rate_period, now=pending.rate_now)
     tool_call_finish_early(
         session_ref=pending.session_ref, call_id=pending.call_id, status="failed",
         pending=pending, error=f"could not queue the call: {_describe(error)}",
@@ -625,7 +687,7 @@ def tool_call_refuse(
     *, session: VoiceSession, agent: Agent, call_id: str, name: str, args: dict[str, Any],
     reason: str, allowlist: ToolAllowlist,
 ) -> Admission:  # fmt: skip
-    """Write a refusal decided elsewhere (``tools.loop_admission``): its one audit row."""
+    """Write a refusal decided elsewhere (``tool_call_admit_on_loop``): its one audit row."""
     return _reject(session, agent, call_id, name, dict(args), allowlist.resolve(name), reason,
                    allowlist)  # fmt: skip
 
@@ -763,13 +825,17 @@ _INSERT_COLUMNS = ", ".join(f'"{f.column}"' for f in _INSERT_FIELDS)
 
 
 def _insert_param(field: Any) -> str:
-    """A nullable reference is written only if its row still exists, else NULL: the call
-    may start after its session, agent or allowlist entry was deleted (what ``SET_NULL``
-    does to the rows already there)."""
-    if field.is_relation and field.null:
+    """A nullable reference is written only if its row still exists in the call's tenant,
+    else NULL: the call may start after its session, agent or allowlist entry was deleted
+    (what ``SET_NULL`` does to the rows already there)."""
+    if _is_checked_reference(field):
         target = field.related_model._meta.db_table
-        return f'(SELECT "id" FROM {target} WHERE "id" = %s)'  # noqa: S608 (model names)
+        return f'(SELECT "id" FROM {target} WHERE "id" = %s AND "tenant_id" = %s)'  # noqa: S608
     return "%s"
+
+
+def _is_checked_reference(field: Any) -> bool:
+    return bool(field.is_relation and field.null)
 
 
 _INSERT_PARAMS = ", ".join(_insert_param(f) for f in _INSERT_FIELDS)
@@ -829,7 +895,12 @@ def _insert(record: ToolCallRecord, sql: str = _INSERT_SQL) -> tuple[Any, ...] |
     about 0.2 ms more, on the worker's critical path.
     """
     connection = connections[ToolCallRecord.objects.db]
-    values = [f.get_db_prep_save(f.pre_save(record, True), connection) for f in _INSERT_FIELDS]
+    values: list[Any] = []
+    for model_field in _INSERT_FIELDS:
+        value = model_field.pre_save(record, True)
+        values.append(model_field.get_db_prep_save(value, connection))
+        if _is_checked_reference(model_field):
+            values.append(record.tenant_id)
     try:
         row, _ = _execute(sql, values)
     except IntegrityError:
@@ -1146,8 +1217,8 @@ def tool_call_finish_early(
             if _insert(record) is None:
                 continue
             changed = True
-        elif record.status not in (Status.QUEUED, Status.RUNNING):
-            return False
+        elif record.status not in (Status.QUEUED, Status.RUNNING) or status == "failed":
+            return False  # finished; or started, and only its own worker fails a started call
         else:
             changed = bool(
                 ToolCallRecord.objects.filter(pk=record.pk, status=record.status).update(

@@ -26,6 +26,8 @@ from typing import Any
 
 from celery import Task
 from celery.utils.nodenames import anon_nodename
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
@@ -94,6 +96,8 @@ def broker_mirrored(conf: Any) -> bool:
     """Whether the broker is set up the way ``task_message`` mirrors (Celery's ``conf``)."""
     return (
         str(conf.broker_url).startswith(("redis://", "rediss://"))
+        and ";" not in str(conf.broker_url)  # a failover list: kombu's to walk, not ours
+        and not conf.broker_use_ssl  # TLS options redis-py's from_url would not see
         and not conf.broker_transport_options
         and not conf.broker_transport
         and conf.task_serializer == "json"
@@ -106,7 +110,11 @@ def broker_mirrored(conf: Any) -> bool:
 def _redis_client(url: str) -> Any:
     import redis
 
-    return redis.Redis.from_url(url)
+    # No retry: an LPUSH retried after a lost reply would queue the task twice. A failure
+    # fails the call ("could not queue the call"), and the model is told.
+    return redis.Redis.from_url(
+        url, socket_timeout=5, socket_connect_timeout=5, retry=Retry(NoBackoff(), 0)
+    )
 
 
 @functools.cache

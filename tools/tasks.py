@@ -16,7 +16,7 @@ TIME_LIMIT = int(settings.TOOL_TIMEOUT_MAX) + 30
 
 
 # The queue comes from CELERY_TASK_ROUTES (Celery 5.7 deprecates the task's own "queue"
-# attribute) and tool_call_enqueue names it explicitly.
+# attribute) and admission names it explicitly.
 @shared_task(
     bind=True,
     name="tools.tasks.tool_call_execute_task",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from channels.db import database_sync_to_async
 from google.genai import types
 
-from sessions.tool_gateway import ServiceToolGateway
+from sessions.tool_gateway import ADMISSION_FAILED, ServiceToolGateway
 from tests.tools.conftest import allow, make_session
 from tools import services
 from tools.services import tool_allowlist_for_agent
@@ -102,4 +103,74 @@ async def test_a_wake_up_for_a_call_not_yet_seen_is_kept_for_it(alice_agent, mon
     assert time.monotonic() - started < 0.5
     assert sent[0].response == {"answer": 7}
     assert "c8" not in gateway._early  # a bare wake-up carries nothing worth keeping
+    await gateway.close()
+
+
+async def test_a_call_withdrawn_while_being_admitted_is_cancelled_not_answered(
+    alice_agent, monkeypatch
+):
+    from tools.models import ToolCallRecord
+
+    session, allowlist = await setup(alice_agent)
+    gateway = ServiceToolGateway(session=session, allowlist=allowlist, execution="celery")
+    admit = services.tool_call_admit
+    admitting, release = threading.Event(), threading.Event()
+
+    def slow_admit(**kwargs: Any) -> Any:
+        admitting.set()
+        release.wait(5)
+        return admit(**{**kwargs, "enqueue": False})
+
+    monkeypatch.setattr(services, "tool_call_admit", slow_admit)
+    monkeypatch.setattr(services, "tool_call_admit_on_loop", stand_aside)
+    sent: list[types.FunctionResponse] = []
+    events: list[dict[str, Any]] = []
+
+    async def send(responses: list[types.FunctionResponse]) -> None:
+        sent.extend(responses)
+
+    async def emit(event: dict[str, Any]) -> None:
+        events.append(event)
+
+    with tenant_scope(alice_agent.tenant_id):
+        call = types.FunctionCall(id="c1", name="get_current_time", args={"timezone": "UTC"})
+        await gateway.on_tool_call([call], send, emit)
+        task = gateway._calls["c1"]
+        assert await asyncio.get_running_loop().run_in_executor(None, admitting.wait, 5)
+        await gateway.on_cancellation(["c1"], emit)  # the model withdraws it meanwhile
+        release.set()
+        await asyncio.wait_for(task, 5)
+    assert sent == []  # the model expects no answer
+    assert events == [{"type": "tool.finished", "call_id": "c1", "name": "", "status": "cancelled"}]
+    record = await database_sync_to_async(ToolCallRecord.unscoped.get)()
+    assert (record.call_id, record.status) == ("c1", "cancelled")
+    await gateway.close()
+
+
+async def test_a_call_that_cannot_be_admitted_is_answered_with_an_error(alice_agent, monkeypatch):
+    session, allowlist = await setup(alice_agent)
+    gateway = ServiceToolGateway(session=session, allowlist=allowlist, execution="celery")
+
+    def redis_down(**kwargs: Any) -> Any:
+        raise ConnectionError("redis down")
+
+    monkeypatch.setattr(services, "tool_call_admit", redis_down)
+    monkeypatch.setattr(services, "tool_call_admit_on_loop", stand_aside)
+    sent: list[types.FunctionResponse] = []
+    events: list[dict[str, Any]] = []
+
+    async def send(responses: list[types.FunctionResponse]) -> None:
+        sent.extend(responses)
+
+    async def emit(event: dict[str, Any]) -> None:
+        events.append(event)
+
+    with tenant_scope(alice_agent.tenant_id):
+        call = types.FunctionCall(id="c1", name="get_current_time", args={"timezone": "UTC"})
+        await gateway.on_tool_call([call], send, emit)
+        await asyncio.wait_for(gateway._calls["c1"], 5)
+    assert [(r.id, r.response) for r in sent] == [("c1", {"error": ADMISSION_FAILED})]
+    assert events == [
+        {"type": "tool.finished", "call_id": "c1", "name": "get_current_time", "status": "error"}
+    ]
     await gateway.close()

@@ -126,3 +126,14 @@ def test_a_redis_failure_goes_to_the_thread(queue, alice_agent, alice_session):
     with mock.patch("tools.services.rate_limit_consume_and_push", broken):
         assert on_loop(alice_agent, alice_session, "get_current_time", UTC) is None
     broken.assert_awaited_once()
+
+
+def test_a_repeated_call_is_neither_counted_nor_published_again(queue, alice_agent, alice_session):
+    allow(alice_agent, "get_current_time", rate_limit="1/min")
+    first = on_loop(alice_agent, alice_session, "get_current_time", UTC)
+    repeat = on_loop(alice_agent, alice_session, "get_current_time", UTC)
+    assert first.accepted
+    assert repeat.accepted  # not over 1/min: the same call
+    assert (repeat.record, repeat.pending) == (None, None)  # waits for the first one's row
+    assert [m["headers"]["id"] for m in queue()] == [first.pending.task_id]
+    assert not ToolCallRecord.unscoped.exists()

@@ -11,6 +11,7 @@ from unittest import mock
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.core.exceptions import SuspiciousOperation
 from django.db import connections, transaction
 
 from tests.factories import AgentFactory
@@ -26,6 +27,7 @@ from tools.services import (
     tool_call_execute,
     tool_call_finish_early,
     tool_call_response,
+    tool_call_start,
     tool_declarations_for_agent,
     tool_sync_registry,
 )
@@ -288,10 +290,16 @@ def test_tool_call_admit_is_idempotent_per_session_and_call_id(
 ):
     allow(alice_agent, "get_current_time")
     first = admit(alice_session, alice_agent, "get_current_time", {"timezone": "UTC"})
+    waiting = admit(alice_session, alice_agent, "get_current_time", {"timezone": "UTC"})
+    # Not started yet: the repeat waits for the first admission's row, and queues nothing.
+    assert waiting.accepted
+    assert (waiting.record, waiting.pending) == (None, None)
+    assert waiting.timeout == first.timeout
     done = execute(first)
     again = admit(alice_session, alice_agent, "get_current_time", {"timezone": "UTC"})
     assert again.accepted
-    assert execute(again).pk == done.pk  # the repeat starts nothing: the first row answers
+    assert again.record.pk == done.pk  # once written, the first row answers
+    assert again.pending is None
     rejected = admit(alice_session, alice_agent, "nope", {}, call_id="c2")
     rejected_again = admit(alice_session, alice_agent, "nope", {}, call_id="c2")
     assert rejected_again.record.pk == rejected.record.pk
@@ -529,23 +537,75 @@ def test_tool_call_response_for_each_status(alice_agent, alice_session):
 
 
 @transactional
-def test_a_repeated_call_gives_back_its_rate_slot_and_a_redelivery_does_not(
+def test_a_repeated_call_is_counted_once_and_a_redelivery_too(
     alice_agent, alice_session, synced_tools
 ):
     allow(alice_agent, "get_current_time", rate_limit="3/min")
     utc = {"timezone": "UTC"}
     first = admit(alice_session, alice_agent, "get_current_time", utc)  # 1 of 3
-    done = execute(first)
-    assert execute(first).pk == done.pk  # the same task redelivered: still 1 of 3
-    repeat = admit(alice_session, alice_agent, "get_current_time", utc)  # 2 of 3 ...
+    repeat = admit(alice_session, alice_agent, "get_current_time", utc)  # the same call
     assert repeat.accepted
-    assert execute(repeat).pk == done.pk  # ... given back: the model asked for it once
+    assert repeat.pending is None  # nothing more to run
+    done = execute(first)
+    assert execute(first).pk == done.pk  # the same task redelivered: runs nothing
     assert ToolCallRecord.unscoped.count() == 1
     for call_id in ("c2", "c3"):
         assert admit(alice_session, alice_agent, "get_current_time", utc, call_id).accepted
     fourth = admit(alice_session, alice_agent, "get_current_time", utc, "c4")
     assert not fourth.accepted
     assert "rate limit" in fourth.reason
+
+
+@transactional
+def test_a_repeat_admitted_after_its_marker_expired_gives_its_slot_back(
+    alice_agent, alice_session, synced_tools
+):
+    from django.core.cache import cache
+
+    from tools.services import admitted_marker_key
+
+    allow(alice_agent, "get_current_time", rate_limit="2/min")
+    utc = {"timezone": "UTC"}
+    done = execute(admit(alice_session, alice_agent, "get_current_time", utc))  # 1 of 2
+    cache.delete(admitted_marker_key(str(alice_session.pk), "c1"))  # as after its TTL
+    late = admit(alice_session, alice_agent, "get_current_time", utc)  # 2 of 2 ...
+    assert late.pending is not None
+    assert execute(late).pk == done.pk  # ... its task finds the row: given back
+    assert admit(alice_session, alice_agent, "get_current_time", utc, "c2").accepted
+    assert not admit(alice_session, alice_agent, "get_current_time", utc, "c3").accepted
+
+
+def test_a_repeat_over_the_rate_limit_does_not_refuse_the_first_call(alice_agent, alice_session):
+    allow(alice_agent, "get_current_time", rate_limit="1/min")
+    first = admit(alice_session, alice_agent, "get_current_time", {"timezone": "UTC"})
+    repeat = admit(alice_session, alice_agent, "get_current_time", {"timezone": "UTC"})
+    assert first.accepted
+    assert repeat.accepted  # not "rate limit exceeded": it is the same call
+    assert not ToolCallRecord.unscoped.exists()  # and no refusal was written for it
+
+
+def test_a_broker_failure_never_fails_a_started_call(alice_agent, alice_session):
+    allow(alice_agent, "get_current_time")
+    admission = admit(alice_session, alice_agent, "get_current_time", {"timezone": "UTC"})
+    with tenant_scope(alice_agent.tenant_id):
+        tool_call_start(admission.pending)
+    assert not finish_early(admission, "failed", error="could not queue the call")
+    assert ToolCallRecord.unscoped.get().status == "running"
+
+
+@transactional
+def test_a_forged_or_altered_task_message_is_not_run(alice_agent, alice_session, synced_tools):
+    allow(alice_agent, "send_email")
+    pending = admit(alice_session, alice_agent, "send_email", EMAIL).pending
+    message = pending.as_message()
+    for change in ({"call_id": "c-replayed"}, {"tenant_id": 999}, {"signature": "0" * 64}):
+        with pytest.raises(SuspiciousOperation):
+            PendingCall.from_message({**message, **change})
+    unsigned = {k: v for k, v in message.items() if k != "signature"}
+    with pytest.raises(SuspiciousOperation):
+        PendingCall.from_message(unsigned)
+    assert PendingCall.from_message(message) == pending
+    assert not OutboxEmail.unscoped.exists()
 
 
 def test_a_rejected_repeat_keeps_the_first_row(alice_agent, alice_session):
