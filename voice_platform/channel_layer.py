@@ -48,16 +48,21 @@ class PipelinedRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
     async def send(self, channel: str, message: dict[str, Any]) -> None:
         channel_key, index, payload = self._prepare_send(channel, message)
         connection = self.connection(index)
-        now = time.time()
-        pipe = connection.pipeline(transaction=False)
-        pipe.zremrangebyscore(channel_key, min=0, max=int(now) - int(self.expiry))
-        pipe.zcount(channel_key, "-inf", "+inf")
-        pipe.zadd(channel_key, {payload: now})
-        pipe.expire(channel_key, int(self.expiry))
+        pipe = self._add_commands(connection.pipeline(transaction=False), channel_key, payload)
         _, count_before, _, _ = await pipe.execute()
         if count_before >= self.get_capacity(channel):
             await connection.zrem(channel_key, payload)
             raise ChannelFull()
+
+    def _add_commands(self, pipe: Any, channel_key: str, payload: bytes) -> Any:
+        """channels-redis's four send commands (expire old, count, add, set the expiry), on
+        a pipeline of either kind."""
+        now = time.time()
+        pipe.zremrangebyscore(channel_key, min=0, max=int(now) - int(self.expiry))
+        pipe.zcount(channel_key, "-inf", "+inf")
+        pipe.zadd(channel_key, {payload: now})
+        pipe.expire(channel_key, int(self.expiry))
+        return pipe
 
     def can_send_blocking(self) -> bool:
         """Whether ``send_blocking`` can be used (every host given by address or host/port;
@@ -71,12 +76,7 @@ class PipelinedRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
         the tool call's critical path."""
         channel_key, index, payload = self._prepare_send(channel, message)
         client = self._sync_client(index)
-        now = time.time()
-        pipe = client.pipeline(transaction=False)
-        pipe.zremrangebyscore(channel_key, min=0, max=int(now) - int(self.expiry))
-        pipe.zcount(channel_key, "-inf", "+inf")
-        pipe.zadd(channel_key, {payload: now})
-        pipe.expire(channel_key, int(self.expiry))
+        pipe = self._add_commands(client.pipeline(transaction=False), channel_key, payload)
         _, count_before, _, _ = pipe.execute()
         if count_before >= self.get_capacity(channel):
             client.zrem(channel_key, payload)

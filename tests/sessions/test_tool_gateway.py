@@ -27,6 +27,22 @@ def setup(agent: Any) -> tuple[Any, Any]:
         return make_session(agent), tool_allowlist_for_agent(agent=agent)
 
 
+class Recorder:
+    """What the gateway sends the model and emits to the client."""
+
+    def __init__(self) -> None:
+        self.sent: list[types.FunctionResponse] = []
+        self.events: list[dict[str, Any]] = []
+        self.done = asyncio.Event()
+
+    async def send(self, responses: list[types.FunctionResponse]) -> None:
+        self.sent.extend(responses)
+        self.done.set()
+
+    async def emit(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+
 async def stand_aside(**kwargs: Any) -> None:
     return None  # no admission on the loop: the thread's (patched) path, and no broker
 
@@ -49,25 +65,17 @@ async def test_a_wake_up_that_beats_its_waiting_call_is_kept_for_it(alice_agent,
 
     monkeypatch.setattr(services, "tool_call_admit", admit_then_finish_at_once)
     monkeypatch.setattr(services, "tool_call_admit_on_loop", stand_aside)
-    sent: list[types.FunctionResponse] = []
-    done = asyncio.Event()
-
-    async def send(responses: list[types.FunctionResponse]) -> None:
-        sent.extend(responses)
-        done.set()
-
-    async def emit(event: dict[str, Any]) -> None:
-        return None
+    out = Recorder()
 
     started = time.monotonic()
     with tenant_scope(alice_agent.tenant_id):
         call = types.FunctionCall(id="c1", name="get_current_time", args={"timezone": "UTC"})
-        await gateway.on_tool_call([call], send, emit)
-        await asyncio.wait_for(done.wait(), 5)
+        await gateway.on_tool_call([call], out.send, out.emit)
+        await asyncio.wait_for(out.done.wait(), 5)
     # Answered from the early wake-up, not from the database after the 1 s poll (there
     # is no record there: nothing ran the call).
     assert time.monotonic() - started < 0.5
-    assert sent[0].response == {"answer": 42}
+    assert out.sent[0].response == {"answer": 42}
     await gateway.close()
 
 
@@ -85,23 +93,15 @@ async def test_a_wake_up_for_a_call_not_yet_seen_is_kept_for_it(alice_agent, mon
          "response": {"answer": 7}}
     )  # fmt: skip
     gateway.on_result({"type": "tool.result", "record_id": 2, "call_id": "c8"})  # no outcome
-    sent: list[types.FunctionResponse] = []
-    done = asyncio.Event()
-
-    async def send(responses: list[types.FunctionResponse]) -> None:
-        sent.extend(responses)
-        done.set()
-
-    async def emit(event: dict[str, Any]) -> None:
-        return None
+    out = Recorder()
 
     started = time.monotonic()
     with tenant_scope(alice_agent.tenant_id):
         call = types.FunctionCall(id="c9", name="get_current_time", args={"timezone": "UTC"})
-        await gateway.on_tool_call([call], send, emit)
-        await asyncio.wait_for(done.wait(), 5)
+        await gateway.on_tool_call([call], out.send, out.emit)
+        await asyncio.wait_for(out.done.wait(), 5)
     assert time.monotonic() - started < 0.5
-    assert sent[0].response == {"answer": 7}
+    assert out.sent[0].response == {"answer": 7}
     assert "c8" not in gateway._early  # a bare wake-up carries nothing worth keeping
     await gateway.close()
 
@@ -123,25 +123,20 @@ async def test_a_call_withdrawn_while_being_admitted_is_cancelled_not_answered(
 
     monkeypatch.setattr(services, "tool_call_admit", slow_admit)
     monkeypatch.setattr(services, "tool_call_admit_on_loop", stand_aside)
-    sent: list[types.FunctionResponse] = []
-    events: list[dict[str, Any]] = []
-
-    async def send(responses: list[types.FunctionResponse]) -> None:
-        sent.extend(responses)
-
-    async def emit(event: dict[str, Any]) -> None:
-        events.append(event)
+    out = Recorder()
 
     with tenant_scope(alice_agent.tenant_id):
         call = types.FunctionCall(id="c1", name="get_current_time", args={"timezone": "UTC"})
-        await gateway.on_tool_call([call], send, emit)
+        await gateway.on_tool_call([call], out.send, out.emit)
         task = gateway._calls["c1"]
         assert await asyncio.get_running_loop().run_in_executor(None, admitting.wait, 5)
-        await gateway.on_cancellation(["c1"], emit)  # the model withdraws it meanwhile
+        await gateway.on_cancellation(["c1"], out.emit)  # the model withdraws it meanwhile
         release.set()
         await asyncio.wait_for(task, 5)
-    assert sent == []  # the model expects no answer
-    assert events == [{"type": "tool.finished", "call_id": "c1", "name": "", "status": "cancelled"}]
+    assert out.sent == []  # the model expects no answer
+    assert out.events == [
+        {"type": "tool.finished", "call_id": "c1", "name": "", "status": "cancelled"}
+    ]
     record = await database_sync_to_async(ToolCallRecord.unscoped.get)()
     assert (record.call_id, record.status) == ("c1", "cancelled")
     await gateway.close()
@@ -156,21 +151,14 @@ async def test_a_call_that_cannot_be_admitted_is_answered_with_an_error(alice_ag
 
     monkeypatch.setattr(services, "tool_call_admit", redis_down)
     monkeypatch.setattr(services, "tool_call_admit_on_loop", stand_aside)
-    sent: list[types.FunctionResponse] = []
-    events: list[dict[str, Any]] = []
-
-    async def send(responses: list[types.FunctionResponse]) -> None:
-        sent.extend(responses)
-
-    async def emit(event: dict[str, Any]) -> None:
-        events.append(event)
+    out = Recorder()
 
     with tenant_scope(alice_agent.tenant_id):
         call = types.FunctionCall(id="c1", name="get_current_time", args={"timezone": "UTC"})
-        await gateway.on_tool_call([call], send, emit)
+        await gateway.on_tool_call([call], out.send, out.emit)
         await asyncio.wait_for(gateway._calls["c1"], 5)
-    assert [(r.id, r.response) for r in sent] == [("c1", {"error": ADMISSION_FAILED})]
-    assert events == [
+    assert [(r.id, r.response) for r in out.sent] == [("c1", {"error": ADMISSION_FAILED})]
+    assert out.events == [
         {"type": "tool.finished", "call_id": "c1", "name": "get_current_time", "status": "error"}
     ]
     await gateway.close()
