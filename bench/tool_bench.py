@@ -5,10 +5,12 @@
 
 Paths, measured in one run against the same PostgreSQL database (``voice_platform_bench``)
 and Redis:
-- celery: the production path: admit (audit row, validation, rate limit) -> Celery task on
-  the Redis broker -> one worker (solo pool, pinned to core 1) runs it and writes the result
-  -> channel-layer wake-up -> the gateway reads the result -> response;
-- in-process: the embedded default (no broker): the same, with a worker thread instead;
+- celery: the production path: admit on the event loop (validation, then one Redis round
+  trip for the allowlist version, the rate limit and the task) -> one worker (solo pool,
+  pinned to core 1) writes the audit row as it starts the call, runs it, writes the result
+  -> channel-layer wake-up with a copy of the outcome -> response;
+- in-process: the embedded default (no broker): admission in a thread, then the same start,
+  run and result in a worker thread;
 - bare celery: the floor under the celery path on this machine: a task that only answers
   over the channel layer (same broker, same worker, no database, no validation);
 - direct: the tool function called in this process (the limit).
