@@ -1008,11 +1008,8 @@ def _finish(
     return fields if changed else None
 
 
-_FIELDS_BY_NAME = {f.name: f for f in ToolCallRecord._meta.concrete_fields}
-
-
 def _field_prep(name: str, value: Any, connection: Any) -> Any:
-    return _FIELDS_BY_NAME[name].get_db_prep_save(value, connection)
+    return _FIELD_BY_COLUMN[name].get_db_prep_save(value, connection)  # name == column here
 
 
 def _apply(record: ToolCallRecord, written: dict[str, Any] | None) -> None:
