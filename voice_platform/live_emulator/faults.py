@@ -24,6 +24,12 @@ class Faults:
     close_reason: str = "Internal error encountered."
     # Abort the TCP connection without a close frame (the client sees 1006).
     drop_after: int | None = None
+    # Seconds after the first `toolCall` sent on the connection at which to abort it like
+    # `drop_after`; 0 = right after sending it, before any `toolResponse` is read.
+    drop_after_tool_call: float | None = None
+    # Seconds after the first `toolResponse` received at which to abort it likewise; 0 = at
+    # once: the response is not acted on and nothing more is sent (no reply, no turnComplete).
+    drop_after_tool_response: float | None = None
     # Seconds to wait before `setupComplete`; `inf` never sends it.
     stall_setup: float = 0.0
     # Stop reading and writing without closing (pings go unanswered too).

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -14,6 +15,7 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from voice_platform.live_emulator import audio, echo, model, protocol
 from voice_platform.live_emulator.config import EmulatorConfig
@@ -27,6 +29,8 @@ TurnJob = Callable[[], Awaitable[None]]
 logger = logging.getLogger(__name__)
 _call_ids = itertools.count(1)
 _TEXT_PART_INTERVAL = 0.05  # seconds between streamed text parts at pace 1
+# Name of the tasks that run a delayed `drop_after_tool_call` / `_response`.
+DROP_TIMER_TASK = "live-emulator-drop-timer"
 
 
 @dataclass
@@ -94,6 +98,12 @@ class LiveSession:
         self.background: dict[str, str] = {}
         self.received = 0
         self.dark = False
+        # Fault injection: the connection was aborted (nothing more is sent), the pending
+        # `drop_after_tool_*` timers, and which of those faults were armed already.
+        self.dropped = False
+        self.drop_timers: set[asyncio.Task[None]] = set()
+        self.armed: set[str] = set()
+        self.ended = False
         self.echo_frames = config.echo_frames
         # Receipt time of the message being handled (only kept in echo mode).
         self.received_ns = 0
@@ -113,6 +123,8 @@ class LiveSession:
         except ConnectionClosed:
             pass
         finally:
+            self.ended = True
+            self._cancel_drop_timers()
             for task in [*tasks, self.current]:
                 if task is not None:
                     task.cancel()
@@ -131,6 +143,10 @@ class LiveSession:
             self.record.add_message(message)
             if await self._fault_due(self.received):
                 return
+            if "toolResponse" in message and self._tool_fault(
+                "toolResponse", self.faults.drop_after_tool_response
+            ):
+                return  # dropped before acting on it
             try:
                 known = await self._dispatch(message)
             except protocol.ProtocolError:
@@ -140,6 +156,7 @@ class LiveSession:
                 return
 
     async def close(self, code: int, reason: str) -> None:
+        self._cancel_drop_timers()
         self.record.close(code, reason)
         await self.ws.close(code, protocol.truncate_reason(reason))
 
@@ -147,7 +164,12 @@ class LiveSession:
         if self.dark:
             # A black hole never answers again; park the caller until it is cancelled.
             await asyncio.Event().wait()
-        self.record.add_sent(message)
+        if self.dropped:
+            # Nothing goes out after a drop: fail as a send on the closed connection does
+            # (websockets raises ConnectionClosed once the abort is processed).
+            await self.ws.wait_closed()
+        else:
+            self.record.add_sent(message)
         await self.ws.send(protocol.encode(message), text=False)
 
     # --- faults and timers ---------------------------------------------------------------
@@ -159,8 +181,7 @@ class LiveSession:
             await self.close(faults.close_code, faults.close_reason)
             return True
         if faults.drop_after == count:
-            self.record.close(1006, "dropped by fault injection")
-            self.ws.transport.abort()
+            self._drop("dropped by fault injection")
             return True
         if faults.black_hole_after == count:
             await self._go_dark()
@@ -170,6 +191,7 @@ class LiveSession:
     async def _go_dark(self) -> None:
         """Stop reading (so pings go unanswered too) and writing, but keep the socket open."""
         self.dark = True
+        self._cancel_drop_timers()
         self.record.close(None, "black hole")
         if self.current is not None:
             self.current.cancel()
@@ -178,6 +200,39 @@ class LiveSession:
             keepalive.cancel()
         self.ws.transport.pause_reading()
         await self.ws.wait_closed()
+
+    def _drop(self, reason: str) -> None:
+        """Abort the TCP connection without a close frame (the client sees 1006)."""
+        if self.dropped or self.dark or self.ended or self.ws.state is not State.OPEN:
+            return  # already ended, or ending, for another reason
+        self.dropped = True
+        self.record.close(1006, reason)
+        self.ws.transport.abort()
+
+    def _tool_fault(self, kind: str, delay: float | None) -> bool:
+        """Arm `drop_after_tool_call` / `_response` on the first `kind` ("toolCall" sent,
+        "toolResponse" received) of the connection. True if it dropped the connection now."""
+        if delay is None or kind in self.armed:
+            return False
+        self.armed.add(kind)
+        reason = f"dropped by fault injection after {kind}"
+        if delay <= 0:
+            self._drop(reason)
+            return True
+        if not self.ended and not math.isinf(delay):
+            timer = asyncio.create_task(self._drop_later(delay, reason), name=DROP_TIMER_TASK)
+            self.drop_timers.add(timer)
+            timer.add_done_callback(self.drop_timers.discard)
+        return False
+
+    async def _drop_later(self, delay: float, reason: str) -> None:
+        await asyncio.sleep(delay)
+        self._drop(reason)
+
+    def _cancel_drop_timers(self) -> None:
+        """The connection ends (or goes dark) another way: pending drops must not fire."""
+        for timer in list(self.drop_timers):
+            timer.cancel()
 
     async def _lifetime_timer(self) -> None:
         lifetime = self.faults.lifetime or self.config.connection_lifetime
@@ -415,6 +470,9 @@ class LiveSession:
             {i: c.name for i, c in zip(ids, calls, strict=True) if c.non_blocking}
         )
         await self.send(protocol.tool_call(wire))
+        # With drop_after_tool_call=0 the connection is gone now: the next send fails and
+        # ends this turn (no resumption update, no reply).
+        self._tool_fault("toolCall", self.faults.drop_after_tool_call)
         if self.resumable:
             await self.send(protocol.resumption_update(None))
         if self.waiting:
