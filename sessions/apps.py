@@ -7,3 +7,6 @@ class VoiceSessionsConfig(AppConfig):
     label = "voice_sessions"
     verbose_name = "Voice sessions"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from sessions import checks  # noqa: F401 (registers the system checks)

@@ -11,20 +11,17 @@ the one message kind that is both frequent and trivial, so for them only:
   audio goes to a callback as PCM bytes, every other message continues to the SDK's own
   parser unchanged, in order.
 
-Both touch one private attribute of the SDK's ``AsyncSession`` (``_ws``); the SDK version is
-pinned, a test compares both paths with the SDK's own on every run, and a session without
-the attribute falls back to the SDK's methods (``tap_session`` says whether it took).
+This module knows nothing of the SDK: ``sdk_adapter`` is the one place that puts the tap on
+an ``AsyncSession``'s socket and writes to it, checks at start-up that the installed SDK
+still works that way, and otherwise falls back to the SDK's own methods.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 AUDIO_IN_MIME = "audio/pcm;rate=16000"
 _URLSAFE = str.maketrans("-_", "+/")
@@ -78,37 +75,33 @@ class AudioTap:
     """The SDK session's WebSocket, with model audio taken out on the way in."""
 
     def __init__(self, ws: Any, on_audio: OnAudio) -> None:
-        self._ws = ws
+        self._inner = ws
         self._on_audio = on_audio
 
     async def recv(self, decode: bool | None = None) -> Any:
         while True:
-            raw = await self._ws.recv(decode=decode)
+            raw = await self._inner.recv(decode=decode)
             pcm = model_audio_of(raw)
             if pcm is None:
                 return raw
             await self._on_audio(pcm)
 
     def __getattr__(self, name: str) -> Any:  # send, ping, close, transport, ...
-        return getattr(self._ws, name)
+        return getattr(self._inner, name)
+
+
+# The names before sdk_adapter, kept for tests/sessions/relay/test_audio_path.py.
 
 
 def tap_session(session: Any, on_audio: OnAudio) -> bool:
-    """Install the tap on an SDK session; False (SDK methods only) if its socket moved."""
-    ws = getattr(session, "_ws", None)
-    if ws is None or not hasattr(ws, "recv") or not hasattr(ws, "send"):
-        log.warning("google-genai session has no _ws socket: audio goes through the SDK")
-        return False
-    if not isinstance(ws, AudioTap):
-        session._ws = AudioTap(ws, on_audio)
-    return True
+    """``sdk_adapter.tap_model_audio``."""
+    from sessions.relay import sdk_adapter  # it imports this module
+
+    return sdk_adapter.tap_model_audio(session, on_audio)
 
 
-async def send_audio(session: Any, pcm: bytes, *, tapped: bool) -> None:
-    """One audio frame up: straight onto the socket when tapped, else the SDK's method."""
-    if tapped:
-        await session._ws.send(realtime_audio_json(pcm))
-        return
-    from google.genai import types
+async def send_audio(session: Any, pcm: bytes, *, tapped: bool = False) -> None:
+    """``sdk_adapter.send_audio_frame``, which knows by itself whether the session is tapped."""
+    from sessions.relay import sdk_adapter
 
-    await session.send_realtime_input(audio=types.Blob(data=pcm, mime_type=AUDIO_IN_MIME))
+    await sdk_adapter.send_audio_frame(session, pcm)

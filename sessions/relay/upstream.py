@@ -23,7 +23,7 @@ from google.genai import errors, types
 from google.genai.live import AsyncSession
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from sessions.relay.audio_path import tap_session
+from sessions.relay import sdk_adapter
 from sessions.relay.backoff import Backoff
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,8 @@ class LiveUpstream:
                     await task
         except TimeoutError:
             # A black-holed socket would hold its close handshake for websockets' 10 s.
-            self._abort()
+            if self.session is not None:
+                await sdk_adapter.abort(self.session)
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
@@ -151,14 +152,16 @@ class LiveUpstream:
                         session = await stack.enter_async_context(self._connect(self.latest_handle))
                     self.connections += 1
                     self._reset_connection_state()
-                    tap_session(session, functools.partial(self._on_audio, progress))
+                    sdk_adapter.tap_model_audio(
+                        session, functools.partial(self._on_audio, progress)
+                    )
                     self.session = session
                     self.ready.set()
                     await self._listener.on_upstream_state(UpstreamState.READY, reason)
                     reason = await self._pump(session, progress)
                     self.ready.clear()
                     if reason == "upstream_unresponsive":
-                        _abort(session)
+                        await sdk_adapter.abort(session)
                     self.session = None
             except errors.APIError as exc:
                 if exc.code in FATAL_CLOSE_CODES:
@@ -266,32 +269,23 @@ class LiveUpstream:
 
     async def _watch(self, session: AsyncSession) -> bool:
         """True when the socket stopped answering pings (a black hole)."""
-        ws = session._ws
+        ping = sdk_adapter.pinger(session)
+        if ping is None:  # SDK methods only: websockets' keepalive (~40 s) is what is left
+            await asyncio.Event().wait()  # never set: _pump cancels this task
+            return False
         while True:
             await asyncio.sleep(self.settings.ping_interval)
             try:
-                # ping() itself waits for the write buffer to drain: time it out too.
+                # The ping itself waits for the write buffer to drain: time it out too.
                 async with asyncio.timeout(self.settings.ping_timeout):
-                    pong = await ws.ping()
-                    await pong
+                    await ping()
             except TimeoutError:
                 return True
             except ConnectionClosed:
                 return False  # the receive loop reports the close itself
             await asyncio.sleep(0)
 
-    def _abort(self) -> None:
-        if self.session is not None:
-            _abort(self.session)
-
 
 @dataclass
 class _Progress:
     any: bool = False
-
-
-def _abort(session: AsyncSession) -> None:
-    """Drop the TCP connection at once (no close handshake to wait for)."""
-    transport = getattr(session._ws, "transport", None)
-    if transport is not None:
-        transport.abort()
