@@ -26,7 +26,7 @@ from sessions import client_events
 from sessions.close_codes import CloseCode
 from sessions.models import VoiceSession
 from sessions.reaper import held_sessions
-from sessions.relay.audio_path import AudioTap, send_audio
+from sessions.relay import sdk_adapter
 from sessions.relay.upstream import (
     ConnectFactory,
     LiveUpstream,
@@ -42,6 +42,7 @@ from sessions.services import (
     voice_session_flush,
     voice_session_promote_resume_token,
     voice_session_save_handle,
+    voice_session_save_replay,
     voice_session_set_status,
 )
 from sessions.tool_gateway import NoTools, ToolGateway
@@ -76,9 +77,7 @@ class _Utterance:
 
 async def _send_item(session: AsyncSession, item: UplinkItem) -> None:
     if item.kind is ItemKind.AUDIO:
-        await send_audio(
-            session, item.payload, tapped=isinstance(getattr(session, "_ws", None), AudioTap)
-        )
+        await sdk_adapter.send_audio_frame(session, item.payload)
     elif item.kind is ItemKind.TEXT:
         text, turn_complete = item.payload
         await session.send_client_content(
@@ -94,8 +93,7 @@ async def _send_item(session: AsyncSession, item: UplinkItem) -> None:
 
 
 def _socket_backed_up(session: AsyncSession) -> bool:
-    transport = getattr(getattr(session, "_ws", None), "transport", None)
-    return transport is None or bool(transport.get_write_buffer_size())
+    return sdk_adapter.socket_backed_up(session)
 
 
 class LiveBridge:
@@ -120,7 +118,19 @@ class LiveBridge:
         self.counters = dict.fromkeys(COUNTER_FIELDS, 0)
         self.progress = SessionProgress(counters=self.counters)
         self._dropped_flushed = 0
-        self.uplink = Uplink(max_pending_audio=int(self.config.pending_audio_seconds * 32_000))
+        self.uplink = Uplink(
+            max_pending_audio=int(self.config.pending_audio_seconds * 32_000),
+            acked_turns=grant.session.acked_turns,
+        )
+        session = grant.session
+        if session.replay_text and session.replay_turn is not None:
+            # A turn whose tool calls started on a connection that is gone (another process,
+            # or a client that dropped): asked again first, at the position it had, so the
+            # model asks for the calls again and gets their stored outcomes.
+            self.uplink.put(
+                UplinkItem(ItemKind.TEXT, (session.replay_text, True), session.replay_turn)
+            )
+        self._replay_saved_at: int | None = session.replay_turn
         self._uplink_sending = False  # a send to the upstream is in progress (either path)
         self.upstream = LiveUpstream(
             connect=connect,
@@ -133,7 +143,7 @@ class LiveBridge:
         self._closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._db_jobs: asyncio.Queue[Callable[[], Any] | None] = asyncio.Queue()
-        self._handle_to_save: str | None = None
+        self._handle_to_save: tuple[str, int] | None = None
         # When the user's turn ended (a text turn, audio_end/activity_end, or the input
         # transcription the server sends at its end of turn); one latency sample per turn.
         self._user_turn_ended_at: float | None = None
@@ -251,6 +261,9 @@ class LiveBridge:
         self._dropped_flushed = dropped
         snapshot = SessionProgress(
             counters=self.counters,
+            # Without handles the position is saved with the counters (with them, with the
+            # handle it belongs to).
+            acked_turns=None if self.agent.session_resumption else self.uplink.acked_turns,
             first_response_ms=self.progress.first_response_ms,
             transcript=self.progress.transcript,
         )
@@ -358,6 +371,7 @@ class LiveBridge:
             )
         else:
             self.uplink.replay_unacknowledged()
+            self.tools.on_reconnect()
             if self._in_outage:
                 self._in_outage = False
                 self.counters["reconnects"] += 1
@@ -390,8 +404,10 @@ class LiveBridge:
             calls = message.tool_call.function_calls
             self.counters["tool_calls"] += len(calls)
             connection = self.upstream.connections
+            turn = self.uplink.turn_position
+            await self._keep_for_replay(turn)
             await self.tools.on_tool_call(
-                calls, lambda r: self._send_tool_responses(r, connection), self.emit
+                calls, lambda r: self._send_tool_responses(r, connection), self.emit, turn
             )
         if message.tool_call_cancellation is not None:
             await self.tools.on_cancellation(message.tool_call_cancellation.ids or [], self.emit)
@@ -402,7 +418,7 @@ class LiveBridge:
         update = message.session_resumption_update
         if update is not None and update.resumable and update.new_handle:
             self.uplink.handle_saved()
-            self._handle_to_save = update.new_handle
+            self._handle_to_save = (update.new_handle, self.uplink.acked_turns)
             self._db(self._save_handle)
 
     async def _on_content(self, content: types.LiveServerContent) -> None:
@@ -556,12 +572,37 @@ class LiveBridge:
         return job
 
     def _save_handle(self) -> bool | None:
-        handle, self._handle_to_save = self._handle_to_save, None
-        if not handle:
+        saved, self._handle_to_save = self._handle_to_save, None
+        if saved is None:
             return None
+        handle, acked_turns = saved
         return voice_session_save_handle(
-            session_id=self.session_id, channel_name=self.channel_name, handle=handle
-        )
+            session_id=self.session_id, channel_name=self.channel_name, handle=handle,
+            acked_turns=acked_turns,
+        )  # fmt: skip
+
+    async def _keep_for_replay(self, turn: int) -> None:
+        """Before the first tool call of a turn starts: keep the turn's words in the session,
+        so a resume on another process can ask the model again (``ServiceToolGateway``
+        answers the calls it then asks for from their stored outcomes). Once per turn, and
+        before admission: a call must never run without its turn being replayable."""
+        if self._replay_saved_at == turn or not self.tools.function_declarations():
+            return
+        texts = [item.payload[0] for item in self.uplink.unacknowledged
+                 if item.kind is ItemKind.TEXT]  # fmt: skip
+        speech = self._utterances.get(("user", "speech"))
+        if speech is not None:  # an audio turn: what the server heard
+            texts.append("".join(speech.parts))
+        text = "\n".join(t.strip() for t in texts if t.strip())
+        if not text:
+            return
+        self._replay_saved_at = turn
+        try:
+            await database_sync_to_async(voice_session_save_replay)(
+                session_id=self.session_id, channel_name=self.channel_name, text=text, turn=turn
+            )
+        except Exception:  # the call still runs once; only a resume elsewhere cannot replay it
+            log.exception("session %s: could not keep turn %s for replay", self.session_id, turn)
 
     def _flush_job(self, snapshot: SessionProgress) -> Callable[[], None]:
         def job() -> None:

@@ -22,6 +22,7 @@ from sessions.ratelimit import TokenBucket
 from sessions.reaper import ensure_reaper
 from sessions.services import SessionRefused, voice_session_open, voice_session_resume
 from sessions.uplink import ItemKind
+from tools.calls import tool_results_group
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ _CONTROL = {
 
 class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ships no types
     bridge: LiveBridge | None = None
+    results_group: str | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         inner = asyncio.ensure_future(super().__call__(scope, receive, send))
@@ -76,6 +78,12 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
             return
         if grant.superseded_channel:
             await notify_superseded(grant.superseded_channel)
+        # Tool outcomes reach whichever process holds the session now (``tool.result``).
+        self.results_group = tool_results_group(grant.session.pk)
+        try:
+            await self.channel_layer.group_add(self.results_group, self.channel_name)
+        except Exception:  # wake-ups are lost then; the calls' polls still find outcomes
+            log.warning("could not join %s", self.results_group, exc_info=True)
         tools = await database_sync_to_async(tool_gateway_for)(grant)
         # Control messages by count (the contract's 50/s); audio by bytes, so 20 ms frames
         # (50/s by themselves) and a ping now and then never add up to a violation.
@@ -139,6 +147,12 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
         bridge = self.bridge
         if bridge is not None and not bridge.closed.is_set():
             await bridge.detach()
+        if self.results_group is not None:
+            group, self.results_group = self.results_group, None
+            try:
+                await self.channel_layer.group_discard(group, self.channel_name)
+            except Exception:  # the channel layer is down: the membership expires by itself
+                log.warning("could not leave %s", group, exc_info=True)
 
     # --- channel-layer control messages ------------------------------------------------
 

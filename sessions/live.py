@@ -15,6 +15,7 @@ from sessions.relay.client import live_client
 from sessions.relay.upstream import ConnectFactory, UpstreamSettings
 from sessions.services import SessionGrant
 from sessions.tool_gateway import ServiceToolGateway, ToolGateway
+from tools.calls import tool_allowlist_for_agent
 from voice_platform.tenancy.services import tenant_gemini_key
 
 
@@ -30,8 +31,6 @@ def bridge_config() -> BridgeConfig:
 
 def tool_gateway_for(grant: SessionGrant) -> ToolGateway:
     """Every call goes through the tools services, so even a refused one is audited."""
-    from tools.services import tool_allowlist_for_agent
-
     return ServiceToolGateway(
         session=grant.session,
         allowlist=tool_allowlist_for_agent(agent=grant.agent),

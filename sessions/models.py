@@ -76,6 +76,14 @@ class VoiceSession(TenantOwnedModel):  # type: ignore[django-manager-missing]
     connection_channel = models.CharField(max_length=200, blank=True, default="")
     resumption_handle = models.TextField(blank=True, default="")
     resumption_handle_at = models.DateTimeField(null=True, blank=True)
+    # The conversation position the resumption handle is at (model turns it covers): tool
+    # calls are keyed by position, so a resume on another process must count alike.
+    acked_turns = models.PositiveIntegerField(default=0)
+    # The user's words of a turn whose tool calls started but that no handle covers yet, and
+    # its position: a resume on another process asks the model this turn again, so the
+    # calls come again and are answered from their stored outcomes.
+    replay_text = models.TextField(blank=True, default="")
+    replay_turn = models.PositiveIntegerField(null=True, blank=True)
     resume_token_hash = models.CharField(max_length=64, blank=True, default="", db_index=True)
     # A resume rotates the token, but the old one stays valid until the new one has reached
     # the client in session.started (a client that drops before that can still come back).

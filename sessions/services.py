@@ -52,6 +52,8 @@ class SessionProgress:
     """What the bridge accumulated in memory since the last flush."""
 
     counters: dict[str, int] = field(default_factory=dict)
+    # The conversation position, for sessions without resumption handles (absolute).
+    acked_turns: int | None = None
     first_response_ms: list[float] = field(default_factory=list)
     transcript: list[tuple[str, str, str, datetime]] = field(default_factory=list)
 
@@ -212,12 +214,28 @@ def voice_session_set_status(
     )
 
 
-def voice_session_save_handle(*, session_id: uuid.UUID, channel_name: str, handle: str) -> bool:
-    """Persist the newest resumable handle, so any process can resume the session."""
+def voice_session_save_handle(
+    *, session_id: uuid.UUID, channel_name: str, handle: str, acked_turns: int
+) -> bool:
+    """Persist the newest resumable handle and the position it is at, so any process can
+    resume the session; a turn kept for replay that the handle covers is dropped."""
+    owned = _owned(session_id, channel_name).filter(status__in=VoiceSession.LIVE_STATUSES)
+    saved = owned.update(
+        resumption_handle=handle, resumption_handle_at=timezone.now(), acked_turns=acked_turns
+    )
+    owned.filter(replay_turn__lt=acked_turns).update(replay_text="", replay_turn=None)
+    return bool(saved)
+
+
+def voice_session_save_replay(
+    *, session_id: uuid.UUID, channel_name: str, text: str, turn: int
+) -> bool:
+    """Keep the user's words of the turn at position ``turn`` (its tool calls are about to
+    start) until a handle covers it: a resume elsewhere asks the model that turn again."""
     return bool(
         _owned(session_id, channel_name)
         .filter(status__in=VoiceSession.LIVE_STATUSES)
-        .update(resumption_handle=handle, resumption_handle_at=timezone.now())
+        .update(replay_text=text, replay_turn=turn)
     )
 
 
@@ -241,6 +259,8 @@ def voice_session_flush(*, session_id: uuid.UUID, progress: SessionProgress) -> 
         if session is None:
             return
         deltas: dict[str, Any] = {name: F(name) + n for name, n in progress.counters.items() if n}
+        if progress.acked_turns is not None:
+            deltas["acked_turns"] = progress.acked_turns
         if progress.first_response_ms:
             samples = [*session.first_response_ms, *progress.first_response_ms]
             deltas["first_response_ms"] = samples[-FIRST_RESPONSE_SAMPLES:]

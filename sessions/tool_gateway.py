@@ -1,40 +1,63 @@
 """The seam between the bridge and tool execution.
 
-``ToolGateway`` decides what the model's function calls get. Until an agent has tools, the
-answer to every call is the contract's refusal: ``{"error": "<reason>"}`` to the model and
-``tool.finished`` with ``rejected`` to the client.
+``ToolGateway`` decides what the model's function calls get. Without an allowlist every
+call is refused (``NoTools``); otherwise ``ServiceToolGateway`` admits each call through the
+tools app (``tools.calls``), waits for its persisted outcome and answers the model.
+
+A call is known by its idempotency key (what the user asked: the session, the turn's
+position, the tool, its arguments), not by the model's call id. After a reconnect the
+model asks again with a new id; the re-ask joins the first call (in this process, its
+pending outcome; in another, its row) and is answered from its outcome: the tool runs once
+and the client sees one ``tool.started`` / ``tool.finished`` per request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
-import functools
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
 from google.genai import types
 
-if TYPE_CHECKING:
-    from tools.services import PendingCall, ToolAllowlist
+from tools.calls import (
+    FINISHED_STATUS,
+    Admission,
+    ToolAllowlist,
+    ToolCallRequest,
+    tool_call_admit,
+    tool_call_cancel_by_key,
+    tool_call_finish_early,
+    tool_call_outcome,
+    tool_call_outcome_by_key,
+    tool_call_run_inprocess,
+)
 
 log = logging.getLogger(__name__)
 
 SendResponses = Callable[[list[types.FunctionResponse]], Awaitable[None]]
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
 
+# A lost wake-up (or a result written while this process was away) is still found here.
+RESULT_POLL_SECONDS = 1.0
+ADMISSION_FAILED = "the tool call could not be admitted (the platform is unavailable)"
+EARLY_RESULTS_KEPT = 32
+SETTLED_KEPT = 64
+
 
 class ToolGateway(Protocol):
     def function_declarations(self) -> list[types.FunctionDeclaration]: ...
 
     async def on_tool_call(
-        self, calls: Sequence[types.FunctionCall], send: SendResponses, emit: Emit
+        self, calls: Sequence[types.FunctionCall], send: SendResponses, emit: Emit, turn: int
     ) -> None: ...
 
     async def on_cancellation(self, ids: Sequence[str], emit: Emit) -> None: ...
+
+    def on_reconnect(self) -> None: ...
 
     def on_result(self, message: dict[str, Any]) -> None: ...
 
@@ -48,7 +71,7 @@ class NoTools:
         return []
 
     async def on_tool_call(
-        self, calls: Sequence[types.FunctionCall], send: SendResponses, emit: Emit
+        self, calls: Sequence[types.FunctionCall], send: SendResponses, emit: Emit, turn: int
     ) -> None:
         responses = []
         for call in calls:
@@ -67,6 +90,9 @@ class NoTools:
     async def on_cancellation(self, ids: Sequence[str], emit: Emit) -> None:
         return None
 
+    def on_reconnect(self) -> None:
+        return None
+
     def on_result(self, message: dict[str, Any]) -> None:
         return None
 
@@ -74,269 +100,205 @@ class NoTools:
         return None
 
 
-# Audit status -> the client protocol's tool.finished status.
-FINISHED_STATUS = {
-    "succeeded": "ok",
-    "failed": "error",
-    "rejected": "rejected",
-    "timeout": "timeout",
-    "cancelled": "cancelled",
-}
-# A lost wake-up (or a result written while this process was away) is still found here.
-RESULT_POLL_SECONDS = 1.0
-ADMISSION_FAILED = "the tool call could not be admitted (the platform is unavailable)"
-EARLY_RESULTS_KEPT = 32
+class _Request:
+    """One request (idempotency key): its settling task and the asks that wait for it."""
 
+    __slots__ = ("call_id", "event", "name", "outcome", "settled", "task", "withdrawn")
 
-class _Waiter:
-    """One call waiting for its outcome: woken by ``tool.result`` or by its own poll."""
-
-    __slots__ = ("event", "outcome")
-
-    def __init__(self) -> None:
-        self.event = asyncio.Event()
-        self.outcome: dict[str, Any] | None = None
+    def __init__(self, call_id: str, name: str) -> None:
+        self.call_id = call_id  # the first ask's id: what the client's events carry
+        self.name = name
+        self.event = asyncio.Event()  # set by a wake-up
+        self.outcome: dict[str, Any] | None = None  # from a wake-up
+        self.task: asyncio.Task[dict[str, Any]] | None = None
+        self.settled: dict[str, Any] | None = None  # the final outcome
+        self.withdrawn: set[str] = set()  # call ids the model cancelled
 
 
 class ServiceToolGateway:
-    """Allowlisted tools: validate in a service, execute in Celery (or a worker thread when
-    no broker is configured), wait for the persisted result, answer the model.
+    """Allowlisted tools: admit in a service, execute in Celery (or a thread of this process
+    when no broker is configured), wait for the persisted outcome, answer the model."""
 
-    Calls are admitted against the session's in-memory allowlist, reloaded when the tenant's
-    allowlist version moves (``tools.allowlist_version``); the entry is read again when the
-    call runs. An accepted call is written by whoever starts it; the ``tool.result``
-    wake-up is sent only after the outcome is committed and carries a copy of it. Calls are
-    known here by their call id (unique in a session); a lost wake-up costs at most
-    ``RESULT_POLL_SECONDS``, then the database answers.
-    """
-
-    def __init__(
-        self,
-        *,
-        session: Any,
-        allowlist: ToolAllowlist,
-        execution: str,
-    ) -> None:
+    def __init__(self, *, session: Any, allowlist: ToolAllowlist, execution: str) -> None:
         self.session = session
         self.allowlist = allowlist
         self.execution = execution
-        self._session_ref = str(session.pk)
-        self._waiters: dict[str, _Waiter] = {}
-        self._early: dict[str, dict[str, Any]] = {}
-        self._calls: dict[str, asyncio.Task[None]] = {}
-        self._pending: dict[str, PendingCall | None] = {}
-        self._withdrawn: set[str] = set()  # cancelled by the model while being admitted
+        self._requests: dict[str, _Request] = {}  # by key; the newest SETTLED_KEPT settled
+        self._key_of: dict[str, str] = {}  # call id -> key
+        self._occurrences: Counter[tuple[int, str, str]] = Counter()
+        self._early: dict[str, dict[str, Any]] = {}  # wake-ups before their request
+        self._asks: set[asyncio.Task[None]] = set()
 
     def function_declarations(self) -> list[types.FunctionDeclaration]:
         return self.allowlist.declarations
 
     async def on_tool_call(
-        self, calls: Sequence[types.FunctionCall], send: SendResponses, emit: Emit
+        self, calls: Sequence[types.FunctionCall], send: SendResponses, emit: Emit, turn: int
     ) -> None:
-        for call in calls:  # in parallel: each call answers the model when it is done
-            call_id = call.id or ""
-            if call_id in self._calls:
-                continue  # a redelivered toolCall: the first one is already running
-            task = asyncio.create_task(self._handle(call, send, emit), name="bridge-tool")
-            self._calls[call_id] = task
-            task.add_done_callback(functools.partial(self._forget, call_id))
+        """Each call of a ``toolCall`` in parallel; each answers the model when it is done.
+        ``turn`` is the conversation position the calls answer (``sessions.uplink``)."""
+        for call in calls:
+            call_id, name, args = call.id or "", call.name or "", dict(call.args or {})
+            known = self._key_of.get(call_id)  # a redelivered toolCall: the same request
+            entry = self._requests.get(known) if known is not None else None
+            if entry is None:
+                request = self._request_for(call_id, name, args, turn)
+                self._key_of[call_id] = request.key
+                entry = self._requests.get(request.key)  # a re-ask joins its first ask
+                if entry is None:
+                    entry = self._start(request, emit)
+            ask = asyncio.create_task(self._answer(call_id, name, entry, send), name="bridge-tool")
+            self._asks.add(ask)
+            ask.add_done_callback(self._asks.discard)
 
-    def _forget(self, call_id: str, _task: asyncio.Task[None]) -> None:
-        self._calls.pop(call_id, None)
-        self._pending.pop(call_id, None)
-        self._withdrawn.discard(call_id)
-
-    async def _handle(self, call: types.FunctionCall, send: SendResponses, emit: Emit) -> None:
-        from tools.services import tool_call_admit, tool_call_admit_on_loop, tool_call_outcome
-
-        name, call_id = call.name or "", call.id or ""
-        # Before any await: a fast worker's wake-up must find the call waiting.
-        waiter = self._waiters[call_id] = _Waiter()
-        early = self._early.pop(call_id, None)
-        if early is not None:
-            waiter.outcome = early
-            waiter.event.set()
-        try:
-            request = {
-                "session": self.session,
-                "agent": self.allowlist.agent,
-                "call_id": call_id,
-                "name": name,
-                "args": call.args or {},
-                "allowlist": self.allowlist,
-            }
-            admission = (
-                await tool_call_admit_on_loop(**request) if self.execution == "celery" else None
-            )
-            if admission is None:  # anything but the common case: in a thread
-                try:
-                    admission = await database_sync_to_async(tool_call_admit)(
-                        **request, enqueue=self.execution == "celery"
-                    )
-                except Exception:  # Redis or the database down: answered, never silent
-                    log.exception("tool call %s could not be admitted", call_id)
-                    await send([types.FunctionResponse(
-                        id=call_id, name=name, response={"error": ADMISSION_FAILED}
-                    )])  # fmt: skip
-                    await emit({"type": "tool.finished", "call_id": call_id, "name": name,
-                                "status": "error"})  # fmt: skip
-                    return
-            if admission.allowlist is not None:
-                self.allowlist = admission.allowlist  # reloaded if an entry changed
-            record = admission.record
-            if record is not None and record.status in FINISHED_STATUS:
-                outcome = tool_call_outcome(record=record)  # refused, or finished before
-            elif call_id in self._withdrawn:  # the model withdrew it while it was admitted
-                await self._withdraw(call_id, admission.pending, emit)
-                return
-            else:
-                self._pending[call_id] = admission.pending
-                await emit({"type": "tool.started", "call_id": call_id, "name": name})
-                outcome = await self._run(call_id, admission.pending, admission.timeout, waiter)
-        finally:
-            self._waiters.pop(call_id, None)
-        status = FINISHED_STATUS.get(outcome["status"], "error")
-        if status == "cancelled":
-            return  # the model withdrew the call: it expects no answer
-        function_response = types.FunctionResponse(
-            id=call_id, name=name, response=outcome["response"]
+    def _start(self, request: ToolCallRequest, emit: Emit) -> _Request:
+        entry = self._requests[request.key] = _Request(request.call_id, request.name)
+        early = self._early.pop(request.key, None)
+        if early is not None:  # its outcome's wake-up came first (after a resume)
+            entry.outcome = early
+            entry.event.set()
+        entry.task = asyncio.create_task(
+            self._settle(request.key, request, entry, emit), name="bridge-tool-settle"
         )
-        if admission.behavior == "NON_BLOCKING" and admission.scheduling:
-            function_response.scheduling = types.FunctionResponseScheduling(admission.scheduling)
-        await send([function_response])
-        await emit({"type": "tool.finished", "call_id": call_id, "name": name, "status": status})
+        return entry
 
-    async def _run(
-        self, call_id: str, pending: PendingCall | None, limit_seconds: float, waiter: _Waiter
+    def _request_for(
+        self, call_id: str, name: str, args: dict[str, Any], turn: int
+    ) -> ToolCallRequest:
+        canonical = ToolCallRequest(
+            tenant_id=self.session.tenant_id, session_id=self.session.pk,
+            end_user_id=self.session.end_user_id, call_id=call_id, name=name, args=args,
+            turn=turn,
+        )  # fmt: skip
+        counted = (turn, name, canonical.key)
+        occurrence = self._occurrences[counted]
+        self._occurrences[counted] += 1
+        if occurrence == 0:
+            return canonical
+        return ToolCallRequest(
+            tenant_id=canonical.tenant_id, session_id=canonical.session_id,
+            end_user_id=canonical.end_user_id, call_id=call_id, name=name, args=args,
+            turn=turn, occurrence=occurrence,
+        )  # fmt: skip
+
+    def on_reconnect(self) -> None:
+        """The upstream reconnected and is asked the unacknowledged turns again: their calls
+        will come again, each the first of its kind once more."""
+        self._occurrences.clear()
+
+    async def _answer(self, call_id: str, name: str, entry: _Request, send: SendResponses) -> None:
+        """One ask (call id) of a request: its outcome to the model, unless withdrawn."""
+        assert entry.task is not None  # noqa: S101 (created with the request)
+        outcome = await asyncio.shield(entry.task)
+        if call_id in entry.withdrawn:
+            return  # the model withdrew this call: it expects no answer
+        response = types.FunctionResponse(id=call_id, name=name, response=outcome["response"])
+        scheduling = outcome.get("scheduling")
+        if outcome.get("behavior") == "NON_BLOCKING" and scheduling:
+            response.scheduling = types.FunctionResponseScheduling(scheduling)
+        await send([response])
+
+    async def _settle(
+        self, key: str, request: ToolCallRequest, entry: _Request, emit: Emit
     ) -> dict[str, Any]:
-        """Wait for the call's outcome; in-process, start it first. ``pending`` is None for
-        a repeat of a call already written (its first admission runs it)."""
-        from tools.services import tool_call_finish_early
-
-        if self.execution != "celery" and pending is not None:
-            self._start_in_thread(pending)
+        """Admit the request (or find it admitted), wait for its outcome; emits its events."""
         try:
-            async with asyncio.timeout(limit_seconds):
-                return await self._wait_finished(call_id, waiter)
+            admission: Admission = await database_sync_to_async(tool_call_admit)(
+                request=request, allowlist=self.allowlist, dispatch=self.execution == "celery"
+            )
+        except Exception:  # Redis or the database down: answered, never silent
+            log.exception("tool call %s could not be admitted", entry.call_id)
+            outcome: dict[str, Any] = {"status": "failed", "response": {"error": ADMISSION_FAILED}}
+        else:
+            self.allowlist = admission.allowlist  # reloaded if an entry changed
+            entry.call_id = admission.record.call_id  # a re-ask's events name the first ask
+            outcome = await self._outcome_of(key, admission, entry, emit)
+        entry.settled = outcome
+        self._forget_settled()
+        status = FINISHED_STATUS.get(str(outcome.get("status")), "error")
+        await emit(
+            {"type": "tool.finished", "call_id": entry.call_id, "name": entry.name,
+             "status": status}
+        )  # fmt: skip
+        return outcome
+
+    async def _outcome_of(
+        self, key: str, admission: Admission, entry: _Request, emit: Emit
+    ) -> dict[str, Any]:
+        record = admission.record
+        if record.is_finished:  # refused, or a re-ask of a finished call
+            return {**tool_call_outcome(record=record), **_scheduling(record)}
+        await emit({"type": "tool.started", "call_id": entry.call_id, "name": entry.name})
+        if not admission.repeat and self.execution != "celery":
+            loop = asyncio.get_running_loop()
+
+            def notify(finished: Any) -> None:
+                loop.call_soon_threadsafe(self.on_result, tool_call_outcome(record=finished))
+
+            tool_call_run_inprocess(record=record, notify=notify)
+        try:
+            async with asyncio.timeout(record.timeout_seconds):
+                outcome = await self._wait(key, entry)
         except TimeoutError:
-            await database_sync_to_async(tool_call_finish_early)(
-                session_ref=self._session_ref, call_id=call_id, status="timeout", pending=pending
-            )
-            outcome: dict[str, Any] = await database_sync_to_async(_outcome)(
-                self._session_ref, call_id
-            )
-            if outcome["status"] is None:  # a repeat whose first admission wrote nothing
-                error = f"tool timed out after {limit_seconds:g}s"
-                return {**outcome, "status": "timeout", "response": {"error": error}}
-            return outcome
+            await database_sync_to_async(tool_call_finish_early)(record=record, status="timeout")
+            found = await database_sync_to_async(tool_call_outcome_by_key)(key)
+            outcome = found or {"status": "timeout", "response": {"error": "tool timed out"}}
+        return {**outcome, **_scheduling(record)}
 
-    def _start_in_thread(self, pending: PendingCall) -> None:
-        """No broker (the embedded default): a worker thread, never the event loop.
-
-        Not awaited and not a task: a thread cannot be interrupted, and execute bounds
-        itself by the call's timeout. Its outcome wakes the call directly.
-        """
-        from tools.services import tool_call_execute, tool_call_outcome
-
-        loop = asyncio.get_running_loop()
-
-        def notify(finished: Any) -> None:
-            loop.call_soon_threadsafe(self.on_result, tool_call_outcome(record=finished))
-
-        context = contextvars.copy_context()  # the tenant scope goes along
-        future = loop.run_in_executor(
-            None, context.run, _in_thread, tool_call_execute, pending, notify
-        )
-        future.add_done_callback(_log_failure)
-
-    async def _wait_finished(self, call_id: str, waiter: _Waiter) -> dict[str, Any]:
+    async def _wait(self, key: str, entry: _Request) -> dict[str, Any]:
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(RESULT_POLL_SECONDS):
-                    await waiter.event.wait()
-            waiter.event.clear()
-            if waiter.outcome is not None:
-                return waiter.outcome
-            outcome: dict[str, Any] = await database_sync_to_async(_outcome)(
-                self._session_ref, call_id
-            )
-            if outcome["status"] in FINISHED_STATUS:
-                return outcome
+                    await entry.event.wait()
+            entry.event.clear()
+            if entry.outcome is not None:
+                return entry.outcome
+            found = await database_sync_to_async(tool_call_outcome_by_key)(key)
+            if found is not None and found["status"] in FINISHED_STATUS:
+                return found
+
+    def _forget_settled(self) -> None:
+        settled = [key for key, entry in self._requests.items() if entry.settled is not None]
+        for key in settled[:-SETTLED_KEPT]:
+            entry = self._requests.pop(key)
+            for call_id in [c for c, k in self._key_of.items() if k == key]:
+                del self._key_of[call_id]
+            del entry
 
     def on_result(self, message: dict[str, Any]) -> None:
         """The wake-up for a finished call (``tool.result``), with a copy of its outcome.
 
-        One can arrive before its call waits (a wake-up for a call this process has not yet
-        admitted, after a resume). It is kept (a few, newest) for that call.
+        One can arrive before its request is known here (after a resume, before the model
+        asks again). It is kept (a few, newest) for that request.
         """
-        call_id = str(message.get("call_id", ""))
-        outcome = (
-            message if message.get("status") in FINISHED_STATUS and "response" in message else None
-        )
-        waiter = self._waiters.get(call_id)
-        if waiter is None:
-            if outcome is not None:
-                self._early[call_id] = outcome
-                while len(self._early) > EARLY_RESULTS_KEPT:
-                    self._early.pop(next(iter(self._early)))
+        key = str(message.get("key", ""))
+        if message.get("status") not in FINISHED_STATUS or "response" not in message:
             return
-        if outcome is not None:
-            waiter.outcome = outcome
-        waiter.event.set()
+        entry = self._requests.get(key)
+        if entry is None:
+            self._early[key] = message
+            while len(self._early) > EARLY_RESULTS_KEPT:
+                self._early.pop(next(iter(self._early)))
+            return
+        entry.outcome = message
+        entry.event.set()
 
     async def on_cancellation(self, ids: Sequence[str], emit: Emit) -> None:
-
         for call_id in ids:
-            task = self._calls.get(call_id)
-            if task is None:
+            key = self._key_of.get(call_id)
+            entry = self._requests.get(key) if key is not None else None
+            if entry is None or entry.settled is not None:
                 continue  # unknown, or answered already
-            if call_id not in self._pending:
-                self._withdrawn.add(call_id)  # still being admitted: finished right after
-                continue
-            if await self._withdraw(call_id, self._pending[call_id], emit):
-                task.cancel()
-
-    async def _withdraw(self, call_id: str, pending: PendingCall | None, emit: Emit) -> bool:
-        """Finish the call as ``cancelled`` (its task is revoked); True if this did it."""
-        from tools.services import tool_call_finish_early
-
-        changed: bool = await database_sync_to_async(tool_call_finish_early)(
-            session_ref=self._session_ref, call_id=call_id, status="cancelled", pending=pending
-        )
-        if changed:
-            await emit(
-                {"type": "tool.finished", "call_id": call_id, "name": "", "status": "cancelled"}
-            )
-        return changed
+            entry.withdrawn.add(call_id)
+            if await database_sync_to_async(tool_call_cancel_by_key)(key):
+                entry.event.set()  # the poll reads "cancelled" at once
 
     async def close(self) -> None:
-        tasks = list(self._calls.values())
+        tasks = [*self._asks, *(e.task for e in self._requests.values() if e.task is not None)]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _log_failure(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.error("in-process tool execution failed", exc_info=future.exception())
-
-
-def _outcome(session_ref: str, call_id: str) -> dict[str, Any]:
-    """What the database says of the call; ``status`` None while it has no row yet."""
-    from tools.services import _record_of, tool_call_outcome
-
-    record = _record_of(session_ref, call_id)
-    if record is None:
-        return {"type": "tool.result", "call_id": call_id, "status": None, "response": {}}
-    return tool_call_outcome(record=record)
-
-
-def _in_thread(
-    execute: Callable[..., Any], pending: PendingCall, notify: Callable[..., None]
-) -> Any:
-    from django.db import connection
-
-    try:
-        return execute(pending=pending, notify=notify)
-    finally:
-        connection.close()  # a thread's own connection would otherwise outlive it
+def _scheduling(record: Any) -> dict[str, str]:
+    return {"behavior": record.behavior, "scheduling": record.scheduling}

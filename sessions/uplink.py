@@ -8,6 +8,13 @@ Three bounded lists:
   (at most ``max_unacknowledged_audio``, 30 s).
 - ``replay``: after a reconnect, the unacknowledged items, sent before anything in
   ``pending``. Kept apart so the 2 s bound on new input never eats the turn being replayed.
+
+It also keeps the conversation's **position** (``turn_position``), what a tool call's
+idempotency key names as "the turn it answers": the number of model turns completed, where
+those after the last saved handle count only until a reconnect. A resumed upstream is back
+at the handle and is asked the unacknowledged turns again, so their calls come again at
+the positions they had. A turn replayed from the database on another process carries the
+position it had (``UplinkItem.position``) and restores it when sent.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ class ItemKind(enum.StrEnum):
 class UplinkItem:
     kind: ItemKind
     payload: Any = None
+    position: int | None = None  # a replayed turn: the conversation position it answers
 
     @property
     def audio_bytes(self) -> int:
@@ -46,6 +54,7 @@ class Uplink:
         max_pending_audio: int = 2 * AUDIO_BYTES_PER_SECOND,
         max_unacknowledged_audio: int = 30 * AUDIO_BYTES_PER_SECOND,
         max_control_items: int = 200,
+        acked_turns: int = 0,
     ) -> None:
         self.max_pending_audio = max_pending_audio
         self.max_unacknowledged_audio = max_unacknowledged_audio
@@ -58,6 +67,13 @@ class Uplink:
         self._turn_mark = 0  # how many unacknowledged items a completed turn covers
         self.dropped_audio_frames = 0
         self._available = asyncio.Event()
+        self.acked_turns = acked_turns  # model turns a saved handle covers
+        self._turns_since_ack = 0  # model turns completed since (forgotten on a reconnect)
+        self._turns_mark = 0  # how many of those the next handle covers
+
+    @property
+    def turn_position(self) -> int:
+        return self.acked_turns + self._turns_since_ack
 
     def put(self, item: UplinkItem) -> None:
         self.pending.append(item)
@@ -102,6 +118,8 @@ class Uplink:
         elif self.pending and self.pending[0] is item:
             self.pending.popleft()
             self._pending_audio -= item.audio_bytes
+        if item.position is not None:
+            self.acked_turns, self._turns_since_ack, self._turns_mark = item.position, 0, 0
         self.unacknowledged.append(item)
         self._unack_audio += item.audio_bytes
         while self._unack_audio > self.max_unacknowledged_audio and self.unacknowledged:
@@ -113,12 +131,17 @@ class Uplink:
         """The model finished a turn: what was sent so far belongs to saved history once the
         next resumption handle arrives."""
         self._turn_mark = len(self.unacknowledged)
+        self._turns_since_ack += 1
+        self._turns_mark = self._turns_since_ack
 
     def handle_saved(self) -> None:
         for _ in range(self._turn_mark):
             old = self.unacknowledged.popleft()
             self._unack_audio -= old.audio_bytes
         self._turn_mark = 0
+        self.acked_turns += self._turns_mark
+        self._turns_since_ack -= self._turns_mark
+        self._turns_mark = 0
 
     def replay_unacknowledged(self) -> None:
         """After a reconnect: send the unacknowledged items again, before anything newer.
@@ -127,5 +150,6 @@ class Uplink:
         self.unacknowledged.clear()
         self._unack_audio = 0
         self._turn_mark = 0
+        self._turns_since_ack = self._turns_mark = 0  # the upstream is back at the handle
         if self.replay:
             self._available.set()

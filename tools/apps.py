@@ -13,7 +13,7 @@ logger = logging.getLogger(__name__)
 def _sync_after_migrate(sender: AppConfig, using: str = "default", **kwargs: Any) -> None:
     from django.db import connections
 
-    from tools.models import Tool
+    from tools.models import Tool  # app-loading order: models import after ready()
     from tools.services import tool_sync_registry
 
     # A partial migration plan (e.g. "migrate tools zero") may leave no table to sync into.
@@ -45,7 +45,6 @@ class ToolsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from tools import checks  # noqa: F401 (registers the system checks)
         from tools.registry import load_tool_modules
 
         load_tool_modules()

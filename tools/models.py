@@ -210,6 +210,8 @@ class AgentTool(TenantOwnedModel):
             raise ValidationError({"policy": str(exc)}) from exc
 
 
+# What the database's check constraint allows. "requested" is no longer written (nor a choice);
+# it stays allowed here because changing the constraint would rebuild the table on SQLite.
 STATUSES = (
     "requested", "rejected", "queued", "running", "succeeded", "failed", "timeout", "cancelled",
 )  # fmt: skip
@@ -224,7 +226,6 @@ class ToolCallRecord(TenantOwnedModel):
     """
 
     class Status(models.TextChoices):
-        REQUESTED = "requested", "Requested"
         REJECTED = "rejected", "Rejected"
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
@@ -247,17 +248,26 @@ class ToolCallRecord(TenantOwnedModel):
     session = models.ForeignKey(
         "voice_sessions.VoiceSession", on_delete=models.SET_NULL, null=True, related_name="+"
     )
-    # Survives the session's deletion; with call_id it is the idempotency key.
+    # Survives the session's deletion.
     session_ref = models.UUIDField(default=uuid.uuid4)
+    # What the user asked, not the model's call id (``tools.idempotency``): a re-ask of the
+    # same request (after a reconnect the model asks again with a new id) finds this row.
+    # NULL on rows written before keys existed (NULL, not "": the unique index skips them,
+    # and SQLite adds a nullable column without rebuilding the table and its trigger).
+    idempotency_key = models.CharField(  # noqa: DJ001 (see above)
+        max_length=64, null=True, blank=True, editable=False
+    )
+    # The conversation position of the turn the call answers (``sessions.uplink``).
+    turn = models.PositiveIntegerField(null=True, blank=True)
     end_user_id = models.CharField(max_length=200, blank=True, default="")
     call_id = models.CharField(max_length=128)
     tool_name = models.CharField(max_length=64)
     is_webhook = models.BooleanField(default=False)
     arguments = models.JSONField(default=dict, help_text="Sensitive arguments are redacted.")
-    # Unused: the validated arguments travel encrypted in the task message (PendingCall).
-    # Rows written by the first design held them here while queued; finishing wipes them.
+    # The validated arguments, encrypted, while the call waits or runs (``arguments`` is the
+    # redacted audit copy); finishing wipes them.
     pending_arguments = models.TextField(blank=True, default="", editable=False)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.REQUESTED)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     rejection_reason = models.CharField(max_length=500, blank=True, default="")
     # Delivered to the model (capped at TOOL_WEBHOOK_MAX_RESPONSE_BYTES).
     result = models.JSONField(null=True, blank=True)
@@ -267,7 +277,7 @@ class ToolCallRecord(TenantOwnedModel):
     behavior = models.CharField(max_length=16, choices=Behavior.choices, default=Behavior.BLOCKING)
     scheduling = models.CharField(max_length=16, choices=Scheduling.choices, blank=True, default="")
     timeout_seconds = models.FloatField(default=10.0)
-    # The admission's id: its Celery task's id (in-process: its run's id, seen by no broker).
+    # The Celery task's id (in-process: the run's own id, seen by no broker).
     celery_task_id = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     queued_at = models.DateTimeField(null=True, blank=True)
@@ -282,6 +292,11 @@ class ToolCallRecord(TenantOwnedModel):
         constraints: ClassVar = [
             models.UniqueConstraint(
                 fields=["session_ref", "call_id"], name="toolcallrecord_session_call_uniq"
+            ),
+            models.UniqueConstraint(
+                fields=["idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="toolcallrecord_idempotency_key_uniq",
             ),
             models.CheckConstraint(
                 condition=models.Q(status__in=STATUSES),

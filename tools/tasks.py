@@ -7,7 +7,7 @@ from typing import Any
 from celery import Task, shared_task
 from django.conf import settings
 
-from tools.services import PendingCall, tool_call_execute
+from tools.execution import tool_call_execute
 from voice_platform.tenancy.scope import tenant_scope
 
 # Above the largest tool timeout: the service's own timeout fires first; these are backstops.
@@ -21,15 +21,15 @@ TIME_LIMIT = int(settings.TOOL_TIMEOUT_MAX) + 30
     bind=True,
     name="tools.tasks.tool_call_execute_task",
     acks_late=True,
-    # A worker killed mid-call requeues the task; the call's row, written before it ran,
+    # A worker killed mid-call requeues the task; the call's claim (queued -> running)
     # makes the redelivery a no-op, so no side effect ever runs twice.
     reject_on_worker_lost=True,
     soft_time_limit=SOFT_TIME_LIMIT,
     time_limit=TIME_LIMIT,
     ignore_result=True,
 )
-def tool_call_execute_task(self: Task[Any, Any], *, tenant_id: int, call: dict[str, Any]) -> None:
-    """``call`` is an accepted call (``PendingCall.as_message``): the bridge wrote nothing,
-    the task writes its audit row when it starts it."""
-    with tenant_scope(tenant_id):  # workers start with no scope
-        tool_call_execute(pending=PendingCall.from_message(call))
+def tool_call_execute_task(self: Task[Any, Any], *, tenant_id: int, record_id: int) -> None:
+    """Run the ``queued`` call ``record_id``; its row holds everything the call needs (its
+    arguments encrypted), so the message carries ids only."""
+    with tenant_scope(tenant_id):  # workers start with no scope; another tenant's id: 404
+        tool_call_execute(record_id=record_id)

@@ -1,9 +1,10 @@
 """Outbound calls of tenant webhook tools: signed, SSRF-guarded, bounded in time and size.
 
-The request is ``POST <url>`` with a JSON body and two headers::
+The request is ``POST <url>`` with a JSON body and these headers::
 
     X-Voice-Timestamp: <unix seconds>
     X-Voice-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<raw body>")>
+    Idempotency-Key: <64 hex characters, the same for every attempt at the same request>
 
 The host is resolved once; if any address is private, loopback, link-local, reserved,
 multicast or otherwise not global (and not inside ``TOOL_WEBHOOK_ALLOWED_NETWORKS``) the call
@@ -121,6 +122,7 @@ def webhook_post(
     secret: str,
     payload: Mapping[str, Any],
     timeout: float,
+    idempotency_key: str | None = None,
     max_bytes: int | None = None,
     allowed_networks: Iterable[str] | None = None,
 ) -> dict[str, Any]:
@@ -144,6 +146,9 @@ def webhook_post(
         "X-Voice-Timestamp": timestamp,
         "X-Voice-Signature": sign(secret, timestamp, body),
     }
+    if idempotency_key:
+        # The same for every attempt at the same request: the endpoint can deduplicate.
+        headers["Idempotency-Key"] = idempotency_key
     path = parts.path or "/"
     if parts.query:
         path = f"{path}?{parts.query}"

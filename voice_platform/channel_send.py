@@ -53,3 +53,19 @@ def channel_send_blocking(channel: str, message: dict[str, Any]) -> None:
         return
     future = asyncio.run_coroutine_threadsafe(layer.send(channel, message), _sender_loop())
     future.result(timeout=SEND_TIMEOUT_SECONDS)
+
+
+def group_send_blocking(group: str, message: dict[str, Any]) -> None:
+    """Send ``message`` to every channel of ``group`` and wait until the layer has taken it.
+
+    The layer's own ``group_send``, run on this process's sender loop (the in-memory layer's
+    on a fresh one, as ``channel_send_blocking`` does). Not for code on an event loop.
+    """
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    if isinstance(layer, InMemoryChannelLayer):
+        async_to_sync(layer.group_send)(group, message)
+        return
+    future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), _sender_loop())
+    future.result(timeout=SEND_TIMEOUT_SECONDS)

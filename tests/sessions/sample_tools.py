@@ -33,3 +33,19 @@ def background_note(ctx: ToolContext, *, note: str) -> dict[str, Any]:
 @tool(name="noop", description="Does nothing (benchmarks).", rate_limit="1000000/min")
 def noop(ctx: ToolContext) -> dict[str, Any]:
     return {}
+
+
+@tool(
+    name="slow_email",
+    description="Sleeps, then writes an outbox email (a slow tool with a side effect).",
+    timeout=10.0,
+    rate_limit="1000/min",
+)
+def slow_email(ctx: ToolContext, *, to: str, seconds: float) -> dict[str, Any]:
+    from tools.models import OutboxEmail  # registered at start-up, before models load
+
+    time.sleep(seconds)
+    email = OutboxEmail.objects.create(
+        tenant=ctx.tenant, to=to, subject="slow", body="", tool_call_id=ctx.record_id
+    )
+    return {"status": "accepted", "outbox_id": email.pk}

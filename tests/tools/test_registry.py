@@ -206,12 +206,3 @@ def test_registry_json_schema_conversion_ignores_unsupported_keywords():
     assert schema.properties["n"].description == "N"
     assert schema.required == ["n"]
 
-
-def test_sqlite_too_old_for_returning_is_a_system_check_error():
-    from tools.checks import returning_errors
-
-    (error,) = returning_errors("sqlite", (3, 34, 1))
-    assert error.id == "tools.E001"
-    assert "3.34.1" in error.msg
-    assert returning_errors("sqlite", (3, 35, 0)) == []
-    assert returning_errors("postgresql", (3, 0, 0)) == []

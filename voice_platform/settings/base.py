@@ -95,14 +95,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_boo
         "max_size": env_int("DB_POOL_MAX_SIZE", 20),
         "timeout": 10,
     }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool(
-    "DB_PREPARED_STATEMENTS", True
-):
-    # Lets the tool call's hot statements (tools.services._execute) be prepared once per
-    # connection. Django's own queries bind on the client and are never prepared. Turn off
-    # behind a pooler that cannot keep prepared statements (PgBouncer before 1.21 in
-    # transaction mode).
-    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 5
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -263,4 +255,7 @@ TOOL_WEBHOOK_MAX_RESPONSE_BYTES = env_int("TOOL_WEBHOOK_MAX_RESPONSE_BYTES", 262
 TOOL_WEBHOOK_ALLOWED_NETWORKS = env_list("TOOL_WEBHOOK_ALLOWED_NETWORKS", [])
 TOOL_WEBHOOK_CA_FILE = env_str("TOOL_WEBHOOK_CA_FILE")  # extra CA bundle (tests, private CAs)
 TOOL_CELERY_QUEUE = env_str("TOOL_CELERY_QUEUE", "live_tools")
+# Threads that run tools in each process that runs them (a Celery worker process, or the
+# server without a broker); a call waiting for a free thread past its timeout never starts.
+TOOL_THREADS = env_int("TOOL_THREADS", 8)
 CELERY_TASK_ROUTES = {"tools.tasks.*": {"queue": TOOL_CELERY_QUEUE}}

@@ -1,0 +1,216 @@
+"""Running an accepted call exactly once, bounded by its timeout.
+
+``tool_call_execute`` (a Celery task's body, or a thread of the server process without a
+broker) hands the call to a bounded pool of tool threads and waits at most the call's
+timeout. In the tool thread the call is claimed (``queued -> running``, a conditional
+update: a redelivered task, or a call the bridge finished first, claims nothing and runs
+nothing), run, and its outcome written in the same transaction as the tool's own writes.
+Python cannot stop a thread: a tool that overruns is marked ``timeout``, and its late
+result loses the conditional update (its writes roll back). The pool is bounded
+(``TOOL_THREADS``), so overrunning tools cannot pile up threads; a call that waits for a
+free thread past its timeout is finished as ``timeout`` and never starts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from django.conf import settings
+from django.db import connections, transaction
+from django.utils import timezone
+from django.utils.functional import SimpleLazyObject
+
+from tools.models import ToolCallRecord
+from tools.notify import tool_result_notify
+from tools.outcome import ERROR_MAX_CHARS, describe_error, elapsed_ms, tool_call_finish_early
+from tools.registry import ToolContext, get_tool
+from tools.webhooks import WebhookTimeout, webhook_post
+from voice_platform.crypto import decrypt_str
+from voice_platform.tenancy.scope import tenant_scope
+
+logger = logging.getLogger(__name__)
+
+Status = ToolCallRecord.Status
+Notify = Callable[[ToolCallRecord], None]
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+
+
+def tool_pool() -> ThreadPoolExecutor:
+    """This process's tool threads (made on first use: a forked worker builds its own)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(settings.TOOL_THREADS, thread_name_prefix="tool")
+        return _pool
+
+
+def tool_call_execute(*, record_id: int, notify: Notify | None = None) -> ToolCallRecord:
+    """Run a ``queued`` call once and wake its session; idempotent, never raises because of
+    the tool. ``notify`` replaces the channel-layer wake-up (``tool_result_notify``)."""
+    record: ToolCallRecord = ToolCallRecord.objects.select_related("agent_tool__webhook_tool").get(
+        pk=record_id
+    )
+    if record.status == Status.QUEUED:
+        future = tool_pool().submit(_claim_run_finish, record)
+        try:
+            future.result(timeout=record.timeout_seconds)
+        except FutureTimeout:
+            tool_call_finish_early(record=record, status="timeout")
+        # A fresh copy: an overrunning thread may still write to the one it holds.
+        record = ToolCallRecord.objects.get(pk=record_id)
+    if record.is_finished:  # a redelivered task too: the waiting session may never have heard
+        (notify or _notify)(record)
+    return record
+
+
+def tool_call_run_inprocess(
+    *, record: ToolCallRecord, notify: Notify, done: Callable[[], None] | None = None
+) -> None:
+    """Start an accepted call in a thread of this process (no broker: the embedded default).
+
+    Not awaited: a thread cannot be interrupted, and execution bounds itself by the call's
+    timeout. ``notify`` gets the finished record (from that thread).
+    """
+
+    def run() -> None:
+        try:
+            with tenant_scope(record.tenant_id):  # a new thread starts without the scope
+                tool_call_execute(record_id=record.pk, notify=notify)
+        except Exception:
+            logger.exception("in-process tool execution failed (call %s)", record.pk)
+        finally:
+            connections.close_all()  # this thread's connections only
+            if done is not None:
+                done()
+
+    threading.Thread(target=run, name=f"tool-call-{record.pk}", daemon=True).start()
+
+
+def _notify(record: ToolCallRecord) -> None:
+    tool_result_notify(record=record)
+
+
+class _Superseded(Exception):
+    """The call was finished by someone else (timeout, cancel) while the tool ran."""
+
+
+def _claim_run_finish(record: ToolCallRecord) -> None:
+    """In a tool thread: claim the call, run the tool, write the outcome."""
+    try:
+        with tenant_scope(record.tenant_id):
+            now = timezone.now()
+            claimed = ToolCallRecord.objects.filter(pk=record.pk, status=Status.QUEUED).update(
+                status=Status.RUNNING, started_at=now, queue_ms=elapsed_ms(record.queued_at, now)
+            )
+            if not claimed:
+                return  # finished before it started (timeout, cancel): nothing runs
+            record.status, record.started_at = Status.RUNNING, now
+            try:
+                invoke = _invocation(record)
+            except Exception as exc:
+                _finish(record, Status.FAILED, error=describe_error(exc))
+                return
+            try:
+                with transaction.atomic():
+                    result = _checked_result(invoke())
+                    if not _finish(record, Status.SUCCEEDED, result=result):
+                        raise _Superseded
+            except _Superseded:
+                logger.info("tool call %s finished elsewhere; its writes rolled back", record.pk)
+            except WebhookTimeout as exc:
+                _finish(record, Status.TIMEOUT, error=str(exc))
+            except Exception as exc:
+                # Logged with its traceback here; the model only gets the short form.
+                logger.exception("tool %s failed (call %s)", record.tool_name, record.pk)
+                _finish(record, Status.FAILED, error=describe_error(exc))
+    finally:
+        connections.close_all()  # this thread's connections (back to the pool)
+
+
+def _finish(record: ToolCallRecord, status: str, *, result: Any = None, error: str = "") -> bool:
+    """running -> ``status``; False when the call was finished by someone else."""
+    now = timezone.now()
+    fields: dict[str, Any] = {
+        "status": status,
+        "finished_at": now,
+        "duration_ms": elapsed_ms(record.started_at, now),
+        "pending_arguments": "",
+        "error": error[:ERROR_MAX_CHARS],
+    }
+    if status == Status.SUCCEEDED:
+        fields["result"] = result
+        fields["result_preview"] = _preview(result)
+    changed = ToolCallRecord.objects.filter(pk=record.pk, status=Status.RUNNING).update(**fields)
+    return bool(changed)
+
+
+def _invocation(record: ToolCallRecord) -> Callable[[], Any]:
+    """A zero-argument callable that runs the call's tool and returns its result."""
+    entry = record.agent_tool
+    if entry is None or not entry.enabled:
+        raise LookupError(f"tool {record.tool_name!r} is no longer allowlisted for this agent")
+    args: dict[str, Any] = json.loads(decrypt_str(record.pending_arguments))
+    if entry.webhook_tool_id is not None:
+        webhook = entry.webhook_tool
+        if webhook is None or not webhook.enabled:
+            raise LookupError(f"webhook tool {record.tool_name!r} is disabled")
+        payload = {
+            "call_id": record.call_id,
+            "tool": webhook.name,
+            "arguments": args,
+            "agent_id": record.agent_id,
+            "session_id": str(record.session_ref),
+            "end_user_id": record.end_user_id,
+        }
+        secret = decrypt_str(webhook.secret_encrypted)
+        url, timeout = webhook.url, record.timeout_seconds
+        # The same request (a re-ask, a retry) always carries the same key.
+        key = record.idempotency_key or f"{record.session_ref}:{record.call_id}"
+        return lambda: webhook_post(
+            url=url, secret=secret, payload=payload, timeout=timeout, idempotency_key=key
+        )
+    spec = get_tool(record.tool_name)
+    if spec is None:
+        raise LookupError(f"tool {record.tool_name!r} is not available")
+    validated = spec.validate_args(args)
+    # Checked again with the entry as it is now: the session admitted the call against the
+    # allowlist it had, and a policy tightened since then applies at once.
+    policy = spec.validate_policy(entry.policy)
+    spec.check_policy(validated, policy)
+    context = ToolContext(
+        # Loaded only if the tool uses them (most need the ids at most).
+        tenant=SimpleLazyObject(lambda: record.tenant),
+        agent=SimpleLazyObject(lambda: record.agent),
+        session_id=record.session_ref,
+        end_user_id=record.end_user_id,
+        call_id=record.call_id,
+        policy=policy,
+        record_id=record.pk,
+    )
+    kwargs = {name: getattr(validated, name) for name in type(validated).model_fields}
+    return lambda: spec.fn(context, **kwargs)
+
+
+def _checked_result(result: Any) -> dict[str, Any]:
+    if not isinstance(result, dict):
+        raise TypeError(f"tool returned {type(result).__name__}, not an object")
+    safe: dict[str, Any] = json.loads(json.dumps(result, default=str))
+    if len(json.dumps(safe).encode()) > settings.TOOL_WEBHOOK_MAX_RESPONSE_BYTES:
+        raise ValueError(f"result larger than {settings.TOOL_WEBHOOK_MAX_RESPONSE_BYTES} bytes")
+    return safe
+
+
+def _preview(result: Any) -> str:
+    raw = json.dumps(result, ensure_ascii=False, default=str).encode()
+    limit = settings.TOOL_RESULT_MAX_BYTES
+    if len(raw) <= limit:
+        return raw.decode()
+    return raw[:limit].decode(errors="ignore") + "…"

@@ -1,0 +1,87 @@
+"""A tool call is identified by what the user asked (``idempotency_key``), and records the
+conversation position (``turn``) it answers.
+
+Both columns are nullable (rows written before have neither), so SQLite adds them with
+``ALTER TABLE ADD COLUMN`` and the key's uniqueness is a partial index: neither rebuilds
+the table. The append-only trigger lists its columns on SQLite, so it is installed again
+with the new ones (PostgreSQL's compares whole rows and needs nothing).
+"""
+
+from django.db import migrations, models
+
+TABLE = "tools_toolcallrecord"
+FINISHED_SQL = "'rejected', 'succeeded', 'failed', 'timeout', 'cancelled'"
+NULLABLE_FKS = ("agent_id", "agent_tool_id", "session_id")
+OLD_COLUMNS = (
+    "id", "tenant_id", "session_ref", "end_user_id", "call_id", "tool_name", "is_webhook",
+    "arguments", "pending_arguments", "status", "rejection_reason", "result",
+    "result_preview", "error", "behavior", "scheduling", "timeout_seconds", "celery_task_id",
+    "created_at", "queued_at", "started_at", "finished_at", "queue_ms", "duration_ms",
+)
+MESSAGE = "tool call records are append-only: a finished record cannot change"
+
+
+def _sqlite_trigger(schema_editor, columns):
+    changed = [f"NEW.{c} IS NOT OLD.{c}" for c in columns]
+    changed += [f"(NEW.{c} IS NOT OLD.{c} AND NEW.{c} IS NOT NULL)" for c in NULLABLE_FKS]
+    schema_editor.execute(f"DROP TRIGGER IF EXISTS {TABLE}_append_only;")
+    schema_editor.execute(
+        f"CREATE TRIGGER {TABLE}_append_only BEFORE UPDATE ON {TABLE} "
+        f"FOR EACH ROW WHEN OLD.status IN ({FINISHED_SQL}) AND ({' OR '.join(changed)}) "
+        f"BEGIN SELECT RAISE(ABORT, '{MESSAGE}'); END;"
+    )
+
+
+def forwards(apps, schema_editor):
+    if schema_editor.connection.vendor == "sqlite":
+        _sqlite_trigger(schema_editor, (*OLD_COLUMNS, "idempotency_key", "turn"))
+
+
+def backwards(apps, schema_editor):
+    if schema_editor.connection.vendor == "sqlite":
+        _sqlite_trigger(schema_editor, OLD_COLUMNS)
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("tools", "0003_toolcallrecord_fewer_indexes"),
+    ]
+
+    operations = [
+        migrations.AddField(
+            model_name="toolcallrecord",
+            name="idempotency_key",
+            field=models.CharField(blank=True, editable=False, max_length=64, null=True),
+        ),
+        migrations.AddField(
+            model_name="toolcallrecord",
+            name="turn",
+            field=models.PositiveIntegerField(blank=True, null=True),
+        ),
+        migrations.AlterField(
+            model_name="toolcallrecord",
+            name="status",
+            field=models.CharField(
+                choices=[
+                    ("rejected", "Rejected"),
+                    ("queued", "Queued"),
+                    ("running", "Running"),
+                    ("succeeded", "Succeeded"),
+                    ("failed", "Failed"),
+                    ("timeout", "Timed out"),
+                    ("cancelled", "Cancelled"),
+                ],
+                default="queued",
+                max_length=16,
+            ),
+        ),
+        migrations.AddConstraint(
+            model_name="toolcallrecord",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("idempotency_key__isnull", False)),
+                fields=("idempotency_key",),
+                name="toolcallrecord_idempotency_key_uniq",
+            ),
+        ),
+        migrations.RunPython(forwards, backwards),
+    ]
