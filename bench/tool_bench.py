@@ -5,12 +5,14 @@
 
 Paths, measured in one run against the same PostgreSQL database (``voice_platform_bench``)
 and Redis:
-- celery: the production path: admit on the event loop (validation, then one Redis round
-  trip for the allowlist version, the rate limit and the task) -> one worker (solo pool,
-  pinned to core 1) writes the audit row as it starts the call, runs it, writes the result
-  -> channel-layer wake-up with a copy of the outcome -> response;
-- in-process: the embedded default (no broker): admission in a thread, then the same start,
-  run and result in a worker thread;
+- celery: the production path: admission in Django's database thread (idempotency-key
+  look-up, validation, the rate limit in Django's cache, the ``queued`` audit row in a
+  transaction, ``apply_async`` on commit) -> one worker (solo pool, pinned to core 1) reads
+  the row, claims it (``running``) and runs it in a tool thread, writes the result ->
+  ``group_send`` wake-up to the session's results group with a copy of the outcome ->
+  response;
+- in-process: the embedded default (no broker): the same admission, then the same claim,
+  run and result in a thread of this process;
 - bare celery: the floor under the celery path on this machine: a task that only answers
   over the channel layer (same broker, same worker, no database, no validation);
 - direct: the tool function called in this process (the limit).
@@ -84,7 +86,8 @@ async def measure(gateway: Any, calls: int, warmup: int) -> list[float]:
 
         call = types.FunctionCall(id=f"b-{uuid.uuid4().hex}", name="bench_noop", args={})
         start = time.perf_counter()
-        await gateway.on_tool_call([call], send, emit)
+        # Each call answers a turn of its own: a new request, never a re-ask.
+        await gateway.on_tool_call([call], send, emit, index)
         await asyncio.wait_for(done.wait(), 30)
         if index >= warmup:
             samples.append((sent_at[0] - start) * 1000)
@@ -110,10 +113,9 @@ async def run(calls: int, warmup: int) -> dict[str, list[float]]:
     from django.conf import settings
 
     from bench.bench_tools import bench_noop
-    from sessions.models import VoiceSession
     from sessions.tool_gateway import ServiceToolGateway
+    from tools.calls import tool_allowlist_for_agent, tool_results_group
     from tools.registry import ToolContext
-    from tools.services import tool_allowlist_for_agent
     from voice_platform.tenancy.scope import tenant_scope
 
     tenant_id, agent, session = await database_sync_to_async(_fixtures)()
@@ -121,9 +123,7 @@ async def run(calls: int, warmup: int) -> dict[str, list[float]]:
     layer = get_channel_layer()
     assert layer is not None
     channel = await layer.new_channel()
-    await database_sync_to_async(VoiceSession.unscoped.filter(pk=session_id).update)(
-        connection_channel=channel
-    )
+    await layer.group_add(tool_results_group(session_id), channel)  # as the consumer does
     results: dict[str, list[float]] = {}
     with tenant_scope(tenant_id):
         allowlist = await database_sync_to_async(tool_allowlist_for_agent)(agent=agent)

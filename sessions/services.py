@@ -266,6 +266,11 @@ def voice_session_flush(*, session_id: uuid.UUID, progress: SessionProgress) -> 
             deltas["first_response_ms"] = samples[-FIRST_RESPONSE_SAMPLES:]
         if deltas:
             VoiceSession.objects.filter(pk=session_id).update(**deltas)
+        if progress.acked_turns is not None and session.replay_turn is not None:
+            # Without handles the position moves here: a replayed turn it passed is done.
+            VoiceSession.objects.filter(pk=session_id, replay_turn__lt=progress.acked_turns).update(
+                replay_text="", replay_turn=None
+            )
         if progress.transcript:
             last = TranscriptEntry.objects.filter(session=session).order_by("-seq").first()
             seq = last.seq if last else 0

@@ -226,7 +226,9 @@ class ServiceToolGateway:
         self, key: str, admission: Admission, entry: _Request, emit: Emit
     ) -> dict[str, Any]:
         record = admission.record
-        if record.is_finished:  # refused, or a re-ask of a finished call
+        if entry.withdrawn and not record.is_finished:  # withdrawn while it was admitted
+            await database_sync_to_async(tool_call_finish_early)(record=record, status="cancelled")
+        if record.is_finished:  # refused, a re-ask of a finished call, or withdrawn
             return {**tool_call_outcome(record=record), **_scheduling(record)}
         await emit({"type": "tool.started", "call_id": entry.call_id, "name": entry.name})
         if not admission.repeat and self.execution != "celery":
@@ -253,7 +255,9 @@ class ServiceToolGateway:
             entry.event.clear()
             if entry.outcome is not None:
                 return entry.outcome
-            found = await database_sync_to_async(tool_call_outcome_by_key)(key)
+            found: dict[str, Any] | None = await database_sync_to_async(tool_call_outcome_by_key)(
+                key
+            )
             if found is not None and found["status"] in FINISHED_STATUS:
                 return found
 

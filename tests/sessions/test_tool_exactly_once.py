@@ -29,10 +29,11 @@ SLOW_EMAIL = 'call slow_email {"to": "ann@example.com", "seconds": 1.5}'
 
 
 @database_sync_to_async
-def agent_with(tenant, modality: str, **tools: dict):
+def agent_with(tenant, modality: str, resumption: bool = True, **tools: dict):
     agent = AgentFactory(
-        tenant=tenant, response_modality=modality, output_transcription=modality == "AUDIO"
-    )
+        tenant=tenant, response_modality=modality, output_transcription=modality == "AUDIO",
+        session_resumption=resumption,
+    )  # fmt: skip
     with tenant_scope(tenant.pk):
         for name, fields in tools.items():
             agent_tool_create(tenant=tenant, agent=agent, tool_name=name, **fields)
@@ -52,9 +53,11 @@ def heard(client, modality: str) -> str:
     return client.texts("text" if modality == "TEXT" else "transcript.output")
 
 
-async def run_across_a_drop(alice, live_emulator, modality: str, line: str, **fault):
+async def run_across_a_drop(
+    alice, live_emulator, modality: str, line: str, resumption: bool = True, **fault
+):
     agent = await agent_with(
-        alice.tenant, modality,
+        alice.tenant, modality, resumption,
         send_email={"policy": {"allowed_domains": ["example.com"]}}, slow_email={},
     )  # fmt: skip
     live_emulator.fail_next(**fault)  # this session's first connection
@@ -99,6 +102,21 @@ async def test_drop_after_tool_call_before_the_response_runs_the_tool_once(
     assert first.tool_responses == []  # dropped before the response
     assert last is not first
     assert last.resumed
+    assert last.client_setup["sessionResumption"]["handle"] == first.handles[-1]
+    outbox, records = await effects()
+    assert_one_effect(client, modality, outbox, records, last, tool="send_email")
+
+
+@pytest.mark.parametrize("modality", MODALITIES)
+async def test_drop_after_tool_call_without_resumption_runs_the_tool_once(
+    alice, tools_ready, live_emulator, modality
+):
+    """No handles: the reconnect is a fresh context, asked only the turn in flight."""
+    client, first, last = await run_across_a_drop(
+        alice, live_emulator, modality, EMAIL, resumption=False, drop_after_tool_call=0
+    )
+    assert first.tool_responses == []
+    assert not last.resumed
     outbox, records = await effects()
     assert_one_effect(client, modality, outbox, records, last, tool="send_email")
 

@@ -20,8 +20,17 @@ import websockets
 from channels.db import database_sync_to_async
 
 from sessions.models import VoiceSession
-from tests.sessions.test_tool_exactly_once import EMAIL, SLOW_EMAIL, agent_with, effects
-from tests.sessions.test_two_processes import DAPHNE, ROOT, database_url, free_port, until
+from tests.sessions.conftest import issue_token
+from tests.sessions.test_tool_exactly_once import SLOW_EMAIL, agent_with, effects
+from tests.sessions.test_two_processes import (
+    DAPHNE,
+    ROOT,
+    database_url,
+    free_port,
+    stop_processes,
+    until,
+    wait_listening,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -54,29 +63,7 @@ def worker_and_daphnes(live_emulator, tools_ready, tmp_path) -> Iterator[list[su
             wait_listening(proc.port)
         yield procs
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-def wait_listening(port: int) -> None:
-    import socket
-    import time
-
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+        stop_processes(procs)
 
 
 async def texts_until_turn_complete(ws, timeout: float = 20) -> list[dict]:
@@ -95,9 +82,6 @@ async def texts_until_turn_complete(ws, timeout: float = 20) -> list[dict]:
 async def test_process_killed_mid_tool_the_client_resumes_elsewhere_and_the_tool_ran_once(
     alice, live_settings, live_emulator, worker_and_daphnes, modality
 ):
-    from tests.sessions.conftest import issue_token
-
-    assert EMAIL  # the same agent setup as the in-process cases
     process_a, process_b = worker_and_daphnes
     agent = await agent_with(alice.tenant, modality, slow_email={})
     token = await issue_token(agent)
