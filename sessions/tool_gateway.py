@@ -228,6 +228,10 @@ class ServiceToolGateway:
         record = admission.record
         if entry.withdrawn and not record.is_finished:  # withdrawn while it was admitted
             await database_sync_to_async(tool_call_finish_early)(record=record, status="cancelled")
+            if not record.is_finished:  # the cancellation's own write got there first
+                found = await database_sync_to_async(tool_call_outcome_by_key)(key)
+                if found is not None and found["status"] in FINISHED_STATUS:
+                    return {**found, **_scheduling(record)}
         if record.is_finished:  # refused, a re-ask of a finished call, or withdrawn
             return {**tool_call_outcome(record=record), **_scheduling(record)}
         await emit({"type": "tool.started", "call_id": entry.call_id, "name": entry.name})

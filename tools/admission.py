@@ -93,11 +93,20 @@ def tool_call_admit(
             if dispatch and not reason:
                 transaction.on_commit(partial(_enqueue, record))
     except IntegrityError:
-        twin = tool_call_by_key(request.key)  # admitted by a twin in the meantime
+        # Admitted by a twin in the meantime, or the model's call id came again (a
+        # redelivered toolCall) in another turn: either way that row answers.
+        twin = tool_call_by_key(request.key) or _by_call_id(request)
         if twin is None:
             raise
         return Admission(record=twin, allowlist=allowlist, repeat=True)
     return Admission(record=record, allowlist=allowlist, repeat=False)
+
+
+def _by_call_id(request: ToolCallRequest) -> ToolCallRecord | None:
+    found: ToolCallRecord | None = ToolCallRecord.objects.filter(
+        session_ref=request.session_id, call_id=request.call_id
+    ).first()
+    return found
 
 
 def _within_rate_limit(resolved: ResolvedTool, request: ToolCallRequest) -> bool:

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import os
+import ssl
 import subprocess
 import sys
 import threading
@@ -20,13 +21,21 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.utils import timezone
 
+from agents.models import Agent
 from conftest import require_postgres, require_redis
 from sessions.models import VoiceSession
-from tools.models import AgentTool, Tool, WebhookTool
+from tools import execution
+from tools.admission import Admission, ToolCallRequest, tool_call_admit
+from tools.allowlist import ToolAllowlist, tool_allowlist_for_agent
+from tools.execution import tool_call_execute
+from tools.models import AgentTool, OutboxEmail, Tool, ToolCallRecord, WebhookTool
+from tools.registry import ToolContext, registry, tool, unregister
 from tools.services import tool_sync_registry
 from voice_platform.crypto import encrypt_str
 from voice_platform.live_emulator.certs import ensure_cert, server_ssl_context
+from voice_platform.tenancy.scope import tenant_scope
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_SECRET = "s3cret"
@@ -48,16 +57,60 @@ def make_session(agent: Any, end_user_id: str = "user-1") -> VoiceSession:
     return session
 
 
-def start_call(session: Any, agent: Any, call_id: str, name: str, args: dict[str, Any]) -> Any:
-    """Admit a call and start it (its ``running`` row), without running the tool."""
-    from tools.services import tool_call_admit, tool_call_start
-    from voice_platform.tenancy.scope import tenant_scope
+def call_request(
+    session: Any,
+    name: str,
+    args: dict[str, Any],
+    *,
+    call_id: str = "c1",
+    turn: int = 0,
+    occurrence: int = 0,
+) -> ToolCallRequest:
+    """The request a live session makes for one function call of the model."""
+    return ToolCallRequest(
+        tenant_id=session.tenant_id, session_id=session.pk, end_user_id=session.end_user_id,
+        call_id=call_id, name=name, args=args, turn=turn, occurrence=occurrence,
+    )  # fmt: skip
 
+
+def admit_call(
+    session: Any,
+    name: str,
+    args: dict[str, Any],
+    *,
+    call_id: str = "c1",
+    turn: int = 0,
+    occurrence: int = 0,
+    dispatch: bool = False,
+    allowlist: ToolAllowlist | None = None,
+) -> Admission:
+    """Admit a call in the session's tenant scope, against the agent's allowlist as it is now
+    (or ``allowlist``, a session's copy). Without ``dispatch`` no Celery task is sent."""
+    request = call_request(session, name, args, call_id=call_id, turn=turn, occurrence=occurrence)
+    with tenant_scope(session.tenant_id):
+        if allowlist is None:
+            agent = Agent.objects.get(pk=session.agent_id)
+            allowlist = tool_allowlist_for_agent(agent=agent)
+        return tool_call_admit(request=request, allowlist=allowlist, dispatch=dispatch)
+
+
+def start_call(session: Any, agent: Any, call_id: str, name: str, args: dict[str, Any]) -> Any:
+    """Admit a call and claim it (``queued -> running``, as its tool thread does), without
+    running the tool: a call caught mid-run."""
+    admission = admit_call(session, name, args, call_id=call_id)
+    assert admission.record.status == "queued", admission.record.rejection_reason
     with tenant_scope(agent.tenant_id):
-        admission = tool_call_admit(
-            session=session, agent=agent, call_id=call_id, name=name, args=args
+        claimed = ToolCallRecord.objects.filter(pk=admission.record.pk, status="queued").update(
+            status="running", started_at=timezone.now()
         )
-        return tool_call_start(admission.pending)[0]
+        assert claimed == 1
+        return ToolCallRecord.objects.get(pk=admission.record.pk)
+
+
+def execute(record: Any, **kwargs: Any) -> ToolCallRecord:
+    """Run an admitted call as its worker does (again: as a redelivery does)."""
+    with tenant_scope(record.tenant_id):
+        return tool_call_execute(record_id=record.pk, **kwargs)
 
 
 def allow(agent: Any, tool_name: str, **fields: Any) -> AgentTool:
@@ -99,6 +152,88 @@ def synced_tools(db: None) -> None:
 @pytest.fixture
 def alice_session(alice_agent: Any) -> VoiceSession:
     return make_session(alice_agent)
+
+
+@dataclass
+class ToolThreads:
+    """This test's pool of tool threads (``tools.execution.tool_pool``)."""
+
+    def join(self) -> None:
+        """Wait for every tool thread: an overrunning tool's too (its late writes)."""
+        with execution._pool_lock:
+            pool, execution._pool = execution._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
+@pytest.fixture
+def tool_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[ToolThreads]:
+    """A pool of tool threads of this test's own, built by the real ``tool_pool()`` on first
+    use (with ``TOOL_THREADS`` as the test sets it) and joined at the end: a tool still
+    running must not outlive the test's data."""
+    monkeypatch.setattr(execution, "_pool", None)
+    threads = ToolThreads()
+    try:
+        yield threads
+    finally:
+        threads.join()
+
+
+@dataclass
+class ScratchTools:
+    """What the scratch tools saw: ``runs`` lists each run's tool (and label)."""
+
+    release: threading.Event = field(default_factory=threading.Event)
+    started: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)
+    runs: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def scratch_tools(db: None) -> Iterator[ScratchTools]:
+    """Test-only tools; the Tool table is re-synced so they can be allowlisted."""
+    before = set(registry())
+    seen = ScratchTools()
+
+    @tool(name="t_boom", description="Raises.")
+    def boom(ctx: ToolContext) -> dict[str, Any]:
+        raise RuntimeError("disk on fire")
+
+    @tool(name="t_not_a_dict", description="Returns a list.")
+    def not_a_dict(ctx: ToolContext) -> dict[str, Any]:
+        return [1, 2]  # type: ignore[return-value]
+
+    @tool(name="t_slow_mail", description="Sleeps, then writes.", timeout=0.3)
+    def slow_mail(ctx: ToolContext, seconds: float) -> dict[str, Any]:
+        seen.runs.append("t_slow_mail")
+        time.sleep(seconds)
+        OutboxEmail.objects.create(tenant=ctx.tenant, to="x@example.com", subject="s", body="b")
+        seen.finished.set()
+        return {"slept": seconds}
+
+    @tool(name="t_gated_mail", description="Waits for the test, then writes.", timeout=5)
+    def gated_mail(ctx: ToolContext) -> dict[str, Any]:
+        seen.started.set()
+        seen.release.wait(5)
+        OutboxEmail.objects.create(tenant=ctx.tenant, to="x@example.com", subject="s", body="b")
+        return {"done": True}
+
+    @tool(name="t_note", description="Records that it ran.", timeout=0.3, rate_limit="1000/min")
+    def note(ctx: ToolContext, label: str) -> dict[str, Any]:
+        seen.runs.append(label)
+        return {"noted": label}
+
+    @tool(name="t_background", description="Non-blocking.", behavior="NON_BLOCKING",
+          scheduling="INTERRUPT")  # fmt: skip
+    def background(ctx: ToolContext) -> dict[str, Any]:
+        return {"ok": True}
+
+    tool_sync_registry()
+    try:
+        yield seen
+    finally:
+        for name in set(registry()) - before:
+            unregister(name)
 
 
 @dataclass
@@ -156,7 +291,7 @@ def webhook_receiver(
                     self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
-            except (BrokenPipeError, ConnectionResetError):
+            except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
                 pass  # the client gave up (timeout, size cap): expected in those tests
 
         def log_message(self, format: str, *args: Any) -> None:

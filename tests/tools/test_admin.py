@@ -6,22 +6,16 @@ import pytest
 from django.conf import settings
 
 from tests.helpers import logged_in
-from tests.tools.conftest import allow, make_session, make_webhook, start_call
+from tests.tools.conftest import admit_call, allow, make_session, make_webhook, start_call
 from tools.models import AgentTool, LookupRecord, OutboxEmail, ToolCallRecord, WebhookTool
-from tools.services import tool_call_admit
 from voice_platform.crypto import decrypt_str
-from voice_platform.tenancy.scope import tenant_scope
 
 pytestmark = pytest.mark.django_db
 
 
 def record_for(agent, call_id: str, name: str = "nope") -> ToolCallRecord:
-    session = make_session(agent)
-    with tenant_scope(agent.tenant_id):
-        record = tool_call_admit(
-            session=session, agent=agent, call_id=call_id, name=name, args={}
-        ).record
-    assert record is not None  # refused: written at once
+    record = admit_call(make_session(agent), name, {}, call_id=call_id).record
+    assert record.status == "rejected"  # not allowlisted: finished at once
     return record
 
 

@@ -9,11 +9,9 @@ import io
 import pytest
 from django.utils import timezone
 
-from tests.tools.conftest import allow, make_session, make_webhook, start_call
+from tests.tools.conftest import admit_call, allow, make_session, make_webhook, start_call
 from tools.models import AgentTool, ToolCallRecord, WebhookTool
-from tools.services import tool_call_admit
 from voice_platform.crypto import decrypt_str
-from voice_platform.tenancy.scope import tenant_scope
 
 pytestmark = pytest.mark.django_db
 
@@ -211,11 +209,7 @@ def make_records(agent, end_user="u1"):
         if call_id == "c-mail":
             records.append(start_call(session, agent, call_id, name, args))
             continue
-        with tenant_scope(agent.tenant_id):
-            admission = tool_call_admit(
-                session=session, agent=agent, call_id=call_id, name=name, args=args
-            )
-        records.append(admission.record)
+        records.append(admit_call(session, name, args, call_id=call_id).record)
     return records
 
 

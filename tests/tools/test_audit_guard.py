@@ -6,20 +6,16 @@ import pytest
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
-from tests.tools.conftest import allow, start_call
+from tests.tools.conftest import admit_call, allow, start_call
 from tools.models import ToolCallRecord
-from tools.services import tool_call_admit
 from voice_platform.tenancy.scope import tenant_scope
 
 pytestmark = pytest.mark.django_db
 
 
 def admitted(session, agent, name="nope", args=None, call_id="c1") -> ToolCallRecord:
-    with tenant_scope(agent.tenant_id):
-        record = tool_call_admit(
-            session=session, agent=agent, call_id=call_id, name=name, args=args or {}
-        ).record
-    assert record is not None  # refused: written at once
+    record = admit_call(session, name, args or {}, call_id=call_id).record
+    assert record.status == "rejected"  # not allowlisted: finished at once
     return record
 
 

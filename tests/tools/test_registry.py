@@ -205,4 +205,3 @@ def test_registry_json_schema_conversion_ignores_unsupported_keywords():
     assert schema.properties["n"].type == types.Type.INTEGER
     assert schema.properties["n"].description == "N"
     assert schema.required == ["n"]
-

@@ -9,9 +9,10 @@ import time
 
 import pytest
 
-from tests.tools.conftest import make_webhook, verify_signature
-from tools.models import AgentTool
-from tools.services import tool_call_admit, tool_call_execute, tool_call_response
+from tests.tools.conftest import admit_call, execute, make_webhook, verify_signature
+from tools.idempotency import tool_call_key
+from tools.models import AgentTool, ToolCallRecord, WebhookTool
+from tools.outcome import tool_call_response
 from tools.webhooks import (
     WebhookError,
     WebhookRefused,
@@ -22,7 +23,6 @@ from tools.webhooks import (
     verify,
     webhook_post,
 )
-from voice_platform.tenancy.scope import tenant_scope
 
 PAYLOAD = {"call_id": "c1", "tool": "order_status", "arguments": {"order_id": "A1"}}
 
@@ -158,25 +158,23 @@ def test_webhook_plain_http_is_refused():
         webhook_post(url="http://example.com/", secret="s", payload={}, timeout=1)
 
 
-def admit_webhook_call(alice, agent, session, receiver, **fields):
+def admit_webhook_call(alice, session, receiver, *, call_id="call-7", turn=0, **fields):
     webhook = make_webhook(alice.tenant, url=receiver.url("/orders"), **fields)
-    AgentTool.unscoped.create(tenant=alice.tenant, agent=agent, webhook_tool=webhook)
-    with tenant_scope(alice.tenant.pk):
-        return tool_call_admit(
-            session=session, agent=agent, call_id="call-7", name="order_status",
-            args={"order_id": "A1"},
-        )  # fmt: skip
+    AgentTool.unscoped.create(tenant=alice.tenant, agent=session.agent, webhook_tool=webhook)
+    return admit_call(session, "order_status", {"order_id": "A1"}, call_id=call_id, turn=turn)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_webhook_tool_executes_through_service(alice, alice_agent, alice_session, webhook_receiver):
+def test_webhook_tool_executes_through_service(
+    alice, alice_agent, alice_session, webhook_receiver, tool_threads
+):
     webhook_receiver.handler = lambda r: (200, {}, b'{"status": "shipped"}')
-    admission = admit_webhook_call(alice, alice_agent, alice_session, webhook_receiver)
-    with tenant_scope(alice.tenant.pk):
-        record = tool_call_execute(pending=admission.pending)
+    admission = admit_webhook_call(alice, alice_session, webhook_receiver)
+    execute(admission.record)
+    record = ToolCallRecord.unscoped.get(pk=admission.record.pk)
     assert record.status == "succeeded"
     assert tool_call_response(record=record) == {"status": "shipped"}
-    request = webhook_receiver.requests[0]
+    (request,) = webhook_receiver.requests
     assert request["path"] == "/orders"
     assert verify_signature("s3cret", request)
     assert json.loads(request["body"]) == {
@@ -190,31 +188,84 @@ def test_webhook_tool_executes_through_service(alice, alice_agent, alice_session
 
 
 @pytest.mark.django_db(transaction=True)
+def test_webhook_tool_sends_the_calls_idempotency_key(
+    alice, alice_agent, alice_session, webhook_receiver, tool_threads
+):
+    admission = admit_webhook_call(alice, alice_session, webhook_receiver, turn=5)
+    execute(admission.record)
+    record = ToolCallRecord.unscoped.get(pk=admission.record.pk)
+    (request,) = webhook_receiver.requests
+    assert request["headers"]["Idempotency-Key"] == record.idempotency_key
+    # What the user asked (session, turn, tool, arguments), not the model's call id.
+    expected = tool_call_key(
+        session_ref=str(alice_session.pk), turn=5, name="order_status",
+        args={"order_id": "A1"}, occurrence=0,
+    )  # fmt: skip
+    assert record.idempotency_key == expected
+
+
+@pytest.mark.django_db(transaction=True)
+def test_webhook_tool_a_second_request_sends_another_key(
+    alice, alice_agent, alice_session, webhook_receiver, tool_threads
+):
+    first = admit_webhook_call(alice, alice_session, webhook_receiver)
+    second = admit_call(
+        alice_session, "order_status", {"order_id": "A1"}, call_id="call-8", occurrence=1
+    )
+    execute(first.record)
+    execute(second.record)
+    keys = [request["headers"]["Idempotency-Key"] for request in webhook_receiver.requests]
+    assert sorted(keys) == sorted(ToolCallRecord.unscoped.values_list("idempotency_key", flat=True))
+    assert len(set(keys)) == 2
+
+
+def test_webhook_post_every_attempt_at_a_request_carries_its_key(webhook_receiver):
+    request_key = "ab" * 32
+    post(webhook_receiver, idempotency_key=request_key)
+    post(webhook_receiver, idempotency_key=request_key)  # a retry of the same request
+    post(webhook_receiver)  # a caller without a key sends none
+    headers = [request["headers"] for request in webhook_receiver.requests]
+    assert [h.get("Idempotency-Key") for h in headers] == [request_key, request_key, None]
+    assert all(verify_signature("s3cret", r) for r in webhook_receiver.requests)
+
+
+@pytest.mark.django_db(transaction=True)
 def test_webhook_tool_timeout_marks_record_timeout(
-    alice, alice_agent, alice_session, webhook_receiver
+    alice, alice_agent, alice_session, webhook_receiver, tool_threads
 ):
     def slow(request):
         time.sleep(1.2)
         return 200, {}, b"{}"
 
     webhook_receiver.handler = slow
-    admission = admit_webhook_call(
-        alice, alice_agent, alice_session, webhook_receiver, timeout_seconds=0.3
-    )
-    with tenant_scope(alice.tenant.pk):
-        record = tool_call_execute(pending=admission.pending)
+    admission = admit_webhook_call(alice, alice_session, webhook_receiver, timeout_seconds=0.3)
+    execute(admission.record)
+    record = ToolCallRecord.unscoped.get(pk=admission.record.pk)
     assert record.status == "timeout"
     assert tool_call_response(record=record) == {"error": "tool timed out after 0.3s"}
 
 
 @pytest.mark.django_db(transaction=True)
 def test_webhook_tool_refused_address_fails_the_call(
-    alice, alice_agent, alice_session, webhook_receiver, settings
+    alice, alice_agent, alice_session, webhook_receiver, settings, tool_threads
 ):
     settings.TOOL_WEBHOOK_ALLOWED_NETWORKS = []
-    admission = admit_webhook_call(alice, alice_agent, alice_session, webhook_receiver)
-    with tenant_scope(alice.tenant.pk):
-        record = tool_call_execute(pending=admission.pending)
+    admission = admit_webhook_call(alice, alice_session, webhook_receiver)
+    execute(admission.record)
+    record = ToolCallRecord.unscoped.get(pk=admission.record.pk)
     assert record.status == "failed"
     assert record.error == "WebhookRefused: loopback address 127.0.0.1 is not allowed"
+    assert webhook_receiver.requests == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_webhook_tool_disabled_after_admission_is_not_called(
+    alice, alice_agent, alice_session, webhook_receiver, tool_threads
+):
+    admission = admit_webhook_call(alice, alice_session, webhook_receiver)
+    WebhookTool.unscoped.update(enabled=False)  # behind the signals' back
+    execute(admission.record)
+    record = ToolCallRecord.unscoped.get(pk=admission.record.pk)
+    assert record.status == "failed"
+    assert record.error == "LookupError: webhook tool 'order_status' is disabled"
     assert webhook_receiver.requests == []
