@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import itertools
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -39,6 +40,7 @@ DB_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 QUEUE = f"live_tools_bench_{uuid.uuid4().hex[:6]}"
+TURNS = itertools.count(random.randrange(10**8, 10**9))
 ENV = {
     **os.environ,
     "DJANGO_SETTINGS_MODULE": "voice_platform.settings.local",
@@ -86,8 +88,9 @@ async def measure(gateway: Any, calls: int, warmup: int) -> list[float]:
 
         call = types.FunctionCall(id=f"b-{uuid.uuid4().hex}", name="bench_noop", args={})
         start = time.perf_counter()
-        # Each call answers a turn of its own: a new request, never a re-ask.
-        await gateway.on_tool_call([call], send, emit, index)
+        # A turn of its own: a new request, never a re-ask of an earlier call (the key names
+        # the turn).
+        await gateway.on_tool_call([call], send, emit, next(TURNS))
         await asyncio.wait_for(done.wait(), 30)
         if index >= warmup:
             samples.append((sent_at[0] - start) * 1000)
@@ -127,25 +130,26 @@ async def run(calls: int, warmup: int) -> dict[str, list[float]]:
     results: dict[str, list[float]] = {}
     with tenant_scope(tenant_id):
         allowlist = await database_sync_to_async(tool_allowlist_for_agent)(agent=agent)
-        for mode in ("celery", "inprocess"):
+        # In-process first: it needs no wake-ups (the outcome is handed over directly).
+        for mode in ("inprocess", "celery"):
             settings.TOOL_EXECUTION = mode
             gateway = ServiceToolGateway(session=session, allowlist=allowlist, execution=mode)
+            if mode == "inprocess":
+                results[mode] = await measure(gateway, calls, warmup)
+                continue
 
             async def wakeups(gw: ServiceToolGateway = gateway) -> None:
                 while True:
                     message = await layer.receive(channel)
                     gw.on_result(message)
 
+            # Left running to the end: cancelling a channels-redis receive mid-wait can
+            # hang the loop, and the bare phase below receives on a channel of its own.
             pump = asyncio.create_task(wakeups())
-            try:
-                results[mode] = await measure(gateway, calls, warmup)
-            finally:
-                # Awaited: a receive still pending on the channel would take the next
-                # phase's messages (channels-redis allows one receiver per channel).
-                pump.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await pump
-    results["bare-celery"] = await measure_bare(layer, channel, calls, warmup)
+            results[mode] = await measure(gateway, calls, warmup)
+    bare_channel = await layer.new_channel()
+    results["bare-celery"] = await measure_bare(layer, bare_channel, calls, warmup)
+    pump.cancel()
     context = ToolContext(
         tenant=None, agent=agent, session_id=session_id, end_user_id="b", call_id="d", policy=None
     )  # type: ignore[arg-type]

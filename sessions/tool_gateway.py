@@ -128,6 +128,7 @@ class ServiceToolGateway:
         self._occurrences: Counter[tuple[int, str, str]] = Counter()
         self._early: dict[str, dict[str, Any]] = {}  # wake-ups before their request
         self._asks: set[asyncio.Task[None]] = set()
+        self._replayed_turn: int | None = getattr(session, "replay_turn", None)
 
     def function_declarations(self) -> list[types.FunctionDeclaration]:
         return self.allowlist.declarations
@@ -204,8 +205,11 @@ class ServiceToolGateway:
         """Admit the request (or find it admitted), wait for its outcome; emits its events."""
         try:
             admission: Admission = await database_sync_to_async(tool_call_admit)(
-                request=request, allowlist=self.allowlist, dispatch=self.execution == "celery"
-            )
+                request=request, allowlist=self.allowlist, dispatch=self.execution == "celery",
+                # Requests of this connection are known here; only a turn replayed from
+                # the session (its calls admitted by an earlier connection) may have rows.
+                may_repeat=self._replayed_turn is not None and request.turn <= self._replayed_turn,
+            )  # fmt: skip
         except Exception:  # Redis or the database down: answered, never silent
             log.exception("tool call %s could not be admitted", entry.call_id)
             outcome: dict[str, Any] = {"status": "failed", "response": {"error": ADMISSION_FAILED}}

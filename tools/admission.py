@@ -71,16 +71,22 @@ class Admission:
 
 
 def tool_call_admit(
-    *, request: ToolCallRequest, allowlist: ToolAllowlist, dispatch: bool
+    *, request: ToolCallRequest, allowlist: ToolAllowlist, dispatch: bool, may_repeat: bool = True
 ) -> Admission:
     """Decide ``request`` against ``allowlist`` (reloaded here if an entry changed since).
 
-    With ``dispatch`` an accepted call's Celery task is sent after the row commits; a broker
-    that refuses it fails the call (``failed``, and the model is told).
+    With ``dispatch`` an accepted call's Celery task is sent once the row is committed; a
+    broker that refuses it fails the call (``failed``, and the model is told).
+
+    ``may_repeat=False`` skips looking for an earlier admission first (the caller knows
+    none can exist: the live bridge remembers the requests of its own connection). The
+    unique key still catches one: the call is then answered from that row all the same,
+    though it was counted against the rate limit.
     """
-    existing = tool_call_by_key(request.key)
-    if existing is not None:
-        return Admission(record=existing, allowlist=allowlist, repeat=True)
+    if may_repeat:
+        existing = tool_call_by_key(request.key)
+        if existing is not None:
+            return Admission(record=existing, allowlist=allowlist, repeat=True)
     allowlist = allowlist.current()
     resolved = allowlist.resolve(request.name)
     reason, validated = _check(resolved, request.name, dict(request.args))
@@ -88,10 +94,8 @@ def tool_call_admit(
         reason = f"rate limit {resolved.rate_limit} exceeded for tool {request.name!r}"
     record = _record(request, allowlist, resolved, reason, validated)
     try:
-        with transaction.atomic():
+        with transaction.atomic():  # a savepoint inside the caller's transaction, if any
             record.save(force_insert=True)
-            if dispatch and not reason:
-                transaction.on_commit(partial(_enqueue, record))
     except IntegrityError:
         # Admitted by a twin in the meantime, or the model's call id came again (a
         # redelivered toolCall) in another turn: either way that row answers.
@@ -99,6 +103,10 @@ def tool_call_admit(
         if twin is None:
             raise
         return Admission(record=twin, allowlist=allowlist, repeat=True)
+    if dispatch and not reason:
+        # Sent once the row is committed (now, or with the caller's transaction), so a
+        # worker always finds it.
+        transaction.on_commit(partial(_enqueue, record))
     return Admission(record=record, allowlist=allowlist, repeat=False)
 
 

@@ -61,11 +61,14 @@ def tool_call_execute(*, record_id: int, notify: Notify | None = None) -> ToolCa
     if record.status == Status.QUEUED:
         future = tool_pool().submit(_claim_run_finish, record)
         try:
-            future.result(timeout=record.timeout_seconds)
+            wrote = future.result(timeout=record.timeout_seconds)
         except FutureTimeout:
             tool_call_finish_early(record=record, status="timeout")
-        # A fresh copy: an overrunning thread may still write to the one it holds.
-        record = ToolCallRecord.objects.get(pk=record_id)
+            wrote = False
+        if not wrote:
+            # Finished by someone else, or overrunning: a fresh copy (the overrunning thread
+            # may still write to the one it holds). Otherwise the record says what committed.
+            record = ToolCallRecord.objects.get(pk=record_id)
     if record.is_finished:  # a redelivered task too: the waiting session may never have heard
         (notify or _notify)(record)
     return record
@@ -102,41 +105,49 @@ class _Superseded(Exception):
     """The call was finished by someone else (timeout, cancel) while the tool ran."""
 
 
-def _claim_run_finish(record: ToolCallRecord) -> None:
-    """In a tool thread: claim the call, run the tool, write the outcome."""
+def _claim_run_finish(record: ToolCallRecord) -> bool:
+    """In a tool thread: claim the call, run the tool, write the outcome; True when this
+    wrote the outcome (and ``record`` holds it, committed)."""
+    wrote = False
     try:
         with tenant_scope(record.tenant_id):
             now = timezone.now()
-            claimed = ToolCallRecord.objects.filter(pk=record.pk, status=Status.QUEUED).update(
-                status=Status.RUNNING, started_at=now, queue_ms=elapsed_ms(record.queued_at, now)
-            )
-            if not claimed:
-                return  # finished before it started (timeout, cancel): nothing runs
-            record.status, record.started_at = Status.RUNNING, now
+            claim = {"status": Status.RUNNING, "started_at": now,
+                     "queue_ms": elapsed_ms(record.queued_at, now)}  # fmt: skip
+            if not ToolCallRecord.objects.filter(pk=record.pk, status=Status.QUEUED).update(
+                **claim
+            ):
+                return False  # finished before it started (timeout, cancel): nothing runs
+            _apply(record, claim)
             try:
                 invoke = _invocation(record)
             except Exception as exc:
-                _finish(record, Status.FAILED, error=describe_error(exc))
-                return
+                return _apply(record, _finish(record, Status.FAILED, error=describe_error(exc)))
             try:
                 with transaction.atomic():
                     result = _checked_result(invoke())
-                    if not _finish(record, Status.SUCCEEDED, result=result):
+                    written = _finish(record, Status.SUCCEEDED, result=result)
+                    if written is None:
                         raise _Superseded
+                wrote = _apply(record, written)  # committed
             except _Superseded:
                 logger.info("tool call %s finished elsewhere; its writes rolled back", record.pk)
             except WebhookTimeout as exc:
-                _finish(record, Status.TIMEOUT, error=str(exc))
+                wrote = _apply(record, _finish(record, Status.TIMEOUT, error=str(exc)))
             except Exception as exc:
                 # Logged with its traceback here; the model only gets the short form.
                 logger.exception("tool %s failed (call %s)", record.tool_name, record.pk)
-                _finish(record, Status.FAILED, error=describe_error(exc))
+                wrote = _apply(record, _finish(record, Status.FAILED, error=describe_error(exc)))
     finally:
         connections.close_all()  # this thread's connections (back to the pool)
+    return wrote
 
 
-def _finish(record: ToolCallRecord, status: str, *, result: Any = None, error: str = "") -> bool:
-    """running -> ``status``; False when the call was finished by someone else."""
+def _finish(
+    record: ToolCallRecord, status: str, *, result: Any = None, error: str = ""
+) -> dict[str, Any] | None:
+    """running -> ``status``: the fields written, or None when the call was finished by
+    someone else. ``_apply`` them once they are committed."""
     now = timezone.now()
     fields: dict[str, Any] = {
         "status": status,
@@ -149,7 +160,13 @@ def _finish(record: ToolCallRecord, status: str, *, result: Any = None, error: s
         fields["result"] = result
         fields["result_preview"] = _preview(result)
     changed = ToolCallRecord.objects.filter(pk=record.pk, status=Status.RUNNING).update(**fields)
-    return bool(changed)
+    return fields if changed else None
+
+
+def _apply(record: ToolCallRecord, written: dict[str, Any] | None) -> bool:
+    for name, value in (written or {}).items():
+        setattr(record, name, value)
+    return written is not None
 
 
 def _invocation(record: ToolCallRecord) -> Callable[[], Any]:

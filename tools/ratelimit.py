@@ -1,8 +1,8 @@
 """The per-end-user rate limit of tool calls: a fixed window in Django's cache.
 
-One implementation for every cache backend: ``cache.add`` opens the window with its expiry,
-``cache.incr`` counts (atomic on Redis, and under LocMem's lock), so concurrent admissions
-in several processes never both take the last slot.
+One implementation for every cache backend: ``cache.incr`` counts (atomic on Redis, and
+under LocMem's lock) and ``cache.add`` opens a window with its expiry (atomic too), so
+concurrent admissions in several processes never both take the last slot.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ def rate_limit_key(scope: str, period: int, now: float) -> str:
 def rate_limit_consume(*, scope: str, limit: int, period: int, now: float | None = None) -> bool:
     """Count one call against ``scope``; whether it is within ``limit`` per ``period``."""
     key = rate_limit_key(scope, period, time.time() if now is None else now)
-    cache.add(key, 0, timeout=period + 1)
-    try:
-        count = cache.incr(key)
-    except ValueError:
-        # The window expired between add and incr: this call opens the next one.
-        cache.add(key, 0, timeout=period + 1)
-        count = cache.incr(key)
-    return int(count) <= limit
+    for _ in range(3):
+        try:
+            return int(cache.incr(key)) <= limit  # the window exists: one count
+        except ValueError:
+            # The first call of the window opens it; if another admission opened it first
+            # (``add`` is atomic), or it expired in between, count again.
+            if cache.add(key, 1, timeout=period + 1):
+                return limit >= 1
+    raise RuntimeError(f"rate limit window {key} could not be counted")
