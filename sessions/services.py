@@ -21,6 +21,7 @@ from django.utils import timezone
 from agents.models import Agent
 from sessions.close_codes import CloseCode
 from sessions.models import FIRST_RESPONSE_SAMPLES, TranscriptEntry, VoiceSession
+from sessions.notify import notify_end
 from sessions.tokens import client_token_consume, client_token_find
 from voice_platform.tenancy.models import Tenant
 from voice_platform.tenancy.services import hash_secret
@@ -333,8 +334,6 @@ def voice_session_end(
 
 def voice_session_end_by_api(*, session: VoiceSession, reason: str = "ended_by_api") -> bool:
     """End a live session from REST; its consumer (on any process) is told to close."""
-    from sessions.notify import notify_end
-
     channel = session.connection_channel
     ended = voice_session_end(
         session_id=session.pk,

@@ -4,16 +4,17 @@ import logging
 from typing import Any
 
 from django.apps import AppConfig
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models.signals import post_delete, post_migrate, post_save
+
+from tools.allowlist_version import allowlist_changed
 
 logger = logging.getLogger(__name__)
 
 
 def _sync_after_migrate(sender: AppConfig, using: str = "default", **kwargs: Any) -> None:
-    from django.db import connections
-
-    from tools.models import Tool  # app-loading order: models import after ready()
+    # Not at the top: an app's models must not load while the app registry fills.
+    from tools.models import Tool
     from tools.services import tool_sync_registry
 
     # A partial migration plan (e.g. "migrate tools zero") may leave no table to sync into.
@@ -23,8 +24,6 @@ def _sync_after_migrate(sender: AppConfig, using: str = "default", **kwargs: Any
 
 
 def _allowlist_changed(sender: type, instance: Any, **kwargs: Any) -> None:
-    from tools.allowlist_version import allowlist_changed
-
     tenant_id = instance.tenant_id
 
     def bump() -> None:

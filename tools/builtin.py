@@ -12,6 +12,7 @@ import pydantic
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
+from tools.models import LookupRecord, OutboxEmail
 from tools.registry import PolicyViolation, ToolContext, ToolPolicy, tool
 
 
@@ -113,8 +114,6 @@ class SendEmailPolicy(ToolPolicy):
     sensitive=("body",),
 )
 def send_email(ctx: ToolContext, *, to: str, subject: str, body: str) -> dict[str, Any]:
-    from tools.models import OutboxEmail
-
     # Runs inside the transaction that finishes the audit record: both or neither.
     email = OutboxEmail.objects.create(
         tenant=ctx.tenant, to=to, subject=subject, body=body, tool_call_id=ctx.record_id
@@ -134,8 +133,6 @@ def lookup_record(
         str, pydantic.Field(min_length=1, max_length=200, description="The record's key.")
     ],
 ) -> dict[str, Any]:
-    from tools.models import LookupRecord
-
     # Explicit tenant, although the scoped manager filters too: two locks on one door.
     record = LookupRecord.objects.filter(tenant=ctx.tenant, key=key).first()
     if record is None:

@@ -88,20 +88,3 @@ class AudioTap:
 
     def __getattr__(self, name: str) -> Any:  # send, ping, close, transport, ...
         return getattr(self._inner, name)
-
-
-# The names before sdk_adapter, kept for tests/sessions/relay/test_audio_path.py.
-
-
-def tap_session(session: Any, on_audio: OnAudio) -> bool:
-    """``sdk_adapter.tap_model_audio``."""
-    from sessions.relay import sdk_adapter  # it imports this module
-
-    return sdk_adapter.tap_model_audio(session, on_audio)
-
-
-async def send_audio(session: Any, pcm: bytes, *, tapped: bool = False) -> None:
-    """``sdk_adapter.send_audio_frame``, which knows by itself whether the session is tapped."""
-    from sessions.relay import sdk_adapter
-
-    await sdk_adapter.send_audio_frame(session, pcm)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from tools.models import OutboxEmail
 from tools.registry import ToolContext, tool
 
 
@@ -42,8 +43,6 @@ def noop(ctx: ToolContext) -> dict[str, Any]:
     rate_limit="1000/min",
 )
 def slow_email(ctx: ToolContext, *, to: str, seconds: float) -> dict[str, Any]:
-    from tools.models import OutboxEmail  # registered at start-up, before models load
-
     time.sleep(seconds)
     email = OutboxEmail.objects.create(
         tenant=ctx.tenant, to=to, subject="slow", body="", tool_call_id=ctx.record_id

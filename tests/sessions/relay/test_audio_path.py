@@ -13,13 +13,8 @@ from google import genai
 from google.genai import types
 from google.genai.live import AsyncSession
 
-from sessions.relay.audio_path import (
-    AudioTap,
-    model_audio_of,
-    realtime_audio_json,
-    send_audio,
-    tap_session,
-)
+from sessions.relay.audio_path import AudioTap, model_audio_of, realtime_audio_json
+from sessions.relay.sdk_adapter import send_audio_frame, tap_model_audio
 from voice_platform.live_emulator import protocol
 
 # Every byte value, odd length, and chunks whose base64 uses the characters that differ
@@ -66,7 +61,13 @@ async def test_realtime_audio_json_is_byte_for_byte_what_the_sdk_sends(pcm: byte
 async def test_send_audio_writes_the_sdk_frame_either_way(tapped: bool) -> None:
     ws = FakeWs()
     session = sdk_session(ws)
-    await send_audio(session, PCM_SAMPLES[0], tapped=tapped)
+    if tapped:
+
+        async def on_audio(pcm: bytes) -> None:
+            return None
+
+        assert tap_model_audio(session, on_audio)
+    await send_audio_frame(session, PCM_SAMPLES[0])
     assert ws.sent == [realtime_audio_json(PCM_SAMPLES[0])]
 
 
@@ -131,7 +132,7 @@ async def test_tap_keeps_the_order_of_audio_and_other_messages() -> None:
     async def on_audio(pcm: bytes) -> None:
         seen.append(pcm)
 
-    assert tap_session(session, on_audio)
+    assert tap_model_audio(session, on_audio)
     assert isinstance(session._ws, AudioTap)
     async for message in session.receive():  # ends after turn_complete, like the SDK's
         seen.append(message)
@@ -150,5 +151,5 @@ def test_tap_falls_back_when_the_sdk_session_has_no_socket() -> None:
         return None
 
     session = Opaque()
-    assert not tap_session(session, on_audio)
+    assert not tap_model_audio(session, on_audio)
     assert not hasattr(session, "_ws")
