@@ -38,6 +38,7 @@ from sessions.services import (
     SessionGrant,
     SessionProgress,
     voice_session_detach,
+    voice_session_drop_replay,
     voice_session_end,
     voice_session_flush,
     voice_session_promote_resume_token,
@@ -120,7 +121,9 @@ class LiveBridge:
         self._dropped_flushed = 0
         self.uplink = Uplink(
             max_pending_audio=int(self.config.pending_audio_seconds * 32_000),
-            acked_turns=grant.session.acked_turns,
+            # Past every position an earlier connection's tool calls used: a new request
+            # never takes an old one's key (the replayed turn below brings its own).
+            acked_turns=self.tools.first_turn(),
         )
         session = grant.session
         if session.replay_text and session.replay_turn is not None:
@@ -131,6 +134,7 @@ class LiveBridge:
                 UplinkItem(ItemKind.TEXT, (session.replay_text, True), session.replay_turn)
             )
         self._replay_saved_at: int | None = session.replay_turn
+        self._turn_heard: list[str] = []  # input transcription of the turn in progress
         self._uplink_sending = False  # a send to the upstream is in progress (either path)
         self.upstream = LiveUpstream(
             connect=connect,
@@ -143,7 +147,7 @@ class LiveBridge:
         self._closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._db_jobs: asyncio.Queue[Callable[[], Any] | None] = asyncio.Queue()
-        self._handle_to_save: tuple[str, int] | None = None
+        self._handle_to_save: str | None = None
         # When the user's turn ended (a text turn, audio_end/activity_end, or the input
         # transcription the server sends at its end of turn); one latency sample per turn.
         self._user_turn_ended_at: float | None = None
@@ -261,9 +265,6 @@ class LiveBridge:
         self._dropped_flushed = dropped
         snapshot = SessionProgress(
             counters=self.counters,
-            # Without handles the position is saved with the counters (with them, with the
-            # handle it belongs to).
-            acked_turns=None if self.agent.session_resumption else self.uplink.acked_turns,
             first_response_ms=self.progress.first_response_ms,
             transcript=self.progress.transcript,
         )
@@ -372,6 +373,7 @@ class LiveBridge:
         else:
             self.uplink.replay_unacknowledged()
             self.tools.on_reconnect()
+            self._turn_heard = []  # the replayed turn is heard again
             if self._in_outage:
                 self._in_outage = False
                 self.counters["reconnects"] += 1
@@ -418,8 +420,9 @@ class LiveBridge:
         update = message.session_resumption_update
         if update is not None and update.resumable and update.new_handle:
             self.uplink.handle_saved()
-            self._handle_to_save = (update.new_handle, self.uplink.acked_turns)
+            self._handle_to_save = update.new_handle
             self._db(self._save_handle)
+            self._drop_covered_replay()
 
     async def _on_content(self, content: types.LiveServerContent) -> None:
         if content.model_turn is not None and content.model_turn.parts:
@@ -435,6 +438,7 @@ class LiveBridge:
             if not self._responded_this_turn:
                 self._user_turn_ended()  # the server heard the user: the latest turn end
             self._append_utterance("user", "speech", text)
+            self._turn_heard.append(text)
             await self.emit(client_events.simple("transcript.input", text=text))
         if content.output_transcription is not None and content.output_transcription.text:
             text = content.output_transcription.text
@@ -456,6 +460,8 @@ class LiveBridge:
             # No handles will come: a reconnect starts a fresh context anyway, so only the
             # turn in flight is worth replaying.
             self.uplink.handle_saved()
+            self._drop_covered_replay()
+        self._turn_heard = []
         for key in list(self._utterances):
             self._finish_utterance(*key)
         await self.emit(client_events.simple("turn_complete"))
@@ -572,14 +578,21 @@ class LiveBridge:
         return job
 
     def _save_handle(self) -> bool | None:
-        saved, self._handle_to_save = self._handle_to_save, None
-        if saved is None:
+        handle, self._handle_to_save = self._handle_to_save, None
+        if not handle:
             return None
-        handle, acked_turns = saved
         return voice_session_save_handle(
-            session_id=self.session_id, channel_name=self.channel_name, handle=handle,
-            acked_turns=acked_turns,
-        )  # fmt: skip
+            session_id=self.session_id, channel_name=self.channel_name, handle=handle
+        )
+
+    def _drop_covered_replay(self) -> None:
+        """The turn kept for replay is in the upstream's saved history now: forget it (after
+        the handle's own save, the database worker keeping the order)."""
+        turn = self._replay_saved_at
+        if turn is not None and self.uplink.acked_turns > turn:
+            self._replay_saved_at = None
+            session_id = self.session_id
+            self._db(lambda: voice_session_drop_replay(session_id=session_id, turn=turn))
 
     async def _keep_for_replay(self, turn: int) -> None:
         """Before the first tool call of a turn starts: keep the turn's words in the session,
@@ -588,11 +601,12 @@ class LiveBridge:
         before admission: a call must never run without its turn being replayable."""
         if self._replay_saved_at == turn or not self.tools.function_declarations():
             return
-        texts = [item.payload[0] for item in self.uplink.unacknowledged
+        # This turn's words only: an earlier turn that no handle covers yet has a position
+        # of its own (a resume elsewhere loses it, as it loses any unsaved turn).
+        texts = [item.payload[0] for item in self.uplink.current_turn()
                  if item.kind is ItemKind.TEXT]  # fmt: skip
-        speech = self._utterances.get(("user", "speech"))
-        if speech is not None:  # an audio turn: what the server heard
-            texts.append("".join(speech.parts))
+        if self._turn_heard:  # an audio turn: what the server heard
+            texts.append("".join(self._turn_heard))
         text = "\n".join(t.strip() for t in texts if t.strip())
         if not text:
             return

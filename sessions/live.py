@@ -15,7 +15,7 @@ from sessions.relay.client import live_client
 from sessions.relay.upstream import ConnectFactory, UpstreamSettings
 from sessions.services import SessionGrant
 from sessions.tool_gateway import ServiceToolGateway, ToolGateway
-from tools.calls import tool_allowlist_for_agent
+from tools.calls import tool_allowlist_for_agent, tool_call_next_turn
 from voice_platform.tenancy.services import tenant_gemini_key
 
 
@@ -35,6 +35,7 @@ def tool_gateway_for(grant: SessionGrant) -> ToolGateway:
         session=grant.session,
         allowlist=tool_allowlist_for_agent(agent=grant.agent),
         execution=settings.TOOL_EXECUTION,
+        first_turn=tool_call_next_turn(session_id=grant.session.pk),
     )
 
 

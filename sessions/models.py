@@ -76,9 +76,6 @@ class VoiceSession(TenantOwnedModel):  # type: ignore[django-manager-missing]
     connection_channel = models.CharField(max_length=200, blank=True, default="")
     resumption_handle = models.TextField(blank=True, default="")
     resumption_handle_at = models.DateTimeField(null=True, blank=True)
-    # The conversation position the resumption handle is at (model turns it covers): tool
-    # calls are keyed by position, so a resume on another process must count alike.
-    acked_turns = models.PositiveIntegerField(default=0)
     # The user's words of a turn whose tool calls started but that no handle covers yet, and
     # its position: a resume on another process asks the model this turn again, so the
     # calls come again and are answered from their stored outcomes.

@@ -53,8 +53,6 @@ class SessionProgress:
     """What the bridge accumulated in memory since the last flush."""
 
     counters: dict[str, int] = field(default_factory=dict)
-    # The conversation position, for sessions without resumption handles (absolute).
-    acked_turns: int | None = None
     first_response_ms: list[float] = field(default_factory=list)
     transcript: list[tuple[str, str, str, datetime]] = field(default_factory=list)
 
@@ -215,17 +213,13 @@ def voice_session_set_status(
     )
 
 
-def voice_session_save_handle(
-    *, session_id: uuid.UUID, channel_name: str, handle: str, acked_turns: int
-) -> bool:
-    """Persist the newest resumable handle and the position it is at, so any process can
-    resume the session; a turn kept for replay that the handle covers is dropped."""
-    owned = _owned(session_id, channel_name).filter(status__in=VoiceSession.LIVE_STATUSES)
-    saved = owned.update(
-        resumption_handle=handle, resumption_handle_at=timezone.now(), acked_turns=acked_turns
+def voice_session_save_handle(*, session_id: uuid.UUID, channel_name: str, handle: str) -> bool:
+    """Persist the newest resumable handle, so any process can resume the session."""
+    return bool(
+        _owned(session_id, channel_name)
+        .filter(status__in=VoiceSession.LIVE_STATUSES)
+        .update(resumption_handle=handle, resumption_handle_at=timezone.now())
     )
-    owned.filter(replay_turn__lt=acked_turns).update(replay_text="", replay_turn=None)
-    return bool(saved)
 
 
 def voice_session_save_replay(
@@ -237,6 +231,14 @@ def voice_session_save_replay(
         _owned(session_id, channel_name)
         .filter(status__in=VoiceSession.LIVE_STATUSES)
         .update(replay_text=text, replay_turn=turn)
+    )
+
+
+def voice_session_drop_replay(*, session_id: uuid.UUID, turn: int) -> None:
+    """The turn kept for replay at ``turn`` is covered now (a handle, or a completed turn
+    without resumption): a later resume must not ask it again. A newer one stays."""
+    VoiceSession.objects.filter(pk=session_id, replay_turn=turn).update(
+        replay_text="", replay_turn=None
     )
 
 
@@ -260,18 +262,11 @@ def voice_session_flush(*, session_id: uuid.UUID, progress: SessionProgress) -> 
         if session is None:
             return
         deltas: dict[str, Any] = {name: F(name) + n for name, n in progress.counters.items() if n}
-        if progress.acked_turns is not None:
-            deltas["acked_turns"] = progress.acked_turns
         if progress.first_response_ms:
             samples = [*session.first_response_ms, *progress.first_response_ms]
             deltas["first_response_ms"] = samples[-FIRST_RESPONSE_SAMPLES:]
         if deltas:
             VoiceSession.objects.filter(pk=session_id).update(**deltas)
-        if progress.acked_turns is not None and session.replay_turn is not None:
-            # Without handles the position moves here: a replayed turn it passed is done.
-            VoiceSession.objects.filter(pk=session_id, replay_turn__lt=progress.acked_turns).update(
-                replay_text="", replay_turn=None
-            )
         if progress.transcript:
             last = TranscriptEntry.objects.filter(session=session).order_by("-seq").first()
             seq = last.seq if last else 0

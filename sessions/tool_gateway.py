@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,8 +29,10 @@ from tools.calls import (
     Admission,
     ToolAllowlist,
     ToolCallRequest,
+    canonical_arguments,
     tool_call_admit,
     tool_call_cancel_by_key,
+    tool_call_enqueue,
     tool_call_finish_early,
     tool_call_outcome,
     tool_call_outcome_by_key,
@@ -44,12 +47,14 @@ Emit = Callable[[dict[str, Any]], Awaitable[None]]
 # A lost wake-up (or a result written while this process was away) is still found here.
 RESULT_POLL_SECONDS = 1.0
 ADMISSION_FAILED = "the tool call could not be admitted (the platform is unavailable)"
-EARLY_RESULTS_KEPT = 32
+OUTCOME_LOST = "the tool call's outcome could not be read (the platform is unavailable)"
 SETTLED_KEPT = 64
 
 
 class ToolGateway(Protocol):
     def function_declarations(self) -> list[types.FunctionDeclaration]: ...
+
+    def first_turn(self) -> int: ...
 
     async def on_tool_call(
         self, calls: Sequence[types.FunctionCall], send: SendResponses, emit: Emit, turn: int
@@ -69,6 +74,9 @@ class NoTools:
 
     def function_declarations(self) -> list[types.FunctionDeclaration]:
         return []
+
+    def first_turn(self) -> int:
+        return 0
 
     async def on_tool_call(
         self, calls: Sequence[types.FunctionCall], send: SendResponses, emit: Emit, turn: int
@@ -103,10 +111,12 @@ class NoTools:
 class _Request:
     """One request (idempotency key): its settling task and the asks that wait for it."""
 
-    __slots__ = ("call_id", "event", "name", "outcome", "settled", "task", "withdrawn")
+    __slots__ = ("call_id", "call_ids", "event", "name", "outcome", "settled", "task",
+                 "withdrawn")  # fmt: skip
 
     def __init__(self, call_id: str, name: str) -> None:
         self.call_id = call_id  # the first ask's id: what the client's events carry
+        self.call_ids = [call_id]  # every ask's id
         self.name = name
         self.event = asyncio.Event()  # set by a wake-up
         self.outcome: dict[str, Any] | None = None  # from a wake-up
@@ -117,21 +127,29 @@ class _Request:
 
 class ServiceToolGateway:
     """Allowlisted tools: admit in a service, execute in Celery (or a thread of this process
-    when no broker is configured), wait for the persisted outcome, answer the model."""
+    when no broker is configured), wait for the persisted outcome, answer the model.
 
-    def __init__(self, *, session: Any, allowlist: ToolAllowlist, execution: str) -> None:
+    ``first_turn`` is the first conversation position no earlier tool call of the session
+    used (``tool_call_next_turn``): new turns count from there.
+    """
+
+    def __init__(
+        self, *, session: Any, allowlist: ToolAllowlist, execution: str, first_turn: int = 0
+    ) -> None:
         self.session = session
         self.allowlist = allowlist
         self.execution = execution
+        self._first_turn = first_turn
         self._requests: dict[str, _Request] = {}  # by key; the newest SETTLED_KEPT settled
         self._key_of: dict[str, str] = {}  # call id -> key
         self._occurrences: Counter[tuple[int, str, str]] = Counter()
-        self._early: dict[str, dict[str, Any]] = {}  # wake-ups before their request
-        self._asks: set[asyncio.Task[None]] = set()
-        self._replayed_turn: int | None = getattr(session, "replay_turn", None)
+        self._asks: dict[str, asyncio.Task[None]] = {}  # call id -> its pending answer
 
     def function_declarations(self) -> list[types.FunctionDeclaration]:
         return self.allowlist.declarations
+
+    def first_turn(self) -> int:
+        return self._first_turn
 
     async def on_tool_call(
         self, calls: Sequence[types.FunctionCall], send: SendResponses, emit: Emit, turn: int
@@ -140,24 +158,24 @@ class ServiceToolGateway:
         ``turn`` is the conversation position the calls answer (``sessions.uplink``)."""
         for call in calls:
             call_id, name, args = call.id or "", call.name or "", dict(call.args or {})
-            known = self._key_of.get(call_id)  # a redelivered toolCall: the same request
-            entry = self._requests.get(known) if known is not None else None
+            if call_id in self._key_of:
+                continue  # a redelivered toolCall: this id is answered (or will be) once
+            request = self._request_for(call_id, name, args, turn)
+            self._key_of[call_id] = request.key
+            entry = self._requests.get(request.key)  # a re-ask joins its first ask
             if entry is None:
-                request = self._request_for(call_id, name, args, turn)
-                self._key_of[call_id] = request.key
-                entry = self._requests.get(request.key)  # a re-ask joins its first ask
-                if entry is None:
-                    entry = self._start(request, emit)
+                entry = self._start(request, emit)
+            else:
+                entry.call_ids.append(call_id)
             ask = asyncio.create_task(self._answer(call_id, name, entry, send), name="bridge-tool")
-            self._asks.add(ask)
-            ask.add_done_callback(self._asks.discard)
+            self._asks[call_id] = ask
+            ask.add_done_callback(functools.partial(self._answered, call_id))
+
+    def _answered(self, call_id: str, _task: asyncio.Task[None]) -> None:
+        self._asks.pop(call_id, None)
 
     def _start(self, request: ToolCallRequest, emit: Emit) -> _Request:
         entry = self._requests[request.key] = _Request(request.call_id, request.name)
-        early = self._early.pop(request.key, None)
-        if early is not None:  # its outcome's wake-up came first (after a resume)
-            entry.outcome = early
-            entry.event.set()
         entry.task = asyncio.create_task(
             self._settle(request.key, request, entry, emit), name="bridge-tool-settle"
         )
@@ -166,19 +184,13 @@ class ServiceToolGateway:
     def _request_for(
         self, call_id: str, name: str, args: dict[str, Any], turn: int
     ) -> ToolCallRequest:
-        canonical = ToolCallRequest(
-            tenant_id=self.session.tenant_id, session_id=self.session.pk,
-            end_user_id=self.session.end_user_id, call_id=call_id, name=name, args=args,
-            turn=turn,
-        )  # fmt: skip
-        counted = (turn, name, canonical.key)
+        """The request this call makes: the how-many-th identical call of its turn."""
+        counted = (turn, name, canonical_arguments(args))
         occurrence = self._occurrences[counted]
         self._occurrences[counted] += 1
-        if occurrence == 0:
-            return canonical
         return ToolCallRequest(
-            tenant_id=canonical.tenant_id, session_id=canonical.session_id,
-            end_user_id=canonical.end_user_id, call_id=call_id, name=name, args=args,
+            tenant_id=self.session.tenant_id, session_id=self.session.pk,
+            end_user_id=self.session.end_user_id, call_id=call_id, name=name, args=args,
             turn=turn, occurrence=occurrence,
         )  # fmt: skip
 
@@ -202,34 +214,49 @@ class ServiceToolGateway:
     async def _settle(
         self, key: str, request: ToolCallRequest, entry: _Request, emit: Emit
     ) -> dict[str, Any]:
-        """Admit the request (or find it admitted), wait for its outcome; emits its events."""
+        """Admit the request (or find it admitted), wait for its outcome; emits its events.
+        Always ends with an outcome: the model is never left without an answer."""
         try:
             admission: Admission = await database_sync_to_async(tool_call_admit)(
-                request=request, allowlist=self.allowlist, dispatch=self.execution == "celery",
-                # Requests of this connection are known here; only a turn replayed from
-                # the session (its calls admitted by an earlier connection) may have rows.
-                may_repeat=self._replayed_turn is not None and request.turn <= self._replayed_turn,
-            )  # fmt: skip
-        except Exception:  # Redis or the database down: answered, never silent
+                request=request, allowlist=self.allowlist, dispatch=self._dispatch()
+            )
+        except Exception:  # the database or the cache down: answered, never silent
             log.exception("tool call %s could not be admitted", entry.call_id)
             outcome: dict[str, Any] = {"status": "failed", "response": {"error": ADMISSION_FAILED}}
         else:
             self.allowlist = admission.allowlist  # reloaded if an entry changed
             entry.call_id = admission.record.call_id  # a re-ask's events name the first ask
-            outcome = await self._outcome_of(key, admission, entry, emit)
+            try:
+                outcome = await self._outcome_of(admission, entry, emit)
+            except Exception:  # the database went away while the call waited
+                log.exception("tool call %s: its outcome could not be read", entry.call_id)
+                outcome = {"status": "failed", "response": {"error": OUTCOME_LOST}}
         entry.settled = outcome
         self._forget_settled()
         status = FINISHED_STATUS.get(str(outcome.get("status")), "error")
-        await emit(
-            {"type": "tool.finished", "call_id": entry.call_id, "name": entry.name,
-             "status": status}
-        )  # fmt: skip
+        with contextlib.suppress(Exception):  # the client may be gone; the model is answered
+            await emit(
+                {"type": "tool.finished", "call_id": entry.call_id, "name": entry.name,
+                 "status": status}
+            )  # fmt: skip
         return outcome
 
+    def _dispatch(self) -> Callable[[Any], None]:
+        """Where an accepted call goes once its row is committed (in the database thread)."""
+        if self.execution == "celery":
+            return tool_call_enqueue
+        loop = asyncio.get_running_loop()
+
+        def notify(finished: Any) -> None:
+            loop.call_soon_threadsafe(self.on_result, tool_call_outcome(record=finished))
+
+        return lambda record: tool_call_run_inprocess(record=record, notify=notify)
+
     async def _outcome_of(
-        self, key: str, admission: Admission, entry: _Request, emit: Emit
+        self, admission: Admission, entry: _Request, emit: Emit
     ) -> dict[str, Any]:
         record = admission.record
+        key = record.idempotency_key or ""  # the row's: a reused call id names another one
         if entry.withdrawn and not record.is_finished:  # withdrawn while it was admitted
             await database_sync_to_async(tool_call_finish_early)(record=record, status="cancelled")
             if not record.is_finished:  # the cancellation's own write got there first
@@ -238,14 +265,8 @@ class ServiceToolGateway:
                     return {**found, **_scheduling(record)}
         if record.is_finished:  # refused, a re-ask of a finished call, or withdrawn
             return {**tool_call_outcome(record=record), **_scheduling(record)}
-        await emit({"type": "tool.started", "call_id": entry.call_id, "name": entry.name})
-        if not admission.repeat and self.execution != "celery":
-            loop = asyncio.get_running_loop()
-
-            def notify(finished: Any) -> None:
-                loop.call_soon_threadsafe(self.on_result, tool_call_outcome(record=finished))
-
-            tool_call_run_inprocess(record=record, notify=notify)
+        with contextlib.suppress(Exception):
+            await emit({"type": "tool.started", "call_id": entry.call_id, "name": entry.name})
         try:
             async with asyncio.timeout(record.timeout_seconds):
                 outcome = await self._wait(key, entry)
@@ -256,6 +277,7 @@ class ServiceToolGateway:
         return {**outcome, **_scheduling(record)}
 
     async def _wait(self, key: str, entry: _Request) -> dict[str, Any]:
+        """The outcome: from its wake-up, else from the row, read every poll interval."""
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(RESULT_POLL_SECONDS):
@@ -263,50 +285,50 @@ class ServiceToolGateway:
             entry.event.clear()
             if entry.outcome is not None:
                 return entry.outcome
-            found: dict[str, Any] | None = await database_sync_to_async(tool_call_outcome_by_key)(
-                key
-            )
+            try:
+                found: dict[str, Any] | None = await database_sync_to_async(
+                    tool_call_outcome_by_key
+                )(key)
+            except Exception:  # the database is away: keep waiting (the call's timeout bounds it)
+                log.warning(
+                    "tool call %s: polling its outcome failed", entry.call_id, exc_info=True
+                )
+                continue
             if found is not None and found["status"] in FINISHED_STATUS:
                 return found
 
     def _forget_settled(self) -> None:
         settled = [key for key, entry in self._requests.items() if entry.settled is not None]
         for key in settled[:-SETTLED_KEPT]:
-            entry = self._requests.pop(key)
-            for call_id in [c for c, k in self._key_of.items() if k == key]:
-                del self._key_of[call_id]
-            del entry
+            for call_id in self._requests.pop(key).call_ids:
+                self._key_of.pop(call_id, None)
 
     def on_result(self, message: dict[str, Any]) -> None:
         """The wake-up for a finished call (``tool.result``), with a copy of its outcome.
 
-        One can arrive before its request is known here (after a resume, before the model
-        asks again). It is kept (a few, newest) for that request.
+        Sent only once the outcome is committed; one for a request not known here (yet) is
+        dropped: its admission reads the row, which already says it.
         """
-        key = str(message.get("key", ""))
-        if message.get("status") not in FINISHED_STATUS or "response" not in message:
+        entry = self._requests.get(str(message.get("key", "")))
+        if entry is None or message.get("status") not in FINISHED_STATUS:
             return
-        entry = self._requests.get(key)
-        if entry is None:
-            self._early[key] = message
-            while len(self._early) > EARLY_RESULTS_KEPT:
-                self._early.pop(next(iter(self._early)))
-            return
-        entry.outcome = message
+        if "response" in message:
+            entry.outcome = message
         entry.event.set()
 
     async def on_cancellation(self, ids: Sequence[str], emit: Emit) -> None:
         for call_id in ids:
             key = self._key_of.get(call_id)
             entry = self._requests.get(key) if key is not None else None
-            if entry is None or entry.settled is not None:
+            if key is None or entry is None or entry.settled is not None:
                 continue  # unknown, or answered already
             entry.withdrawn.add(call_id)
             if await database_sync_to_async(tool_call_cancel_by_key)(key):
                 entry.event.set()  # the poll reads "cancelled" at once
 
     async def close(self) -> None:
-        tasks = [*self._asks, *(e.task for e in self._requests.values() if e.task is not None)]
+        tasks: list[asyncio.Task[Any]] = [*self._asks.values()]
+        tasks += [e.task for e in self._requests.values() if e.task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

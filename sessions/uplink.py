@@ -127,6 +127,10 @@ class Uplink:
             self._unack_audio -= old.audio_bytes
             self._turn_mark = max(0, self._turn_mark - 1)
 
+    def current_turn(self) -> list[UplinkItem]:
+        """What was sent since the model last completed a turn: the user's turn in progress."""
+        return list(self.unacknowledged)[self._turn_mark :]
+
     def turn_complete(self) -> None:
         """The model finished a turn: what was sent so far belongs to saved history once the
         next resumption handle arrives."""

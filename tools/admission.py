@@ -1,12 +1,15 @@
 """Deciding a function call the model asked for, and writing its audit row.
 
-Checked in order: a call with the same idempotency key exists already (a re-ask: answered
-from that call, nothing new is written or counted); allowlisted (enabled, present in code);
-arguments against the schema; the agent's policy; the per-end-user rate limit. The row is
-written in one transaction: ``rejected`` for a refused call, ``queued`` for an accepted one,
-whose Celery task is sent once that transaction commits (``transaction.on_commit``, so a
-worker always finds the row). Without a broker (the embedded default) the caller starts an
-accepted call itself (``tools.execution.tool_call_run_inprocess``).
+Checked in order: allowlisted (enabled, present in code); arguments against the schema;
+the agent's policy; the per-end-user rate limit. The row is written in one transaction:
+``rejected`` for a refused call, ``queued`` for an accepted one, which is dispatched once
+that transaction commits (``transaction.on_commit``, so a worker always finds the row):
+``tool_call_enqueue`` sends its Celery task, ``tool_call_run_inprocess`` (no broker, the
+embedded default) hands it to this process's tool threads.
+
+A request admitted before (its idempotency key has a row: the model asked again after a
+reconnect) meets the key's unique index: nothing is written or run, and the first call's
+row comes back (``repeat``). The re-ask was counted against the rate limit like any call.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property, partial
 from typing import Any
@@ -70,23 +73,14 @@ class Admission:
     repeat: bool  # the request was admitted before: this wrote nothing
 
 
+Dispatch = Callable[[ToolCallRecord], None]
+
+
 def tool_call_admit(
-    *, request: ToolCallRequest, allowlist: ToolAllowlist, dispatch: bool, may_repeat: bool = True
+    *, request: ToolCallRequest, allowlist: ToolAllowlist, dispatch: Dispatch | None
 ) -> Admission:
-    """Decide ``request`` against ``allowlist`` (reloaded here if an entry changed since).
-
-    With ``dispatch`` an accepted call's Celery task is sent once the row is committed; a
-    broker that refuses it fails the call (``failed``, and the model is told).
-
-    ``may_repeat=False`` skips looking for an earlier admission first (the caller knows
-    none can exist: the live bridge remembers the requests of its own connection). The
-    unique key still catches one: the call is then answered from that row all the same,
-    though it was counted against the rate limit.
-    """
-    if may_repeat:
-        existing = tool_call_by_key(request.key)
-        if existing is not None:
-            return Admission(record=existing, allowlist=allowlist, repeat=True)
+    """Decide ``request`` against ``allowlist`` (reloaded here if an entry changed since);
+    an accepted call goes to ``dispatch`` once its row is committed."""
     allowlist = allowlist.current()
     resolved = allowlist.resolve(request.name)
     reason, validated = _check(resolved, request.name, dict(request.args))
@@ -103,10 +97,10 @@ def tool_call_admit(
         if twin is None:
             raise
         return Admission(record=twin, allowlist=allowlist, repeat=True)
-    if dispatch and not reason:
-        # Sent once the row is committed (now, or with the caller's transaction), so a
-        # worker always finds it.
-        transaction.on_commit(partial(_enqueue, record))
+    if dispatch is not None and not reason:
+        # Once the row is committed (now, or with the caller's transaction): a worker always
+        # finds it, and a session that goes away meanwhile cannot strand it ``queued``.
+        transaction.on_commit(partial(dispatch, record))
     return Admission(record=record, allowlist=allowlist, repeat=False)
 
 
@@ -123,7 +117,9 @@ def _within_rate_limit(resolved: ResolvedTool, request: ToolCallRequest) -> bool
     return rate_limit_consume(scope=scope, limit=limit, period=period, now=time.time())
 
 
-def _enqueue(record: ToolCallRecord) -> None:
+def tool_call_enqueue(record: ToolCallRecord) -> None:
+    """Dispatch to a Celery worker; a broker that refuses the task fails the call
+    (``failed``, and the model is told)."""
     try:
         tool_call_execute_task.apply_async(
             kwargs={"tenant_id": record.tenant_id, "record_id": record.pk},

@@ -1,8 +1,9 @@
-"""Running an accepted call exactly once, bounded by its timeout.
+"""Running an accepted call exactly once.
 
-``tool_call_execute`` (a Celery task's body, or a thread of the server process without a
-broker) hands the call to a bounded pool of tool threads and waits at most the call's
-timeout. In the tool thread the call is claimed (``queued -> running``, a conditional
+``tool_call_execute`` (a Celery task's body) hands the call to a bounded pool of tool
+threads and waits at most the call's timeout; without a broker (the embedded default)
+``tool_call_run_inprocess`` hands it to the same pool and the waiting session bounds it.
+In the tool thread the call is claimed (``queued -> running``, a conditional
 update: a redelivered task, or a call the bridge finished first, claims nothing and runs
 nothing), run, and its outcome written in the same transaction as the tool's own writes.
 Python cannot stop a thread: a tool that overruns is marked ``timeout``, and its late
@@ -13,6 +14,7 @@ free thread past its timeout is finished as ``timeout`` and never starts.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -53,11 +55,10 @@ def tool_pool() -> ThreadPoolExecutor:
 
 
 def tool_call_execute(*, record_id: int, notify: Notify | None = None) -> ToolCallRecord:
-    """Run a ``queued`` call once and wake its session; idempotent, never raises because of
-    the tool. ``notify`` replaces the channel-layer wake-up (``tool_result_notify``)."""
-    record: ToolCallRecord = ToolCallRecord.objects.select_related("agent_tool__webhook_tool").get(
-        pk=record_id
-    )
+    """Run a ``queued`` call once and wake its session (a Celery task's body); idempotent,
+    never raises because of the tool. The tool runs in a tool thread, waited for at most the
+    call's timeout. ``notify`` replaces the channel-layer wake-up (``tool_result_notify``)."""
+    record = _load(record_id)
     if record.status == Status.QUEUED:
         future = tool_pool().submit(_claim_run_finish, record)
         try:
@@ -68,7 +69,7 @@ def tool_call_execute(*, record_id: int, notify: Notify | None = None) -> ToolCa
         if not wrote:
             # Finished by someone else, or overrunning: a fresh copy (the overrunning thread
             # may still write to the one it holds). Otherwise the record says what committed.
-            record = ToolCallRecord.objects.get(pk=record_id)
+            record = _load(record_id)
     if record.is_finished:  # a redelivered task too: the waiting session may never have heard
         (notify or _notify)(record)
     return record
@@ -77,24 +78,39 @@ def tool_call_execute(*, record_id: int, notify: Notify | None = None) -> ToolCa
 def tool_call_run_inprocess(
     *, record: ToolCallRecord, notify: Notify, done: Callable[[], None] | None = None
 ) -> None:
-    """Start an accepted call in a thread of this process (no broker: the embedded default).
+    """Dispatch an accepted call to this process's tool threads (no broker: the embedded
+    default). ``notify`` gets the finished record, from the tool thread.
 
-    Not awaited: a thread cannot be interrupted, and execution bounds itself by the call's
-    timeout. ``notify`` gets the finished record (from that thread).
+    The waiting session bounds the call by its timeout (``timeout``; a late result loses
+    its conditional update); a call still waiting for a thread by then claims nothing and
+    never runs. One thread per call, from the bounded pool.
     """
+    tool_pool().submit(_run_inprocess, record.tenant_id, record.pk, notify, done)
 
-    def run() -> None:
-        try:
-            with tenant_scope(record.tenant_id):  # a new thread starts without the scope
-                tool_call_execute(record_id=record.pk, notify=notify)
-        except Exception:
-            logger.exception("in-process tool execution failed (call %s)", record.pk)
-        finally:
-            connections.close_all()  # this thread's connections only
-            if done is not None:
-                done()
 
-    threading.Thread(target=run, name=f"tool-call-{record.pk}", daemon=True).start()
+def _run_inprocess(
+    tenant_id: int, record_id: int, notify: Notify, done: Callable[[], None] | None
+) -> None:
+    try:
+        with tenant_scope(tenant_id):  # a tool thread starts without the scope
+            record = _load(record_id)  # its own copy: the caller keeps the admission's
+            if record.status == Status.QUEUED and not _claim_run_finish(record):
+                record = _load(record_id)
+            if record.is_finished:
+                notify(record)
+    except Exception:
+        logger.exception("in-process tool execution failed (call %s)", record_id)
+    finally:
+        connections.close_all()  # this thread's connections (back to the pool)
+        if done is not None:
+            done()
+
+
+def _load(record_id: int) -> ToolCallRecord:
+    found: ToolCallRecord = ToolCallRecord.objects.select_related("agent_tool__webhook_tool").get(
+        pk=record_id
+    )
+    return found
 
 
 def _notify(record: ToolCallRecord) -> None:
@@ -179,7 +195,13 @@ def _invocation(record: ToolCallRecord) -> Callable[[], Any]:
         webhook = entry.webhook_tool
         if webhook is None or not webhook.enabled:
             raise LookupError(f"webhook tool {record.tool_name!r} is disabled")
+        # The same for every attempt at the same request (a re-ask, a retry); in the signed
+        # body too, so a replayed request cannot carry another one.
+        key = record.idempotency_key or hashlib.sha256(
+            f"{record.session_ref}:{record.call_id}".encode()
+        ).hexdigest()
         payload = {
+            "idempotency_key": key,
             "call_id": record.call_id,
             "tool": webhook.name,
             "arguments": args,
@@ -189,8 +211,6 @@ def _invocation(record: ToolCallRecord) -> Callable[[], Any]:
         }
         secret = decrypt_str(webhook.secret_encrypted)
         url, timeout = webhook.url, record.timeout_seconds
-        # The same request (a re-ask, a retry) always carries the same key.
-        key = record.idempotency_key or f"{record.session_ref}:{record.call_id}"
         return lambda: webhook_post(
             url=url, secret=secret, payload=payload, timeout=timeout, idempotency_key=key
         )

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Max, QuerySet
 from django.http import Http404
 
 from agents.models import Agent
@@ -58,3 +59,11 @@ def tool_call_list(
     if until is not None:
         qs = qs.filter(created_at__lt=until)
     return qs.order_by("-created_at", "-id")
+
+
+def tool_call_next_turn(*, session_id: Any) -> int:
+    """The first conversation position no tool call of this session has used: a session
+    resumed by another connection counts its new turns from here, so a new request never
+    takes an earlier one's key (``tools.idempotency``)."""
+    last = ToolCallRecord.objects.filter(session_ref=session_id).aggregate(last=Max("turn"))
+    return 0 if last["last"] is None else int(last["last"]) + 1

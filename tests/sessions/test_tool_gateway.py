@@ -95,7 +95,7 @@ def admit_without_broker(monkeypatch, after=None) -> list[Any]:
     real_admit = tool_gateway.tool_call_admit
 
     def admit(**kwargs: Any) -> Any:
-        admission = real_admit(**{**kwargs, "dispatch": False})
+        admission = real_admit(**{**kwargs, "dispatch": None})
         admissions.append(admission)
         if after is not None:
             after(admission)
@@ -148,26 +148,17 @@ async def test_a_wake_up_that_beats_its_waiting_call_is_kept_for_it(alice_agent,
     await gateway.close()
 
 
-async def test_a_wake_up_for_a_request_not_yet_seen_is_kept_for_it(alice_agent, monkeypatch):
+async def test_a_wake_up_for_a_request_not_known_here_is_dropped(alice_agent):
     session, allowlist = await setup(alice_agent)
     gateway = ServiceToolGateway(session=session, allowlist=allowlist, execution="celery")
-    admit_without_broker(monkeypatch)
     key = key_of(session, "get_current_time", UTC, turn=2)
-    # After a resume the worker may answer this process before the model asks again.
+    # After a resume the worker may answer this process before the model asks again: the
+    # wake-up is sent only once the outcome is committed, so admission reads it from the row.
     gateway.on_result(
         {"type": "tool.result", "key": key, "record_id": 1, "call_id": "c-old",
          "status": "succeeded", "response": {"answer": 7}}
     )  # fmt: skip
-    gateway.on_result({"type": "tool.result", "key": key, "status": "succeeded"})  # bare
-    bare = key_of(session, "get_current_time", {"timezone": "CET"}, turn=2)
-    gateway.on_result({"type": "tool.result", "key": bare, "call_id": "c8"})  # no outcome
-    out = Recorder()
-    with tenant_scope(alice_agent.tenant_id):
-        await gateway.on_tool_call([call("c9")], out.send, out.emit, 2)
-        answers = await out.answers(1, timeout=5)
-    assert answers == {"c9": {"answer": 7}}  # the bare wake-up did not replace it
-    assert [r.status for r in await records()] == ["queued"]  # nothing ran it: the wake-up
-    assert bare not in gateway._early  # a bare wake-up carries nothing worth keeping
+    assert gateway._requests == {}
     await gateway.close()
 
 

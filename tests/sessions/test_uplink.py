@@ -75,3 +75,53 @@ async def test_uplink_items_sent_directly_while_idle_are_replayed_in_order():
     assert await send_all(uplink) == [queued]
     uplink.replay_unacknowledged()  # the connection dropped before a handle covered them
     assert await send_all(uplink) == [*direct, queued]
+
+
+def text(words: str) -> UplinkItem:
+    return UplinkItem(ItemKind.TEXT, (words, True))
+
+
+async def test_uplink_turn_position_counts_model_turns_and_rewinds_on_replay():
+    uplink = Uplink(acked_turns=5)
+    uplink.put(text("first"))
+    await send_all(uplink)
+    assert uplink.turn_position == 5
+    uplink.turn_complete()
+    uplink.handle_saved()  # the handle covers the first turn
+    assert uplink.turn_position == 6
+    uplink.put(text("second"))
+    await send_all(uplink)
+    uplink.turn_complete()  # completed, but no handle covers it yet
+    uplink.put(text("third"))
+    await send_all(uplink)
+    assert uplink.turn_position == 7
+    # A reconnect resumes from the handle: the second and third turns are asked again and
+    # their calls come again at the positions they had.
+    uplink.replay_unacknowledged()
+    assert uplink.turn_position == 6
+    replayed = await send_all(uplink)
+    assert [item.payload[0] for item in replayed] == ["second", "third"]
+    uplink.turn_complete()
+    assert uplink.turn_position == 7
+
+
+async def test_uplink_a_replayed_turn_brings_its_own_position():
+    uplink = Uplink(acked_turns=9)  # past every earlier tool call's position
+    uplink.put(UplinkItem(ItemKind.TEXT, ("kept for replay", True), position=4))
+    await send_all(uplink)
+    assert uplink.turn_position == 4  # its calls take the keys they had
+    uplink.turn_complete()
+    assert uplink.turn_position == 5
+
+
+async def test_uplink_current_turn_is_what_was_sent_since_the_last_turn_complete():
+    uplink = Uplink()
+    uplink.put(text("earlier"))
+    await send_all(uplink)
+    uplink.turn_complete()  # no handle yet: "earlier" stays unacknowledged
+    uplink.put(audio())
+    uplink.put(text("now"))
+    await send_all(uplink)
+    assert [item.kind for item in uplink.current_turn()] == [ItemKind.AUDIO, ItemKind.TEXT]
+    assert uplink.current_turn()[-1].payload[0] == "now"
+    assert len(uplink.unacknowledged) == 3

@@ -27,7 +27,7 @@ from agents.models import Agent
 from conftest import require_postgres, require_redis
 from sessions.models import VoiceSession
 from tools import execution
-from tools.admission import Admission, ToolCallRequest, tool_call_admit
+from tools.admission import Admission, ToolCallRequest, tool_call_admit, tool_call_enqueue
 from tools.allowlist import ToolAllowlist, tool_allowlist_for_agent
 from tools.execution import tool_call_execute
 from tools.models import AgentTool, OutboxEmail, Tool, ToolCallRecord, WebhookTool
@@ -91,7 +91,9 @@ def admit_call(
         if allowlist is None:
             agent = Agent.objects.get(pk=session.agent_id)
             allowlist = tool_allowlist_for_agent(agent=agent)
-        return tool_call_admit(request=request, allowlist=allowlist, dispatch=dispatch)
+        return tool_call_admit(
+            request=request, allowlist=allowlist, dispatch=tool_call_enqueue if dispatch else None
+        )
 
 
 def start_call(session: Any, agent: Any, call_id: str, name: str, args: dict[str, Any]) -> Any:

@@ -9,7 +9,6 @@ import uuid
 import pytest
 
 from tests.tools.conftest import admit_call, allow, call_request, execute, start_call
-from tools import admission as admission_module
 from tools.idempotency import canonical_arguments, tool_call_key
 from tools.models import OutboxEmail, ToolCallRecord
 
@@ -99,7 +98,7 @@ def test_a_reask_of_a_finished_call_is_answered_from_the_first_row(
     assert OutboxEmail.unscoped.count() == 1
 
 
-def test_a_reask_does_not_count_against_the_rate_limit(alice_agent, alice_session):
+def test_a_reask_over_the_rate_limit_is_answered_from_the_first_call(alice_agent, alice_session):
     allow(alice_agent, "get_current_time", rate_limit="1/min")
     first = admit_call(alice_session, "get_current_time", UTC, call_id="c1")
     reask = admit_call(alice_session, "get_current_time", UTC, call_id="c2")
@@ -107,7 +106,7 @@ def test_a_reask_does_not_count_against_the_rate_limit(alice_agent, alice_sessio
     assert reask.record.pk == first.record.pk
     assert reask.record.status == "queued"  # the first call's outcome, not "rate limit"
     assert ToolCallRecord.unscoped.count() == 1  # no refusal written for it
-    # The one slot was taken by the first call only: another request is over the limit.
+    # Another request is over the limit.
     other = admit_call(alice_session, "get_current_time", UTC, call_id="c3", turn=1)
     assert not other.repeat
     assert other.record.status == "rejected"
@@ -160,22 +159,11 @@ def test_a_second_identical_call_of_the_same_turn_is_a_second_request(alice_agen
     }
 
 
-def test_two_admissions_racing_for_one_request_write_one_row(
-    alice_agent, alice_session, monkeypatch
-):
+def test_two_admissions_of_one_request_write_one_row(alice_agent, alice_session):
     allow(alice_agent, "get_current_time")
     first = admit_call(alice_session, "get_current_time", UTC, call_id="c1").record
-    real_lookup = admission_module.tool_call_by_key
-    lookups = []
-
-    def missed_once(request_key):
-        # The twin's row was not there yet when this admission looked it up.
-        lookups.append(request_key)
-        return None if len(lookups) == 1 else real_lookup(request_key)
-
-    monkeypatch.setattr(admission_module, "tool_call_by_key", missed_once)
+    # No look-up first: the key's unique index meets the twin, whose row answers.
     twin = admit_call(alice_session, "get_current_time", UTC, call_id="c2")
-    assert len(lookups) == 2  # the insert met the unique key, then found the twin's row
     assert twin.repeat
     assert twin.record.pk == first.pk
     assert ToolCallRecord.unscoped.count() == 1

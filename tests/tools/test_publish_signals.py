@@ -9,7 +9,7 @@ import pytest
 from celery.signals import after_task_publish, before_task_publish
 
 from tests.tools.conftest import allow, make_session
-from tools.admission import ToolCallRequest, tool_call_admit
+from tools.admission import ToolCallRequest, tool_call_admit, tool_call_enqueue
 from tools.allowlist import tool_allowlist_for_agent
 from tools.models import ToolCallRecord
 from voice_platform.tenancy.scope import tenant_scope
@@ -49,7 +49,7 @@ def test_tool_task_publish_fires_celerys_publish_signals(
         with django_capture_on_commit_callbacks(execute=True):
             admission = tool_call_admit(
                 request=request, allowlist=tool_allowlist_for_agent(agent=alice_agent),
-                dispatch=True,
+                dispatch=tool_call_enqueue,
             )  # fmt: skip
         record = ToolCallRecord.objects.get(pk=admission.record.pk)
     assert record.status == "queued"  # published, not failed

@@ -184,7 +184,10 @@ def test_webhook_tool_executes_through_service(
         "agent_id": alice_agent.pk,
         "session_id": str(alice_session.pk),
         "end_user_id": alice_session.end_user_id,
+        # Signed with the body: a replayed request cannot carry another key.
+        "idempotency_key": record.idempotency_key,
     }
+    assert request["headers"]["Idempotency-Key"] == record.idempotency_key
 
 
 @pytest.mark.django_db(transaction=True)

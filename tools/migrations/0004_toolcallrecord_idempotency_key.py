@@ -2,9 +2,11 @@
 conversation position (``turn``) it answers.
 
 Both columns are nullable (rows written before have neither), so SQLite adds them with
-``ALTER TABLE ADD COLUMN`` and the key's uniqueness is a partial index: neither rebuilds
-the table. The append-only trigger lists its columns on SQLite, so it is installed again
-with the new ones (PostgreSQL's compares whole rows and needs nothing).
+``ALTER TABLE ADD COLUMN``, and nothing rebuilds the table: the key's uniqueness is a
+partial index (built ``CONCURRENTLY`` on PostgreSQL, so inserts are never blocked), and the
+status field's new default and choices are the model state's only (Django writes no column
+default). The append-only trigger lists its columns on SQLite, so it is installed again
+with the new ones; PostgreSQL's compares whole rows and needs nothing.
 """
 
 from django.db import migrations, models
@@ -19,6 +21,7 @@ OLD_COLUMNS = (
     "created_at", "queued_at", "started_at", "finished_at", "queue_ms", "duration_ms",
 )
 MESSAGE = "tool call records are append-only: a finished record cannot change"
+INDEX = "toolcallrecord_idempotency_key_uniq"
 
 
 def _sqlite_trigger(schema_editor, columns):
@@ -42,7 +45,22 @@ def backwards(apps, schema_editor):
         _sqlite_trigger(schema_editor, OLD_COLUMNS)
 
 
+def create_index(apps, schema_editor):
+    concurrently = "CONCURRENTLY " if schema_editor.connection.vendor == "postgresql" else ""
+    schema_editor.execute(
+        f'CREATE UNIQUE INDEX {concurrently}IF NOT EXISTS "{INDEX}" ON {TABLE} '
+        '("idempotency_key") WHERE "idempotency_key" IS NOT NULL'
+    )
+
+
+def drop_index(apps, schema_editor):
+    concurrently = "CONCURRENTLY " if schema_editor.connection.vendor == "postgresql" else ""
+    schema_editor.execute(f'DROP INDEX {concurrently}IF EXISTS "{INDEX}"')
+
+
 class Migration(migrations.Migration):
+    atomic = False  # CREATE INDEX CONCURRENTLY runs outside a transaction
+
     dependencies = [
         ("tools", "0003_toolcallrecord_fewer_indexes"),
     ]
@@ -58,30 +76,35 @@ class Migration(migrations.Migration):
             name="turn",
             field=models.PositiveIntegerField(blank=True, null=True),
         ),
-        migrations.AlterField(
-            model_name="toolcallrecord",
-            name="status",
-            field=models.CharField(
-                choices=[
-                    ("rejected", "Rejected"),
-                    ("queued", "Queued"),
-                    ("running", "Running"),
-                    ("succeeded", "Succeeded"),
-                    ("failed", "Failed"),
-                    ("timeout", "Timed out"),
-                    ("cancelled", "Cancelled"),
-                ],
-                default="queued",
-                max_length=16,
-            ),
-        ),
-        migrations.AddConstraint(
-            model_name="toolcallrecord",
-            constraint=models.UniqueConstraint(
-                condition=models.Q(("idempotency_key__isnull", False)),
-                fields=("idempotency_key",),
-                name="toolcallrecord_idempotency_key_uniq",
-            ),
+        migrations.SeparateDatabaseAndState(
+            state_operations=[
+                migrations.AlterField(
+                    model_name="toolcallrecord",
+                    name="status",
+                    field=models.CharField(
+                        choices=[
+                            ("rejected", "Rejected"),
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("timeout", "Timed out"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                migrations.AddConstraint(
+                    model_name="toolcallrecord",
+                    constraint=models.UniqueConstraint(
+                        condition=models.Q(("idempotency_key__isnull", False)),
+                        fields=("idempotency_key",),
+                        name=INDEX,
+                    ),
+                ),
+            ],
+            database_operations=[migrations.RunPython(create_index, drop_index)],
         ),
         migrations.RunPython(forwards, backwards),
     ]
