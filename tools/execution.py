@@ -197,9 +197,10 @@ def _invocation(record: ToolCallRecord) -> Callable[[], Any]:
             raise LookupError(f"webhook tool {record.tool_name!r} is disabled")
         # The same for every attempt at the same request (a re-ask, a retry); in the signed
         # body too, so a replayed request cannot carry another one.
-        key = record.idempotency_key or hashlib.sha256(
-            f"{record.session_ref}:{record.call_id}".encode()
-        ).hexdigest()
+        key = (
+            record.idempotency_key
+            or hashlib.sha256(f"{record.session_ref}:{record.call_id}".encode()).hexdigest()
+        )
         payload = {
             "idempotency_key": key,
             "call_id": record.call_id,
