@@ -63,29 +63,25 @@ class ToolAllowlist:
         return tool_allowlist_for_agent(agent=self.agent)
 
 
-def _resolved_spec(entry: AgentTool, spec: ToolSpec) -> ResolvedTool:
+def _resolved(
+    entry: AgentTool, spec: ToolSpec | None = None, webhook: WebhookTool | None = None
+) -> ResolvedTool:
+    """The entry's settings, else its tool's (a registry tool, or a webhook tool: blocking,
+    no scheduling, no sensitive arguments)."""
+    if spec is not None:
+        timeout, rate_limit = spec.timeout, spec.rate_limit
+    else:
+        assert webhook is not None  # noqa: S101 (one or the other)
+        timeout, rate_limit = webhook.timeout_seconds, webhook.rate_limit
     return ResolvedTool(
         entry=entry,
         spec=spec,
-        webhook=None,
-        timeout=entry.timeout_seconds or spec.timeout,
-        rate_limit=entry.rate_limit or spec.rate_limit,
-        behavior=spec.behavior,
-        scheduling=spec.scheduling,
-        sensitive=spec.sensitive,
-    )
-
-
-def _resolved_webhook(entry: AgentTool, webhook: WebhookTool) -> ResolvedTool:
-    return ResolvedTool(
-        entry=entry,
-        spec=None,
         webhook=webhook,
-        timeout=entry.timeout_seconds or webhook.timeout_seconds,
-        rate_limit=entry.rate_limit or webhook.rate_limit,
-        behavior="BLOCKING",
-        scheduling=None,
-        sensitive=(),
+        timeout=entry.timeout_seconds or timeout,
+        rate_limit=entry.rate_limit or rate_limit,
+        behavior=spec.behavior if spec is not None else "BLOCKING",
+        scheduling=spec.scheduling if spec is not None else None,
+        sensitive=spec.sensitive if spec is not None else (),
     )
 
 
@@ -105,13 +101,13 @@ def tool_allowlist_for_agent(*, agent: Agent) -> ToolAllowlist:
             if spec is None or spec.name in entries:
                 continue
             declarations.append(spec.function_declaration())
-            entries[spec.name] = _resolved_spec(entry, spec)
+            entries[spec.name] = _resolved(entry, spec=spec)
         elif entry.webhook_tool is not None and entry.webhook_tool.enabled:
             webhook = entry.webhook_tool
             if webhook.name in entries or get_tool(webhook.name):
                 continue  # a platform tool of the same name wins
             declarations.append(webhook_declaration(webhook))
-            entries[webhook.name] = _resolved_webhook(entry, webhook)
+            entries[webhook.name] = _resolved(entry, webhook=webhook)
     return ToolAllowlist(agent=agent, version=version, declarations=declarations, entries=entries)
 
 

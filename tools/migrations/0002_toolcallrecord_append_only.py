@@ -21,8 +21,8 @@ MESSAGE = "tool call records are append-only: a finished record cannot change"
 FINISHED_SQL = ", ".join(f"'{status}'" for status in FINISHED)
 
 
-def _sqlite_condition() -> str:
-    changed = [f"NEW.{c} IS NOT OLD.{c}" for c in COLUMNS]
+def _sqlite_condition(columns=COLUMNS) -> str:
+    changed = [f"NEW.{c} IS NOT OLD.{c}" for c in columns]
     changed += [f"(NEW.{c} IS NOT OLD.{c} AND NEW.{c} IS NOT NULL)" for c in NULLABLE_FKS]
     return f"OLD.status IN ({FINISHED_SQL}) AND ({' OR '.join(changed)})"
 

@@ -9,29 +9,24 @@ default). The append-only trigger lists its columns on SQLite, so it is installe
 with the new ones; PostgreSQL's compares whole rows and needs nothing.
 """
 
+import importlib
+
 from django.db import migrations, models
 
-TABLE = "tools_toolcallrecord"
-FINISHED_SQL = "'rejected', 'succeeded', 'failed', 'timeout', 'cancelled'"
-NULLABLE_FKS = ("agent_id", "agent_tool_id", "session_id")
-OLD_COLUMNS = (
-    "id", "tenant_id", "session_ref", "end_user_id", "call_id", "tool_name", "is_webhook",
-    "arguments", "pending_arguments", "status", "rejection_reason", "result",
-    "result_preview", "error", "behavior", "scheduling", "timeout_seconds", "celery_task_id",
-    "created_at", "queued_at", "started_at", "finished_at", "queue_ms", "duration_ms",
-)
-MESSAGE = "tool call records are append-only: a finished record cannot change"
+# The append-only guard of 0002, with its column list (frozen there) and the two new ones.
+_GUARD = importlib.import_module("tools.migrations.0002_toolcallrecord_append_only")
+TABLE = _GUARD.TABLE
+OLD_COLUMNS = _GUARD.COLUMNS
 INDEX = "toolcallrecord_idempotency_key_uniq"
 
 
 def _sqlite_trigger(schema_editor, columns):
-    changed = [f"NEW.{c} IS NOT OLD.{c}" for c in columns]
-    changed += [f"(NEW.{c} IS NOT OLD.{c} AND NEW.{c} IS NOT NULL)" for c in NULLABLE_FKS]
+    """0002's SQLite trigger, installed again over ``columns``."""
     schema_editor.execute(f"DROP TRIGGER IF EXISTS {TABLE}_append_only;")
+    guard = _GUARD._sqlite_condition(columns)
     schema_editor.execute(
         f"CREATE TRIGGER {TABLE}_append_only BEFORE UPDATE ON {TABLE} "
-        f"FOR EACH ROW WHEN OLD.status IN ({FINISHED_SQL}) AND ({' OR '.join(changed)}) "
-        f"BEGIN SELECT RAISE(ABORT, '{MESSAGE}'); END;"
+        f"FOR EACH ROW WHEN {guard} BEGIN SELECT RAISE(ABORT, '{_GUARD.MESSAGE}'); END;"
     )
 
 
