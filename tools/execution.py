@@ -18,9 +18,11 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -70,9 +72,31 @@ def tool_call_execute(*, record_id: int, notify: Notify | None = None) -> ToolCa
             # Finished by someone else, or overrunning: a fresh copy (the overrunning thread
             # may still write to the one it holds). Otherwise the record says what committed.
             record = _load(record_id)
+    elif record.status == Status.RUNNING:
+        _finish_orphan(record)
+        record = _load(record_id)
     if record.is_finished:  # a redelivered task too: the waiting session may never have heard
         (notify or _notify)(record)
     return record
+
+
+# How long past its timeout a running call must be before a redelivered task finishes it:
+# its own runner finishes it at its timeout, so a call still running then has no runner.
+ORPHAN_GRACE_SECONDS = 5.0
+ORPHAN_ERROR = "the worker running the call stopped; it may or may not have taken effect"
+
+
+def _finish_orphan(record: ToolCallRecord) -> None:
+    """A redelivered task whose call is ``running``: its worker stopped mid-call (the task
+    is ``acks_late``). The call may have had its effect, so it never runs again; once past
+    its timeout it is finished as ``timeout`` (a conditional write: a runner that is alive
+    after all wins), so it does not stay unfinished and its session hears of it."""
+    started = record.started_at or record.queued_at or timezone.now()
+    due = started + timedelta(seconds=record.timeout_seconds + ORPHAN_GRACE_SECONDS)
+    wait = (due - timezone.now()).total_seconds()
+    if wait > 0:
+        time.sleep(wait)  # only after a worker died; at most the call's timeout and a grace
+    tool_call_finish_early(record=record, status="timeout", error=ORPHAN_ERROR)
 
 
 def tool_call_run_inprocess(

@@ -10,13 +10,16 @@ import asyncio
 import json
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.db import connections
+from django.utils import timezone
 
 from tests.tools.conftest import admit_call, allow, execute, make_session
+from tools import execution
 from tools.allowlist import tool_allowlist_for_agent
 from tools.execution import tool_call_run_inprocess
 from tools.models import AgentTool, LookupRecord, OutboxEmail, ToolCallRecord
@@ -69,6 +72,40 @@ def test_tool_call_execute_a_redelivery_runs_nothing_and_wakes_the_session_again
     assert ToolCallRecord.unscoped.count() == 1
     # The waiting session may have missed the first wake-up: a redelivery sends it again.
     assert [(r.pk, r.status) for r in woken] == [(queued.pk, "succeeded")] * 2
+
+
+def orphan(record, seconds_ago: float) -> None:
+    """The call as a worker left it when it died mid-call: claimed, never finished."""
+    started = timezone.now() - timedelta(seconds=seconds_ago)
+    ToolCallRecord.unscoped.filter(pk=record.pk).update(status="running", started_at=started)
+
+
+def test_tool_call_execute_a_redelivery_of_an_orphaned_call_finishes_it_without_running(
+    alice_agent, alice_session, synced_tools
+):
+    allow(alice_agent, "send_email")
+    queued = admit_call(alice_session, "send_email", EMAIL).record
+    orphan(queued, seconds_ago=queued.timeout_seconds + execution.ORPHAN_GRACE_SECONDS + 1)
+    woken = []
+    done = execute(queued, notify=woken.append)  # redelivered: its first worker died
+    stored = fresh(queued)
+    assert (stored.status, stored.error) == ("timeout", execution.ORPHAN_ERROR)
+    assert done.status == "timeout"
+    assert OutboxEmail.unscoped.count() == 0  # it may have had its effect: never run again
+    assert [(r.pk, r.status) for r in woken] == [(queued.pk, "timeout")]
+
+
+def test_tool_call_execute_a_redelivery_waits_for_an_orphan_to_pass_its_timeout(
+    alice_agent, alice_session, synced_tools, monkeypatch
+):
+    allow(alice_agent, "send_email", timeout_seconds=0.5)
+    monkeypatch.setattr(execution, "ORPHAN_GRACE_SECONDS", 0.3)
+    queued = admit_call(alice_session, "send_email", EMAIL).record
+    orphan(queued, seconds_ago=0)
+    started = time.monotonic()
+    execute(queued, notify=lambda record: None)
+    assert time.monotonic() - started >= 0.7  # its runner had until its timeout and a grace
+    assert fresh(queued).status == "timeout"
 
 
 def test_tool_call_execute_of_a_refused_call_runs_nothing(alice_session, synced_tools):
