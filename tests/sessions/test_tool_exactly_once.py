@@ -14,6 +14,7 @@ import json
 import pytest
 from channels.db import database_sync_to_async
 
+from sessions.models import VoiceSession
 from tests.factories import AgentFactory
 from tests.sessions.conftest import issue_token, open_client
 from tests.tools.conftest import make_webhook
@@ -42,6 +43,9 @@ def agent_with(tenant, modality: str, resumption: bool = True, **tools: dict):
 
 @database_sync_to_async
 def effects():
+    # Every session's turn kept for replay was dropped once the turn was covered (a handle,
+    # or without resumption the completed turn): a later resume must not ask it again.
+    assert list(VoiceSession.unscoped.exclude(replay_turn=None).values_list("pk")) == []
     return (
         OutboxEmail.unscoped.count(),
         list(ToolCallRecord.unscoped.order_by("id")),
