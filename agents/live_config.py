@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from django.conf import settings
 from google.genai import types
 
 from agents.models import Agent
@@ -33,6 +34,11 @@ def _realtime_input_config(agent: Agent) -> types.RealtimeInputConfig:
         automatic_activity_detection=detection,
         activity_handling=types.ActivityHandling.START_OF_ACTIVITY_INTERRUPTS,
     )
+
+
+def compression_required(agent: Agent) -> bool:
+    """The agent's calls may outlive Gemini's session limit without compression."""
+    return agent.max_session_seconds > settings.LIVE_SESSION_LIMIT
 
 
 def live_config_build(
@@ -66,6 +72,12 @@ def live_config_build(
         config.context_window_compression = types.ContextWindowCompressionConfig(
             trigger_tokens=agent.compression_trigger_tokens,
             sliding_window=types.SlidingWindow(target_tokens=agent.compression_target_tokens),
+        )
+    elif compression_required(agent):
+        # Without compression Gemini ends an audio session at 15 minutes: a call allowed to
+        # run longer gets it with the service's defaults.
+        config.context_window_compression = types.ContextWindowCompressionConfig(
+            sliding_window=types.SlidingWindow()
         )
     if agent.session_resumption:
         config.session_resumption = types.SessionResumptionConfig(handle=resumption_handle)

@@ -51,6 +51,7 @@ class VoiceSessionAdmin(ReadOnlyMixin, TenantScopedAdmin):
         "model_frames_out", "model_bytes_out", "dropped_audio_frames", "turns", "interruptions",
         "tool_calls", "errors", "reconnects", "prompt_tokens", "response_tokens", "total_tokens",
         "first_response_ms_p50", "first_response_ms_p95", "resumption_handle_at",
+        "reconnect_log",
     ]  # fmt: skip
     fields = tuple(readonly_fields)
 

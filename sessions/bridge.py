@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -27,12 +28,15 @@ from sessions.close_codes import CloseCode
 from sessions.models import VoiceSession
 from sessions.reaper import held_sessions
 from sessions.relay import sdk_adapter
+from sessions.relay.pacer import AudioPacer
+from sessions.relay.speech import SpeechDetector, SpeechEvent, is_silent
 from sessions.relay.upstream import (
     ConnectFactory,
     LiveUpstream,
     UpstreamSettings,
     UpstreamState,
 )
+from sessions.selectors import transcript_tail
 from sessions.services import (
     COUNTER_FIELDS,
     SessionGrant,
@@ -66,6 +70,12 @@ class ClientSink(Protocol):
 class BridgeConfig:
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
     pending_audio_seconds: float = 2.0
+    # Audio may run this far ahead of real time before it waits (replay, backlog).
+    audio_lead_seconds: float = 0.3
+    # A fresh upstream session is seeded with at most this much of the stored transcript.
+    seed_max_chars: int = 20_000
+    # The ``retry_after`` hint of a ``busy`` error: uniform in [busy_retry, 2 * busy_retry].
+    busy_retry_seconds: float = 10.0
 
 
 @dataclass
@@ -155,6 +165,18 @@ class LiveBridge:
         self._in_outage = False
         self._context_warned = False
         self._utterances: dict[tuple[str, str], _Utterance] = {}
+        # Usage of the turn in progress: Gemini may report it more than once per turn, each
+        # time the turn's running total, so only the growth is added to the counters.
+        self._turn_usage = (0, 0, 0)
+        # The user's speech as it goes up (agents with the service's own VAD): its end is
+        # when a reply becomes due. Replayed and backlogged audio is paced to real time.
+        silence_ms = self.agent.vad_silence_duration_ms or 500
+        self._speech = SpeechDetector(silence_ms=silence_ms) if self.agent.vad_enabled else None
+        self._pacer = AudioPacer(lead=self.config.audio_lead_seconds)
+        self._keep_silence = silence_ms / 1000 + 0.5  # of a backlog's silence, while catching up
+        self._silent_run = 0.0
+        # The outage in progress: its first cause and when it began.
+        self._outage: tuple[str, float] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -253,8 +275,9 @@ class LiveBridge:
         self.closed.set()
 
     def _final_progress(self) -> SessionProgress:
-        for key in list(self._utterances):
-            self._finish_utterance(*key)
+        self._finish_utterances()
+        if self._outage is not None:  # ended mid-outage: the reconnect never completed
+            self._record_reconnect(False, resumed=False)
         return self._snapshot()
 
     def _snapshot(self) -> SessionProgress:
@@ -267,10 +290,12 @@ class LiveBridge:
             counters=self.counters,
             first_response_ms=self.progress.first_response_ms,
             transcript=self.progress.transcript,
+            reconnects=self.progress.reconnects,
         )
         self.counters = self.progress.counters = dict.fromkeys(COUNTER_FIELDS, 0)
         self.progress.first_response_ms = []
         self.progress.transcript = []
+        self.progress.reconnects = []
         return snapshot
 
     # --- client -> upstream ---------------------------------------------------------------------
@@ -292,6 +317,7 @@ class LiveBridge:
             or self._uplink_sending
             or not self.uplink.idle
             or _socket_backed_up(session)  # a send could wait: keep the consumer free
+            or self._pacer.wait_for(len(pcm)) > 0  # a backlog is still draining
         ):
             self.uplink.put(item)
             return
@@ -304,6 +330,7 @@ class LiveBridge:
         finally:
             self._uplink_sending = False
         self.uplink.sent(item)
+        self._item_sent(item)
 
     def client_text(self, text: str, turn_complete: bool) -> None:
         self._append_utterance("user", "text", text)
@@ -327,6 +354,8 @@ class LiveBridge:
             session = await self.upstream.wait_ready()
             if not self.uplink.is_head(item):
                 continue  # dropped (buffer full) or replaced (replay) while we waited
+            if item.kind is ItemKind.AUDIO and await self._hold_audio(item):
+                continue  # waited for real time, or skipped: look at the head again
             self._uplink_sending = True
             try:
                 await _send_item(session, item)
@@ -336,6 +365,38 @@ class LiveBridge:
             finally:
                 self._uplink_sending = False
             self.uplink.sent(item)
+            self._item_sent(item)
+
+    async def _hold_audio(self, item: UplinkItem) -> bool:
+        """Pace a backlog to real time (a VAD does not hear a burst as speech); while behind,
+        a run of silence longer than the turn-ending pause is skipped. True when the item
+        was not sent now (the caller looks at the head again)."""
+        wait = self._pacer.wait_for(item.audio_bytes)
+        if wait <= 0:
+            return False
+        if self._silent_run >= self._keep_silence and is_silent(item.payload):
+            self.uplink.skip_head(item)
+            return True
+        await asyncio.sleep(wait)
+        return True
+
+    def _item_sent(self, item: UplinkItem) -> None:
+        """After an item reached the upstream: pacing, and whether a reply is due now."""
+        if item.kind is ItemKind.AUDIO:
+            self._pacer.sent(item.audio_bytes)
+            seconds = item.audio_bytes / 32_000
+            self._silent_run = self._silent_run + seconds if is_silent(item.payload) else 0.0
+            if self._speech is not None:
+                event = self._speech.feed(item.payload)
+                if event is SpeechEvent.START:
+                    self.upstream.speech_resumed()
+                elif event is SpeechEvent.END:
+                    self.upstream.expect_reply(speech_ended_at=self._speech.last_speech_at)
+        elif item.kind is ItemKind.TEXT:
+            if item.payload[1]:  # turn_complete
+                self.upstream.expect_reply()
+        elif item.kind in (ItemKind.AUDIO_END, ItemKind.ACTIVITY_END):
+            self.upstream.expect_reply()
 
     # --- upstream -> client ---------------------------------------------------------------------
 
@@ -343,10 +404,12 @@ class LiveBridge:
         if state is UpstreamState.READY:
             await self._upstream_ready()
         elif state is UpstreamState.RECONNECTING:
-            self._finish_utterance("model", "speech")
-            self._finish_utterance("model", "text")
+            # A reply cut by the outage stays open: if its turn is asked again, the new
+            # reply replaces it (below, when ready); if not, it is kept as it was.
+            self._turn_usage = (0, 0, 0)  # a replayed turn reports its usage afresh
             if self._started and not self._in_outage:  # once per outage, not per retry
                 self._in_outage = True
+                self._outage = (reason, time.monotonic())
                 self._db(self._set_status(VoiceSession.Status.RECONNECTING))
                 await self.emit(client_events.simple("session.reconnecting", reason=reason))
         elif state is UpstreamState.FAILED:
@@ -371,24 +434,83 @@ class LiveBridge:
                 )
             )
         else:
-            self.uplink.replay_unacknowledged()
+            self._pacer.reset()
+            self._silent_run = 0.0
+            if self._speech is not None:
+                self._speech.reset()
+            fresh = self.upstream.context_fresh
+            if fresh:
+                # A new upstream session: it knows nothing of the call. Tell it what was
+                # said, then ask the turn in progress again (completed ones are in the seed).
+                await self._seed_context()
+                self.uplink.replay_current_turn()
+            else:
+                self.uplink.replay_unacknowledged()
+            if self.uplink.replay:
+                # The turn is asked again: its reply (cut by the outage) comes again whole.
+                self._utterances.pop(("model", "speech"), None)
+                self._utterances.pop(("model", "text"), None)
+            else:
+                self._finish_utterance("model", "speech")
+                self._finish_utterance("model", "text")
+            if self.uplink.replays_audio():
+                # The server transcribes the replayed audio again: start the words afresh.
+                self._utterances.pop(("user", "speech"), None)
             self.tools.on_reconnect()
             self._turn_heard = []  # the replayed turn is heard again
             if self._in_outage:
                 self._in_outage = False
                 self.counters["reconnects"] += 1
-                await self.emit(client_events.simple("session.resumed"))
+                self._record_reconnect(fresh)
+                await self.emit(client_events.simple("session.resumed", fresh_context=fresh))
 
     async def _upstream_failed(self) -> None:
         failure = self.upstream.failure
         detail = failure.detail if failure else ""
         reason = failure.reason if failure else "upstream_unavailable"
+        if self._outage is not None:
+            self._record_reconnect(False, resumed=False)
+        if reason == "upstream_busy":
+            # Over the model service's quota: say so at once, with a spread-out retry hint,
+            # rather than queueing or retrying (a fleet of refused clients must not storm).
+            base = self.config.busy_retry_seconds
+            await self.end(
+                reason="upstream_busy",
+                code=CloseCode.BUSY,
+                status=VoiceSession.Status.FAILED,
+                error=client_events.busy(retry_after=round(random.uniform(base, 2 * base))),  # noqa: S311
+            )
+            return
         error = client_events.error(reason, detail or "The model service could not be reached.")
         await self.end(
             reason=reason if reason == "upstream_unavailable" else "upstream_error",
             code=CloseCode.UPSTREAM_UNAVAILABLE,
             status=VoiceSession.Status.FAILED,
             error=error,
+        )
+
+    async def on_upstream_stall(self, *, recovering: bool) -> None:
+        """The model did not answer the user's turn (no reply in time, or an empty
+        turnComplete): tell the client whether it is being asked again or given up."""
+        if recovering:
+            message = "The model did not answer; asking it again."
+        else:
+            message = "The model did not answer this turn; please say it again."
+        await self.emit(client_events.warning("reply_stalled", message, recovering=recovering))
+
+    def _record_reconnect(self, fresh: bool, *, resumed: bool = True) -> None:
+        if self._outage is None:
+            return
+        cause, began = self._outage
+        self._outage = None
+        self.progress.reconnects.append(
+            {
+                "at": timezone.now().isoformat(),
+                "cause": cause,
+                "gap_ms": round((time.monotonic() - began) * 1000) if resumed else None,
+                "fresh_context": fresh,
+                "resumed": resumed,
+            }
         )
 
     async def on_upstream_audio(self, pcm: bytes) -> None:
@@ -415,10 +537,13 @@ class LiveBridge:
             await self.tools.on_cancellation(message.tool_call_cancellation.ids or [], self.emit)
         if message.usage_metadata is not None:
             await self._on_usage(message.usage_metadata)
+        stalled = self.upstream.stalled_turn  # an empty turnComplete, being asked again
         if content is not None and content.turn_complete:
-            await self._on_turn_complete()  # after usage: a client sees the turn's usage first
+            self._turn_usage = (0, 0, 0)
+            if not stalled:
+                await self._on_turn_complete()  # after usage: the client sees it first
         update = message.session_resumption_update
-        if update is not None and update.resumable and update.new_handle:
+        if update is not None and update.resumable and update.new_handle and not stalled:
             self.uplink.handle_saved()
             self._handle_to_save = update.new_handle
             self._db(self._save_handle)
@@ -437,13 +562,14 @@ class LiveBridge:
             text = content.input_transcription.text
             if not self._responded_this_turn:
                 self._user_turn_ended()  # the server heard the user: the latest turn end
+            # Pieces stream in during speech and may lag into the reply: the user's words
+            # stay one utterance until the turn completes, stored before the model's.
             self._append_utterance("user", "speech", text)
             self._turn_heard.append(text)
             await self.emit(client_events.simple("transcript.input", text=text))
         if content.output_transcription is not None and content.output_transcription.text:
             text = content.output_transcription.text
             self._first_output()
-            self._finish_utterance("user", "speech")
             self._append_utterance("model", "speech", text)
             await self.emit(client_events.simple("transcript.output", text=text))
         if content.interrupted:
@@ -462,8 +588,7 @@ class LiveBridge:
             self.uplink.handle_saved()
             self._drop_covered_replay()
         self._turn_heard = []
-        for key in list(self._utterances):
-            self._finish_utterance(*key)
+        self._finish_utterances()
         await self.emit(client_events.simple("turn_complete"))
         self._db(self._flush_job(self._snapshot()))
 
@@ -471,9 +596,13 @@ class LiveBridge:
         prompt = usage.prompt_token_count or 0
         response = usage.response_token_count or 0
         total = usage.total_token_count or (prompt + response)
-        self.counters["prompt_tokens"] += prompt
-        self.counters["response_tokens"] += response
-        self.counters["total_tokens"] += total
+        # Each report is the turn's running total (it may come more than once per turn):
+        # add only what grew since the turn's previous report.
+        seen = self._turn_usage
+        self.counters["prompt_tokens"] += max(0, prompt - seen[0])
+        self.counters["response_tokens"] += max(0, response - seen[1])
+        self.counters["total_tokens"] += max(0, total - seen[2])
+        self._turn_usage = (max(prompt, seen[0]), max(response, seen[1]), max(total, seen[2]))
         limit = self.agent.context_limit_tokens
         await self.emit(
             client_events.simple(
@@ -518,6 +647,12 @@ class LiveBridge:
         if utterance is None:
             utterance = self._utterances[key] = _Utterance(role, kind, timezone.now())
         utterance.parts.append(text)
+
+    def _finish_utterances(self) -> None:
+        """The turn is over: the user's words first, then the model's, whatever order their
+        pieces came in (a lagging input transcription can end after the reply began)."""
+        for key in sorted(self._utterances, key=lambda k: k[0] != "user"):
+            self._finish_utterance(*key)
 
     def _finish_utterance(self, role: str, kind: str) -> None:
         utterance = self._utterances.pop((role, kind), None)
@@ -618,11 +753,64 @@ class LiveBridge:
         except Exception:  # the call still runs once; only a resume elsewhere cannot replay it
             log.exception("session %s: could not keep turn %s for replay", self.session_id, turn)
 
+    async def _seed_context(self) -> None:
+        """Give a fresh upstream session the conversation so far, from the stored transcript
+        (after the database worker flushed what it holds) plus what is not flushed yet, as
+        context without asking for a reply. The turn being replayed is left out."""
+        session = self.upstream.session
+        if session is None:
+            return
+        stored: list[tuple[str, str]] = []
+        try:
+            stored = await self._db_call(
+                lambda: transcript_tail(
+                    session_id=self.session_id, max_chars=self.config.seed_max_chars
+                )
+            )
+        except Exception:  # a context without history beats no conversation at all
+            log.exception("session %s: could not read the transcript to seed", self.session_id)
+        entries = [*stored, *((role, text) for role, _kind, text, _at in self.progress.transcript)]
+        while entries and entries[-1][0] == "user" and self.uplink.current_turn():
+            entries.pop()  # the unanswered turn: it is asked again right after
+        turns: list[types.Content | types.ContentDict] = []
+        for role, text in entries:
+            last = turns[-1] if turns else None
+            if isinstance(last, types.Content) and last.role == role and last.parts:
+                last.parts.append(types.Part(text=text))
+            else:
+                turns.append(types.Content(role=role, parts=[types.Part(text=text)]))
+        if turns:
+            await session.send_client_content(turns=turns, turn_complete=False)
+
+    async def _db_call(self, job: Callable[[], Any]) -> Any:
+        """Run ``job`` on the database worker after the jobs queued before it; its result."""
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def wrapped() -> None:
+            try:
+                result = job()
+            except Exception as exc:
+                done.get_loop().call_soon_threadsafe(_settle, done, None, exc)
+            else:
+                done.get_loop().call_soon_threadsafe(_settle, done, result, None)
+
+        self._db_jobs.put_nowait(wrapped)
+        return await done
+
     def _flush_job(self, snapshot: SessionProgress) -> Callable[[], None]:
         def job() -> None:
             voice_session_flush(session_id=self.session_id, progress=snapshot)
 
         return job
+
+
+def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
 
 
 def _session_state(session_id: Any) -> VoiceSession | None:

@@ -24,8 +24,19 @@ def error(code: str, message: str) -> dict[str, Any]:
     return {"type": "error", "code": code, "message": message}
 
 
-def warning(code: str, message: str) -> dict[str, Any]:
-    return {"type": "warning", "code": code, "message": message}
+def warning(code: str, message: str, **fields: Any) -> dict[str, Any]:
+    return {"type": "warning", "code": code, "message": message, **fields}
+
+
+def busy(*, retry_after: int) -> dict[str, Any]:
+    """The model service refused the session for quota: try again after ``retry_after``
+    seconds (spread per client, so refused clients do not come back together)."""
+    return {
+        "type": "error",
+        "code": "busy",
+        "message": "The model service is at capacity. Try again later.",
+        "retry_after": retry_after,
+    }
 
 
 def session_ended(reason: str) -> dict[str, Any]:

@@ -11,4 +11,5 @@ class CloseCode(IntEnum):
     FORBIDDEN = 4003
     POLICY = 4008
     BAD_FRAME = 4009
+    BUSY = 4013  # the model service is over quota: retry after the error's retry_after
     TENANT_LIMIT = 4029

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from dataclasses import replace
 
 from django.conf import settings
 from google.genai.live import AsyncSession
@@ -23,10 +22,20 @@ def bridge_config() -> BridgeConfig:
     upstream = UpstreamSettings(
         connect_timeout=settings.LIVE_CONNECT_TIMEOUT,
         ping_interval=settings.LIVE_PING_INTERVAL,
-        ping_timeout=settings.LIVE_PING_TIMEOUT,
-        backoff=replace(Backoff(), max_tries=settings.LIVE_RECONNECT_TRIES),
+        reply_timeout=settings.LIVE_REPLY_TIMEOUT,
+        idle_timeout=settings.LIVE_IDLE_TIMEOUT,
+        reply_retries=settings.LIVE_REPLY_RETRIES,
+        session_limit=settings.LIVE_SESSION_LIMIT,
+        go_away_spread=settings.LIVE_GO_AWAY_SPREAD,
+        backoff=Backoff(
+            base=settings.LIVE_RECONNECT_BASE,
+            cap=settings.LIVE_RECONNECT_CAP,
+            max_tries=settings.LIVE_RECONNECT_TRIES,
+        ),
+        budget=settings.LIVE_RECONNECT_BUDGET,
+        budget_window=settings.LIVE_RECONNECT_BUDGET_WINDOW,
     )
-    return BridgeConfig(upstream=upstream)
+    return BridgeConfig(upstream=upstream, busy_retry_seconds=settings.LIVE_BUSY_RETRY_AFTER)
 
 
 def tool_gateway_for(grant: SessionGrant) -> ToolGateway:
@@ -48,6 +57,7 @@ def connect_factory(grant: SessionGrant, tools: ToolGateway) -> ConnectFactory:
         settings.LIVE_API_VERSION,
         settings.LIVE_API_CA_FILE,
         deflate=settings.LIVE_UPSTREAM_DEFLATE,
+        keepalive=(settings.LIVE_KEEPALIVE_INTERVAL, settings.LIVE_KEEPALIVE_TIMEOUT),
     )
     agent = grant.agent
     declarations = tools.function_declarations()

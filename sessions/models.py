@@ -12,6 +12,7 @@ from agents.models import Agent
 from voice_platform.tenancy.models import ApiKey, TenantOwnedModel
 
 FIRST_RESPONSE_SAMPLES = 500
+RECONNECT_LOG_ENTRIES = 500
 
 
 def percentile(samples: list[float], pct: float) -> float | None:
@@ -104,6 +105,9 @@ class VoiceSession(TenantOwnedModel):  # type: ignore[django-manager-missing]
     # Per-turn latency from the end of the user's turn to the model's first output, in ms;
     # the most recent FIRST_RESPONSE_SAMPLES turns, summarised by the p50/p95 properties.
     first_response_ms = models.JSONField(default=list, blank=True)
+    # Every upstream reconnect (the newest RECONNECT_LOG_ENTRIES): when, why (its cause, see
+    # docs/live-resilience.md), how long the user waited, whether the context was rebuilt.
+    reconnect_log = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering: ClassVar = ["-started_at"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import QuerySet
 
 from sessions.models import TranscriptEntry, VoiceSession
@@ -23,6 +25,21 @@ def voice_session_list(
     if end_user_id:
         qs = qs.filter(end_user_id=end_user_id)
     return qs
+
+
+def transcript_tail(*, session_id: Any, max_chars: int) -> list[tuple[str, str]]:
+    """The newest transcript entries of a session, oldest first, as ``(role, text)``, at
+    most ``max_chars`` of text in all (what seeds a fresh upstream session)."""
+    tail: list[tuple[str, str]] = []
+    used = 0
+    entries = TranscriptEntry.objects.filter(session_id=session_id).order_by("-seq")
+    for role, text in entries.values_list("role", "text").iterator(chunk_size=200):
+        used += len(text)
+        if used > max_chars:
+            break
+        tail.append((role, text))
+    tail.reverse()
+    return tail
 
 
 def transcript_list(*, session: VoiceSession) -> QuerySet[TranscriptEntry]:

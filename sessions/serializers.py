@@ -42,7 +42,18 @@ class ClientTokenSerializer(serializers.ModelSerializer[ClientToken]):
         read_only_fields = fields
 
 
+class ReconnectEntrySerializer(serializers.Serializer[dict[str, Any]]):
+    """One upstream reconnect (docs/live-resilience.md lists the causes)."""
+
+    at = serializers.DateTimeField(read_only=True)
+    cause = serializers.CharField(read_only=True)
+    gap_ms = serializers.IntegerField(read_only=True, allow_null=True)
+    fresh_context = serializers.BooleanField(read_only=True)
+    resumed = serializers.BooleanField(read_only=True)
+
+
 class VoiceSessionSerializer(serializers.ModelSerializer[VoiceSession]):
+    reconnect_log = ReconnectEntrySerializer(many=True, read_only=True)
     agent_id = serializers.IntegerField(read_only=True, allow_null=True)
     user_id = serializers.CharField(source="end_user_id", read_only=True)
     first_response_ms_p50 = serializers.FloatField(read_only=True, allow_null=True)
@@ -56,6 +67,7 @@ class VoiceSessionSerializer(serializers.ModelSerializer[VoiceSession]):
             "model_frames_out", "model_bytes_out", "dropped_audio_frames", "turns",
             "interruptions", "tool_calls", "errors", "reconnects", "prompt_tokens",
             "response_tokens", "total_tokens", "first_response_ms_p50", "first_response_ms_p95",
+            "reconnect_log",
         )  # fmt: skip
         read_only_fields = fields
 

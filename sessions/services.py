@@ -20,7 +20,12 @@ from django.utils import timezone
 
 from agents.models import Agent
 from sessions.close_codes import CloseCode
-from sessions.models import FIRST_RESPONSE_SAMPLES, TranscriptEntry, VoiceSession
+from sessions.models import (
+    FIRST_RESPONSE_SAMPLES,
+    RECONNECT_LOG_ENTRIES,
+    TranscriptEntry,
+    VoiceSession,
+)
 from sessions.notify import notify_end
 from sessions.tokens import client_token_consume, client_token_find
 from voice_platform.tenancy.models import Tenant
@@ -55,6 +60,8 @@ class SessionProgress:
     counters: dict[str, int] = field(default_factory=dict)
     first_response_ms: list[float] = field(default_factory=list)
     transcript: list[tuple[str, str, str, datetime]] = field(default_factory=list)
+    # Upstream reconnects since the last flush: {"at", "cause", "gap_ms", ...} each.
+    reconnects: list[dict[str, Any]] = field(default_factory=list)
 
 
 COUNTER_FIELDS = (
@@ -265,6 +272,9 @@ def voice_session_flush(*, session_id: uuid.UUID, progress: SessionProgress) -> 
         if progress.first_response_ms:
             samples = [*session.first_response_ms, *progress.first_response_ms]
             deltas["first_response_ms"] = samples[-FIRST_RESPONSE_SAMPLES:]
+        if progress.reconnects:
+            log = [*session.reconnect_log, *progress.reconnects]
+            deltas["reconnect_log"] = log[-RECONNECT_LOG_ENTRIES:]
         if deltas:
             VoiceSession.objects.filter(pk=session_id).update(**deltas)
         if progress.transcript:
@@ -284,6 +294,7 @@ def voice_session_flush(*, session_id: uuid.UUID, progress: SessionProgress) -> 
             )
     progress.first_response_ms.clear()
     progress.transcript.clear()
+    progress.reconnects.clear()
 
 
 def voice_session_detach(

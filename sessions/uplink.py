@@ -25,7 +25,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from sessions.relay.speech import is_silent
+
 AUDIO_BYTES_PER_SECOND = 16_000 * 2
+# Silence kept before the first speech of a replayed turn (a VAD's prefix padding).
+REPLAY_PREFIX_BYTES = AUDIO_BYTES_PER_SECOND * 3 // 10
 
 
 class ItemKind(enum.StrEnum):
@@ -70,6 +74,9 @@ class Uplink:
         self.acked_turns = acked_turns  # model turns a saved handle covers
         self._turns_since_ack = 0  # model turns completed since (forgotten on a reconnect)
         self._turns_mark = 0  # how many of those the next handle covers
+        # While a replay drains at real time, live input queues behind it: the pending bound
+        # grows by the replay's length until the backlog is caught up.
+        self._backlog_allowance = 0
 
     @property
     def turn_position(self) -> int:
@@ -78,9 +85,8 @@ class Uplink:
     def put(self, item: UplinkItem) -> None:
         self.pending.append(item)
         self._pending_audio += item.audio_bytes
-        while self._pending_audio > self.max_pending_audio or len(self.pending) > (
-            self.max_control_items
-        ):
+        limit = self.max_pending_audio + self._backlog_allowance
+        while self._pending_audio > limit or len(self.pending) > self.max_control_items:
             if not self._drop_oldest_audio():
                 break
         self._available.set()
@@ -118,6 +124,8 @@ class Uplink:
         elif self.pending and self.pending[0] is item:
             self.pending.popleft()
             self._pending_audio -= item.audio_bytes
+        if not self.replay and self._pending_audio <= self.max_pending_audio:
+            self._backlog_allowance = 0  # caught up
         if item.position is not None:
             self.acked_turns, self._turns_since_ack, self._turns_mark = item.position, 0, 0
         self.unacknowledged.append(item)
@@ -147,13 +155,56 @@ class Uplink:
         self._turns_since_ack -= self._turns_mark
         self._turns_mark = 0
 
+    def skip_head(self, item: UplinkItem) -> None:
+        """Leave out ``item`` (the head: a frame of silence while catching up)."""
+        if self.replay and self.replay[0] is item:
+            self.replay.popleft()
+        elif self.pending and self.pending[0] is item:
+            self.pending.popleft()
+            self._pending_audio -= item.audio_bytes
+
     def replay_unacknowledged(self) -> None:
         """After a reconnect: send the unacknowledged items again, before anything newer.
         What an interrupted earlier replay did not send yet follows them (it is newer)."""
-        self.replay = deque([*self.unacknowledged, *self.replay])
+        self._start_replay([*self.unacknowledged, *self.replay])
+        self._turns_since_ack = self._turns_mark = 0  # the upstream is back at the handle
+
+    def replay_current_turn(self) -> None:
+        """After a reconnect to a fresh upstream session seeded with the completed turns:
+        only the turn in progress is asked again; the completed ones count as saved."""
+        current = list(self.unacknowledged)[self._turn_mark :]
+        self._start_replay([*current, *self.replay])
+        self.acked_turns += self._turns_since_ack
+        self._turns_since_ack = self._turns_mark = 0
+
+    def replays_audio(self) -> bool:
+        return any(item.kind is ItemKind.AUDIO for item in self.replay)
+
+    def _start_replay(self, items: list[UplinkItem]) -> None:
+        self.replay = deque(_trim_leading_silence(items))
         self.unacknowledged.clear()
         self._unack_audio = 0
         self._turn_mark = 0
-        self._turns_since_ack = self._turns_mark = 0  # the upstream is back at the handle
+        self._backlog_allowance = sum(item.audio_bytes for item in self.replay)
         if self.replay:
             self._available.set()
+
+
+def _trim_leading_silence(items: list[UplinkItem]) -> list[UplinkItem]:
+    """Drop the silence before the first speech of a replay (a mic streams it between
+    turns; replayed at real time it would only delay the turn), keeping a short prefix."""
+    first_loud = None
+    for index, item in enumerate(items):
+        if item.kind is not ItemKind.AUDIO:
+            return items  # a text or control item first: replay as it was
+        if not is_silent(item.payload):
+            first_loud = index
+            break
+    if first_loud is None:
+        # Only silence (or nothing): none of it is worth replaying, except non-audio items.
+        return [item for item in items if item.kind is not ItemKind.AUDIO]
+    start, kept = first_loud, 0
+    while start > 0 and kept < REPLAY_PREFIX_BYTES:
+        start -= 1
+        kept += items[start].audio_bytes
+    return items[start:]

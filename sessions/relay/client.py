@@ -17,14 +17,21 @@ def _ssl_context(ca_file: str) -> ssl.SSLContext:
 
 @lru_cache(maxsize=64)
 def live_client(
-    api_key: str, base_url: str, api_version: str, ca_file: str, *, deflate: bool = False
+    api_key: str,
+    base_url: str,
+    api_version: str,
+    ca_file: str,
+    *,
+    deflate: bool = False,
+    keepalive: tuple[float, float] | None = None,
 ) -> genai.Client:
     """One cached client per key and endpoint (kept referenced: a collected client closes
     its HTTP session under a running request).
 
     Without ``deflate`` the Live WebSocket does not offer permessage-deflate. The SDK passes
     each ``async_client_args`` entry that ``websockets.connect`` accepts on to it (and
-    filters them out for its HTTP clients), so ``compression=None`` reaches the connect.
+    filters them out for its HTTP clients), so ``compression=None`` and the keepalive
+    (``ping_interval``/``ping_timeout``) reach the connect.
     """
     if base_url:
         # The SDK's websocket honours HTTPS_PROXY; a local endpoint must bypass it.
@@ -33,6 +40,10 @@ def live_client(
     if base_url:
         kwargs["base_url"] = base_url.rstrip("/")
     async_args: dict[str, object] = {} if deflate else {"compression": None}
+    if keepalive is not None:
+        # websockets' keepalive, explicit: its default (20 s to a pong) ends healthy Gemini
+        # sessions, whose pongs take up to 30 s. A black hole is ours to notice sooner.
+        async_args["ping_interval"], async_args["ping_timeout"] = keepalive
     if ca_file:
         context = _ssl_context(ca_file)
         async_args.update({"ssl": context, "verify": context})

@@ -28,7 +28,9 @@ async def no_leaked_tasks():
     leaked = [
         t
         for t in asyncio.all_tasks()
-        if not t.done() and t.get_name().startswith(("bridge-", "live-"))
+        if not t.done()
+        and t.get_name().startswith(("bridge-", "live-"))
+        and not t.get_name().startswith("live-emulator")  # the emulator stops after this
     ]
     for task in leaked:
         task.cancel()
@@ -41,7 +43,6 @@ def live_settings(settings, live_emulator, no_leaked_tasks):
     settings.LIVE_API_CA_FILE = str(live_emulator.cert_path)
     settings.GEMINI_API_KEY = "test-key"
     settings.LIVE_PING_INTERVAL = 0.5
-    settings.LIVE_PING_TIMEOUT = 1.0
     return settings
 
 
@@ -135,6 +136,14 @@ async def speak(client: Client, speech_ms: int = 600, silence_ms: int = 700) -> 
         await client.send_audio(tone(min(100, speech_ms - chunk)))
     for _ in range(0, silence_ms, 100):
         await client.send_audio(silence(100))
+
+
+async def audio_arrived(live_emulator: Any, seconds: float, timeout: float = 5) -> None:
+    """Wait until the emulator's latest connection got ``seconds`` of audio: a burst from
+    ``speak()`` goes up at real time (the bridge paces it), so its tail comes later."""
+    async with asyncio.timeout(timeout):
+        while live_emulator.recorder.last().audio_seconds < seconds - 1e-6:
+            await asyncio.sleep(0.02)
 
 
 from tests.tools.conftest import (  # noqa: E402, F401  (shared fixtures)

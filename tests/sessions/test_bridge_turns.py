@@ -78,7 +78,7 @@ async def test_bridge_text_turn_in_audio_modality(alice, live_settings, live_emu
 
 
 async def test_bridge_audio_turn_in_audio_modality(alice, live_settings, live_emulator):
-    from tests.sessions.conftest import speak
+    from tests.sessions.conftest import audio_arrived, speak
 
     agent = await make_agent(alice.tenant, input_transcription=True, output_transcription=True)
     client = await open_client(f"token={await issue_token(agent)}")
@@ -88,6 +88,7 @@ async def test_bridge_audio_turn_in_audio_modality(alice, live_settings, live_em
     assert client.audio
     heard = client.texts("transcript.input")
     assert heard
+    await audio_arrived(live_emulator, 1.3)
     await client.send(type="close")
     await client.until_closed()
     session, transcript = await stored(started["session_id"])

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from sessions.uplink import AUDIO_BYTES_PER_SECOND, ItemKind, Uplink, UplinkItem
 
-FRAME = b"\x00\x01" * 1600  # 100 ms
+FRAME = b"\x00\x10" * 1600  # 100 ms, loud (4096): speech, which a replay keeps
 
 
 def audio() -> UplinkItem:

@@ -48,14 +48,21 @@ def describe(pcm: bytes, rate: int = INPUT_RATE) -> str:
     There is no speech recogniser offline, so this is what an audio turn "said". A pure
     test tone gives its frequency (zero crossings), rounded to 10 Hz.
     """
-    samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float32)
-    seconds = samples.size / rate
-    if samples.size < 2:
+    seconds = len(pcm) // 2 / rate
+    freq = pitch_hz(pcm, rate)
+    if freq is None:
         return f"[{seconds:.1f} s of audio]"
+    return f"[{seconds:.1f} s at {freq} Hz]"
+
+
+def pitch_hz(pcm: bytes, rate: int = INPUT_RATE) -> int | None:
+    """Zero-crossing pitch rounded to 10 Hz (None for less than two samples)."""
+    samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float32)
+    if samples.size < 2:
+        return None
     signs = np.signbit(samples)
     crossings = int(np.count_nonzero(signs[1:] != signs[:-1]))
-    freq = round(crossings / 2 / seconds / 10) * 10
-    return f"[{seconds:.1f} s at {freq} Hz]"
+    return round(crossings / 2 / (samples.size / rate) / 10) * 10
 
 
 def trim_end(pcm: bytes, seconds: float, rate: int = INPUT_RATE) -> bytes:

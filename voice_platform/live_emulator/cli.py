@@ -8,10 +8,11 @@ import contextlib
 import signal
 import sys
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from voice_platform.live_emulator.config import DEFAULT_CERT_DIR, DEFAULT_MODELS, EmulatorConfig
 from voice_platform.live_emulator.faults import Faults
+from voice_platform.live_emulator.profiles import PROFILES, config_for
 from voice_platform.live_emulator.server import Emulator
 
 
@@ -57,11 +58,120 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="bench loopback: answer every audio chunk at once with the same bytes, stamped",
     )
+    _add_realistic_arguments(parser)
+
+
+def _add_realistic_arguments(parser: argparse.ArgumentParser) -> None:
+    """Knobs of the realistic profile. Unset flags keep the profile's value."""
+    group = parser.add_argument_group("realistic profile (docs/emulator.md)")
+    add = group.add_argument
+    add("--profile", choices=PROFILES, default="default", help="set of knobs to start from")
+    add("--time-scale", type=float, help="divide service-side durations by this (e.g. 60)")
+    add("--seed", type=int, dest="random_seed", help="random seed, for reproducible runs")
+    add("--pong-delay", type=float, nargs=2, metavar=("MIN", "MAX"), help="pong delay, seconds")
+    add(
+        "--refuse-resume-while-open",
+        action=argparse.BooleanOptionalAction,
+        help="refuse (1011) a resume while the session's older socket is open",
+    )
+    add("--dead-peer-timeout", type=float, help="seconds a vanished client still counts")
+    add(
+        "--go-away-notice-range",
+        type=float,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        help="goAway notice drawn per connection, seconds",
+    )
+    add("--empty-turn-rate", type=float, help="probability of an empty turnComplete")
+    add("--silent-turn-rate", type=float, help="probability a turn is never answered")
+    add("--max-concurrent-sessions", type=int, help="refuse (1011) connections beyond this")
+    add("--quota-refusal-rate", type=float, help="probability of a 1011 quota refusal")
+    add("--not-implemented-rate", type=float, help="probability of 1008 at a function call")
+    add(
+        "--expired-api-key",
+        action="append",
+        dest="expired_api_keys",
+        metavar="KEY",
+        help="refuse this key with 1007 'API key expired' (repeatable)",
+    )
+    add(
+        "--input-transcript-streaming",
+        action=argparse.BooleanOptionalAction,
+        help="stream inputTranscription pieces while the user speaks",
+    )
+    add("--input-transcript-lag", type=float, help="delay of each transcript piece, seconds")
+    add("--usage-updates-per-turn", type=int, help="usageMetadata messages per reply")
+    add(
+        "--audio-tool-call",
+        action="append",
+        dest="audio_tool_calls",
+        metavar="HZ=LINES",
+        help="an audio turn at this pitch calls functions, e.g. 880='call f {\"q\": 1}' "
+        "(lines separated by \\n; repeatable)",
+    )
+    add(
+        "--tool-preamble",
+        action=argparse.BooleanOptionalAction,
+        help="say a short sentence before each toolCall",
+    )
+    add("--latency", type=float, help="one-way delay of every server message, seconds")
+    add("--jitter", type=float, help="+/- uniform jitter on the latency, seconds")
+    add("--realtime-audio-buffer", type=float, help="input read-ahead heard, seconds")
+
+
+# Flags whose value goes to the `EmulatorConfig` field of the same name when given.
+_REALISTIC_FIELDS = (
+    "time_scale",
+    "random_seed",
+    "pong_delay",
+    "refuse_resume_while_open",
+    "dead_peer_timeout",
+    "go_away_notice_range",
+    "empty_turn_rate",
+    "silent_turn_rate",
+    "max_concurrent_sessions",
+    "quota_refusal_rate",
+    "not_implemented_rate",
+    "input_transcript_streaming",
+    "input_transcript_lag",
+    "usage_updates_per_turn",
+    "tool_preamble",
+    "latency",
+    "jitter",
+    "realtime_audio_buffer",
+)
+
+
+def parse_audio_tool_calls(specs: list[str]) -> dict[int, str]:
+    """`HZ=LINES` items (a literal `\\n` separates lines) into `audio_tool_calls`."""
+    calls: dict[int, str] = {}
+    for spec in specs:
+        pitch, sep, lines = spec.partition("=")
+        if not sep or not pitch.strip().isdigit():
+            raise ValueError(f"expected HZ=LINES, got {spec!r}")
+        lines = lines.strip().replace("\\n", "\n")
+        hz = int(pitch)
+        calls[hz] = f"{calls[hz]}\n{lines}" if hz in calls else lines
+    return calls
 
 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     defaults = EmulatorConfig()
-    return EmulatorConfig(
+    knobs: dict[str, Any] = {
+        name: getattr(args, name)
+        for name in _REALISTIC_FIELDS
+        if getattr(args, name, None) is not None
+    }
+    for name in ("pong_delay", "go_away_notice_range"):
+        if name in knobs:
+            knobs[name] = tuple(knobs[name])
+    if getattr(args, "expired_api_keys", None):
+        knobs["expired_api_keys"] = frozenset(args.expired_api_keys)
+    if getattr(args, "audio_tool_calls", None):
+        knobs["audio_tool_calls"] = parse_audio_tool_calls(args.audio_tool_calls)
+    return config_for(
+        getattr(args, "profile", None) or "default",
+        **knobs,
         host=args.host,
         port=args.port,
         cert_dir=Path(args.cert_dir),

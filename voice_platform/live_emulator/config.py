@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from voice_platform.live_emulator.faults import Faults
 
@@ -80,3 +81,68 @@ class EmulatorConfig:
     faults: Faults = field(default_factory=Faults)
     # Wall clock for tokens and handles; tests swap it to jump ahead in time.
     clock: Callable[[], float] = time.time
+
+    # --- realistic profile (profiles.py, docs/emulator.md "Realistic profile") ----------
+    # Every default below keeps the plain emulator; `EmulatorConfig.realistic()` sets them.
+    profile: str = "default"
+    # Service-side durations are divided by this (lifetimes, goAway notices, session
+    # limits, handle TTL, pong delays, dead-peer timeout, fault delays); audio, VAD,
+    # network latency, setup timeout and token times are not.
+    time_scale: float = 1.0
+    random_seed: int | None = None
+    # Each client ping is answered after a uniform delay in this range (seconds).
+    pong_delay: tuple[float, float] = (0.0, 0.0)
+    # Refuse (1011) a resume while a connection of the same session still counts as open.
+    refuse_resume_while_open: bool = False
+    # How long a connection whose client vanished (TCP abort, black hole) still counts as
+    # open; 0 = the server notices an abort at once and never notices a black hole.
+    dead_peer_timeout: float = 0.0
+    # goAway notice drawn per connection in this range (replaces `go_away_notice`).
+    go_away_notice_range: tuple[float, float] | None = None
+    # Probability that a reply turn ends with an empty turnComplete / is never answered.
+    empty_turn_rate: float = 0.0
+    silent_turn_rate: float = 0.0
+    # Setup refusals: over quota (1011), an expired key (1007); 1008 "not implemented"
+    # replaces a function call on native-audio models with this probability.
+    max_concurrent_sessions: int | None = None
+    quota_refusal_rate: float = 0.0
+    not_implemented_rate: float = 0.0
+    expired_api_keys: frozenset[str] = frozenset()
+    # inputTranscription pieces while the user speaks, each sent this late (seconds).
+    input_transcript_streaming: bool = False
+    input_transcript_lag: float = 0.0
+    # usageMetadata messages per reply (running totals; the last one on turnComplete).
+    usage_updates_per_turn: int = 1
+    # Pitch (Hz, rounded to 10) of an audio turn -> `call <name> <JSON>` lines to run.
+    audio_tool_calls: dict[int, str] = field(default_factory=dict)
+    # The model says a short sentence before each toolCall.
+    tool_preamble: bool = False
+    # Every server message leaves after latency +/- uniform jitter, in order (seconds).
+    latency: float = 0.0
+    jitter: float = 0.0
+    # Input audio more than this many seconds ahead of real time is discarded unheard.
+    realtime_audio_buffer: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.time_scale <= 0:
+            raise ValueError("time_scale must be positive")
+        rates = ("empty_turn_rate", "silent_turn_rate", "quota_refusal_rate")
+        for name in (*rates, "not_implemented_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1")
+        if self.empty_turn_rate + self.silent_turn_rate > 1.0:
+            raise ValueError("empty_turn_rate + silent_turn_rate must be at most 1")
+        if self.usage_updates_per_turn < 1:
+            raise ValueError("usage_updates_per_turn must be at least 1")
+
+    def scaled(self, seconds: float) -> float:
+        """A service-side duration in real seconds under `time_scale`."""
+        return seconds / self.time_scale
+
+    @classmethod
+    def realistic(cls, **overrides: Any) -> EmulatorConfig:
+        """The realistic profile (profiles.REALISTIC) with these fields changed."""
+        # Imported here: profiles.py builds on this module.
+        from voice_platform.live_emulator.profiles import realistic
+
+        return realistic(**overrides)

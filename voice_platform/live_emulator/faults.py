@@ -17,7 +17,11 @@ FAULTS_HEADER = "x-emulator-faults"
 
 @dataclass(frozen=True)
 class Faults:
-    """Counts are client messages received after `setup` (the Nth one is not answered)."""
+    """Counts are client messages received after `setup` (the Nth one is not answered).
+
+    Service-side delays (`lifetime`, `go_away_notice`, `drop_after_tool_*`, `*_at`) are
+    divided by `EmulatorConfig.time_scale`; `stall_setup` and `reply_delay` are not.
+    """
 
     close_after: int | None = None
     close_code: int = 1011
@@ -41,6 +45,19 @@ class Faults:
     go_away_notice: float | None = None
     # Reply pace for this connection only (not a fault, but set the same way).
     pace: float | None = None
+    # Stalls (googleapis/python-genai#2117): the next N reply turns of this connection end
+    # with an empty `turnComplete` (`empty_turns`), then the next M get no answer at all
+    # (`silent_turns`).
+    empty_turns: int = 0
+    silent_turns: int = 0
+    # Refuse this connection's `setup` with this close (after the client's setup).
+    refuse_code: int | None = None
+    refuse_reason: str = ""
+    # Seconds after `setupComplete` (divided by `time_scale`): close with `close_code` /
+    # `close_reason`, abort the TCP connection, or go dark like `black_hole_after`.
+    close_at: float | None = None
+    drop_at: float | None = None
+    black_hole_at: float | None = None
 
     @property
     def is_empty(self) -> bool:

@@ -14,6 +14,8 @@ from typing import Any
 from voice_platform.live_emulator.protocol import compact_json
 
 RECAP_COMMAND = "recap"
+# Said before a toolCall when `tool_preamble` is on (part of the model's turn).
+TOOL_PREAMBLE = "Let me check."
 _CALL_LINE = re.compile(r"^call\s+([A-Za-z_][\w.-]*)\s+(\{.*\})\s*$")
 
 

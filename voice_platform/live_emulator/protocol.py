@@ -18,7 +18,22 @@ REASON_INVALID_ARGUMENT = "Request contains an invalid argument."
 REASON_BAD_KEY = "API key not valid. Please pass a valid API key."
 REASON_METHOD_NOT_FOUND = "Method not found."
 REASON_BAD_HANDLE = "Session resumption handle is invalid or has expired."
-REASON_SESSION_LIMIT = "Session duration limit reached."
+REASON_SESSION_LIMIT = "Session duration limit reached."  # assumption: no public text
+REASON_INTERNAL = "Internal error encountered."  # googleapis/python-genai#985
+REASON_DEADLINE = "Deadline expired before operation could complete."  # kizuna-ai-lab/sokuji#179
+# Refusals of the realistic profile, verbatim from public reports (docs/emulator.md).
+# Over quota, as received (already cut at 123 bytes): GoogleCloudPlatform/generative-ai#1576.
+REASON_QUOTA = (
+    "Request trace id: f102afa6f090070d, [ORIGINAL ERROR] generic::resource_exhausted: "
+    "RESOURCE_EXHAUSTED: Maximum concurrent se"
+)
+# Native-audio models with tools, when a function call is due: livekit/agents#4545.
+REASON_NOT_IMPLEMENTED = "Operation is not implemented, or supported, or enabled."
+# Close 1007 at setup with an expired key: yagudaev/voiceclaw#155.
+REASON_KEY_EXPIRED = "API key expired. Please renew the API key."
+# A resume while an older socket of the session is open: the code (1011) is from
+# aicc2025/sip-to-ai#14; that report gives no reason text, so this one is an assumption.
+REASON_RESUME_WHILE_OPEN = REASON_INTERNAL
 
 MAX_REASON_BYTES = 123
 
@@ -143,6 +158,11 @@ def generation_complete() -> dict[str, Any]:
 
 def turn_complete(usage: dict[str, Any]) -> dict[str, Any]:
     return {"serverContent": {"turnComplete": True}, "usageMetadata": usage}
+
+
+def usage_update(usage: dict[str, Any]) -> dict[str, Any]:
+    """A running usage report during a reply (cumulative within the turn, not a delta)."""
+    return {"usageMetadata": usage}
 
 
 def tool_call(calls: list[dict[str, Any]]) -> dict[str, Any]:

@@ -5,7 +5,8 @@ root conftest, or import the fixtures into a conftest. Fixtures:
 
 - `live_emulator_cert_dir` (session): a temporary cert directory, made once.
 - `live_emulator_settings`: `EmulatorConfig` overrides; override this fixture to change them.
-  The default is 20x real-time pace.
+  The default is 20x real-time pace. `{"profile": "realistic", "time_scale": 60, ...}`
+  starts the realistic profile (docs/emulator.md).
 - `live_emulator` (async): a started `RunningEmulator` in the test's event loop.
 - `live_client`: a `genai.Client` pointed at it (v1beta, test key).
 """

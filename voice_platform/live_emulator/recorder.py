@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import itertools
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,27 @@ class SessionRecord:
     close_reason: str | None = None
     closed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     max_messages: int = 10_000
+    # Why and when the connection ended (time.monotonic()). `closed_by` is "client" (a
+    # close frame or a TCP abort from the client), "server" (lifetime, session limit,
+    # refusals, protocol errors, 1008 not implemented, the emulator stopping) or "fault"
+    # (injected: close_after/_at, drops, black holes, refuse_code).
+    opened_at: float = field(default_factory=time.monotonic)
+    closed_at: float | None = None
+    closed_by: str | None = None
+    go_away_sent: bool = False
+    go_away_time_left: float | None = None  # real seconds, as sent
+    black_holed: bool = False
+    # Stalls injected (realistic profile or Faults.empty_turns / silent_turns).
+    empty_turns_sent: int = 0
+    silent_turns: int = 0
+    pings_received: int = 0
+    pong_delays: list[float] = field(default_factory=list)
+    # Input audio dropped unheard for arriving too far ahead of real time.
+    audio_discarded_seconds: float = 0.0
+    # Streamed inputTranscription pieces, in order (their join is the turn's transcript).
+    input_transcript_pieces: list[str] = field(default_factory=list)
+    # Extra usageMetadata messages sent during replies (not counting turnComplete's).
+    usage_updates: int = 0
 
     @property
     def audio_seconds(self) -> float:
@@ -54,9 +76,24 @@ class SessionRecord:
         if len(self.sent) < self.max_messages:
             self.sent.append(_strip_payloads(message))
 
-    def close(self, code: int | None, reason: str | None) -> None:
-        if self.close_code is None:
+    def add_pong_delay(self, seconds: float) -> None:
+        if len(self.pong_delays) < self.max_messages:
+            self.pong_delays.append(seconds)
+
+    def add_transcript_piece(self, piece: str) -> None:
+        if len(self.input_transcript_pieces) < self.max_messages:
+            self.input_transcript_pieces.append(piece)
+
+    def close(self, code: int | None, reason: str | None, by: str | None = None) -> None:
+        """The first close wins: code and reason say why the connection ended first.
+
+        A black hole records `(None, "black hole")`: that stays when the socket finally
+        goes (the client leaves, or the dead-peer timeout aborts it).
+        """
+        if self.close_code is None and self.close_reason != "black hole":
             self.close_code, self.close_reason = code, reason
+        if self.closed_by is None:
+            self.closed_by = by
         self.closed.set()
 
 

@@ -16,7 +16,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
 from voice_platform.live_emulator.config import EmulatorConfig
-from voice_platform.live_emulator.protocol import REASON_BAD_KEY
+from voice_platform.live_emulator.protocol import REASON_BAD_KEY, REASON_KEY_EXPIRED
 from voice_platform.live_emulator.tokens import TokenRequestError, TokenStore
 
 TOKENS_PATH = re.compile(r"^/+(?:.*/)?(v1alpha|v1beta|v1)/auth_tokens/*$")
@@ -104,6 +104,8 @@ def handle_http(
     if request.method != "POST":
         return error_response(connection, 405, "Method not allowed.")
     key = request.headers.get("x-goog-api-key") or parse_qs(query).get("key", [None])[0]
+    if key and key in config.expired_api_keys:
+        return error_response(connection, 400, REASON_KEY_EXPIRED)  # gemini-cli#4430
     if not key or (config.api_keys and key not in config.api_keys):
         return error_response(connection, 400, REASON_BAD_KEY)
     if key.startswith("auth_tokens/"):

@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 import logging
 import math
+import random
 import re
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -20,8 +22,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from voice_platform.live_emulator import certs, protocol, rest
+from voice_platform.live_emulator.admission import OpenConnections, SetupRejected, check_refusals
 from voice_platform.live_emulator.config import EmulatorConfig
+from voice_platform.live_emulator.delivery import Outbox
 from voice_platform.live_emulator.faults import FAULTS_HEADER, FaultRegistry, Faults
+from voice_platform.live_emulator.pong import LiveConnection, PongPolicy
 from voice_platform.live_emulator.recorder import PaceStats, Recorder, SessionRecord
 from voice_platform.live_emulator.resumption import HandleStore, SessionState
 from voice_platform.live_emulator.session import LiveSession, new_session_id
@@ -35,12 +40,7 @@ LIVE_PATH = re.compile(
 )
 _MAX_CLIENT_FRAME = 16 * 2**20  # the real service takes big video frames; be generous
 
-
-class SetupRejected(Exception):
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
+__all__ = ["Emulator", "SetupRejected"]
 
 
 class Emulator:
@@ -56,14 +56,20 @@ class Emulator:
             new_session_window=self.config.token_new_session_window,
             max_ahead=self.config.token_max_ahead,
         )
-        self.handles = HandleStore(self.config.handle_ttl)
+        self.handles = HandleStore(self.config.scaled(self.config.handle_ttl))
         # Lateness of paced reply chunks, across all sessions (the bench reads it).
         self.pace_stats = PaceStats()
         self.faults = FaultRegistry(self.config.faults)
+        # Every random choice (stalls, delays, refusals) derives from this, per connection,
+        # so a run with `random_seed` set is reproducible.
+        self.rng = random.Random(self.config.random_seed)  # noqa: S311 - not security
+        self.open_connections = OpenConnections(
+            dead_peer_timeout=self.config.scaled(self.config.dead_peer_timeout)
+        )
         self.port = self.config.port
         self.cert_path, self.key_path = Path(), Path()
         self._server: Server | None = None
-        self._connections: set[ServerConnection] = set()
+        self._connections: dict[ServerConnection, SessionRecord] = {}
         self._handlers: set[asyncio.Task[Any]] = set()
 
     @property
@@ -81,7 +87,7 @@ class Emulator:
             self.config.port,
             ssl=certs.server_ssl_context(self.cert_path, self.key_path),
             process_request=self._process_request,
-            create_connection=rest.BodyAwareConnection,
+            create_connection=LiveConnection,
             compression="deflate" if self.config.compression else None,
             max_size=_MAX_CLIENT_FRAME,
             server_header=None,
@@ -106,7 +112,9 @@ class Emulator:
 
     def abort_connections(self) -> None:
         """Drop every open connection without a close frame (the client sees 1006)."""
-        for connection in list(self._connections):
+        for connection, record in list(self._connections.items()):
+            if record.closed_by is None:
+                record.closed_by = "server"
             connection.transport.abort()
 
     def queue_faults(self, faults: Faults) -> None:
@@ -123,7 +131,6 @@ class Emulator:
     # --- WebSocket -----------------------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
-        self._connections.add(ws)
         task = asyncio.current_task()
         if task is not None:
             self._handlers.add(task)
@@ -138,12 +145,20 @@ class Emulator:
         else:
             bad_faults = False
         record = self.recorder.new(path=request.path, headers=headers, faults=faults)
+        self._connections[ws] = record
+        rng = random.Random(self.rng.getrandbits(64))  # noqa: S311 - not security
+        pongs = PongPolicy(record, delay=self._pong_delay(), rng=rng)
+        if isinstance(ws, LiveConnection):
+            ws.pongs = pongs
+        outbox = Outbox(ws, record, latency=self.config.latency, jitter=self.config.jitter, rng=rng)
         try:
-            setup, state = await self._handshake(ws, record, bad_faults=bad_faults)
+            setup, state = await self._handshake(
+                ws, record, faults=faults, bad_faults=bad_faults, rng=rng
+            )
+            self.open_connections.add(ws, record)
             if faults.stall_setup > 0 and await self._stalled(ws, faults.stall_setup):
                 return
-            await ws.send(protocol.encode(protocol.setup_complete()), text=False)
-            record.add_sent(protocol.setup_complete())
+            await outbox.send(protocol.setup_complete())
             session = LiveSession(
                 ws,
                 config=self.config,
@@ -153,20 +168,31 @@ class Emulator:
                 handles=self.handles,
                 faults=faults,
                 pace_stats=self.pace_stats,
+                rng=rng,
+                outbox=outbox,
+                pongs=pongs,
             )
             await session.run()
         except SetupRejected as exc:
-            record.close(exc.code, exc.reason)
+            record.close(exc.code, exc.reason, exc.by)
             await ws.close(exc.code, protocol.truncate_reason(exc.reason))
         except ConnectionClosed:
             pass
         finally:
-            self._connections.discard(ws)
+            pongs.close()
+            outbox.discard()
+            self._connections.pop(ws, None)
             if task is not None:
                 self._handlers.discard(task)
             if ws.close_code is not None:
-                record.close(ws.close_code, ws.close_reason)
+                record.close(ws.close_code, ws.close_reason, "client")
             record.close(record.close_code, record.close_reason)
+            record.closed_at = time.monotonic()
+            self.open_connections.release(ws, record)
+
+    def _pong_delay(self) -> tuple[float, float]:
+        low, high = self.config.pong_delay
+        return self.config.scaled(low), self.config.scaled(high)
 
     @staticmethod
     async def _stalled(ws: ServerConnection, seconds: float) -> bool:
@@ -177,7 +203,13 @@ class Emulator:
         return ws.close_code is not None or ws.state.name == "CLOSED"
 
     async def _handshake(
-        self, ws: ServerConnection, record: SessionRecord, *, bad_faults: bool
+        self,
+        ws: ServerConnection,
+        record: SessionRecord,
+        *,
+        faults: Faults,
+        bad_faults: bool,
+        rng: random.Random,
     ) -> tuple[dict[str, Any], SessionState]:
         """Read and validate `setup`; returns the effective setup and the session state."""
         request = ws.request
@@ -194,6 +226,8 @@ class Emulator:
             raise SetupRejected(protocol.CLOSE_POLICY, protocol.REASON_METHOD_NOT_FOUND)
         if bad_faults:
             raise SetupRejected(protocol.CLOSE_INVALID_ARGUMENT, "Bad x-emulator-faults header.")
+        if faults.refuse_code is not None:
+            raise SetupRejected(faults.refuse_code, faults.refuse_reason, by="fault")
         api_version = route.group(1)
         try:
             message = protocol.parse_client_message(first)
@@ -234,6 +268,12 @@ class Emulator:
                     protocol.CLOSE_INVALID_ARGUMENT, "The model cannot change when resuming."
                 )
             record.resumed = True
+        check_refusals(
+            config=self.config,
+            open_connections=self.open_connections,
+            resumed_session=state.session_id if state is not None else None,
+            rng=rng,
+        )
         if token is not None:
             try:
                 self.tokens.admit(token.name, now, resuming=state is not None)
@@ -262,6 +302,8 @@ class Emulator:
             if token is None:
                 raise SetupRejected(protocol.CLOSE_POLICY, "Ephemeral token is not valid.")
             return token
+        if key and key in self.config.expired_api_keys:
+            raise SetupRejected(protocol.CLOSE_INVALID_ARGUMENT, protocol.REASON_KEY_EXPIRED)
         if not key or (self.config.api_keys and key not in self.config.api_keys):
             raise SetupRejected(protocol.CLOSE_POLICY, protocol.REASON_BAD_KEY)
         return None

@@ -6,6 +6,8 @@ async with running_emulator(pace=0) as emu:
     emu.recorder.last().texts            # what "Google" received
     emu.fail_next(close_after=1)         # the next connection fails
     emu.faults_header(drop_after=2)      # or: this connection fails (SDK headers)
+
+async with running_emulator(profile="realistic", time_scale=60, pace=20) as emu: ...
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from google.genai import types
 from voice_platform.live_emulator.certs import client_ssl_context
 from voice_platform.live_emulator.config import DEFAULT_MODELS, EmulatorConfig
 from voice_platform.live_emulator.faults import FAULTS_HEADER, Faults
+from voice_platform.live_emulator.profiles import config_for
 from voice_platform.live_emulator.recorder import Recorder
 from voice_platform.live_emulator.server import Emulator
 
@@ -119,7 +122,10 @@ def _no_proxy_for_loopback() -> None:
 
 
 def _build_config(config: EmulatorConfig | None, overrides: dict[str, Any]) -> EmulatorConfig:
-    base = config or EmulatorConfig(port=0)
+    profile = overrides.pop("profile", None)
+    if config is not None and profile is not None:
+        raise ValueError("pass either a ready config or a profile name, not both")
+    base = config or config_for(profile or "default", port=0)
     if "faults" in overrides and isinstance(overrides["faults"], str):
         overrides["faults"] = Faults.parse(overrides["faults"])
     return dataclasses.replace(base, **overrides)
@@ -129,7 +135,12 @@ def _build_config(config: EmulatorConfig | None, overrides: dict[str, Any]) -> E
 async def running_emulator(
     config: EmulatorConfig | None = None, **overrides: Any
 ) -> AsyncIterator[RunningEmulator]:
-    """Start the emulator in the current event loop (port 0 = a free port)."""
+    """Start the emulator in the current event loop (port 0 = a free port).
+
+    `overrides` are `EmulatorConfig` fields, plus `profile="realistic"` to start from the
+    realistic profile, e.g. `running_emulator(profile="realistic", time_scale=60, pace=20)`;
+    or pass a ready config (`EmulatorConfig.realistic(port=0, ...)`).
+    """
     clock = OffsetClock()
     overrides.setdefault("clock", clock)
     emulator = Emulator(_build_config(config, overrides))

@@ -76,3 +76,26 @@ class EnergyVad:
                     self.speaking = False
                     events.append(VadEvent.SPEECH_END)
         return events
+
+
+class RealtimeGate:
+    """The service hears input audio at real time, with `buffer` seconds of read-ahead.
+
+    An audio clock starts at the first frame's arrival and advances by each accepted
+    frame's duration, never behind the wall clock. A frame that would start more than
+    `buffer` seconds ahead of now is discarded (not heard, not in any turn). `None`
+    accepts everything, as the plain emulator does.
+    """
+
+    def __init__(self, buffer: float | None) -> None:
+        self.buffer = buffer
+        self._end: float | None = None
+
+    def admit(self, seconds: float, now: float) -> bool:
+        if self.buffer is None:
+            return True
+        start = now if self._end is None else max(self._end, now)
+        if start - now > self.buffer:
+            return False
+        self._end = start + seconds
+        return True

@@ -234,10 +234,29 @@ os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 REST_FRAMEWORK["EXCEPTION_HANDLER"] = "voice_platform.api_errors.exception_handler"
 
 # --- Live bridge -----------------------------------------------------------------------
+# Liveness and reconnects (docs/live-resilience.md). Gemini's pongs take 8-30 s, so no
+# timeout here is a ping's: a reply due and silent for LIVE_REPLY_TIMEOUT, or total silence
+# (not even a late pong) for LIVE_IDLE_TIMEOUT, is what counts as dead.
 LIVE_CONNECT_TIMEOUT = float(env_str("LIVE_CONNECT_TIMEOUT", "10"))
-LIVE_PING_INTERVAL = float(env_str("LIVE_PING_INTERVAL", "1.5"))
-LIVE_PING_TIMEOUT = float(env_str("LIVE_PING_TIMEOUT", "2.0"))
-LIVE_RECONNECT_TRIES = env_int("LIVE_RECONNECT_TRIES", 5)
+LIVE_PING_INTERVAL = float(env_str("LIVE_PING_INTERVAL", "5"))
+LIVE_REPLY_TIMEOUT = float(env_str("LIVE_REPLY_TIMEOUT", "4"))
+LIVE_IDLE_TIMEOUT = float(env_str("LIVE_IDLE_TIMEOUT", "45"))
+LIVE_REPLY_RETRIES = env_int("LIVE_REPLY_RETRIES", 2)
+# The SDK's own websockets keepalive, set explicitly: its default 20 s pong timeout kills
+# healthy Gemini sessions (field notes: 1011 "keepalive ping timeout").
+LIVE_KEEPALIVE_INTERVAL = float(env_str("LIVE_KEEPALIVE_INTERVAL", "15"))
+LIVE_KEEPALIVE_TIMEOUT = float(env_str("LIVE_KEEPALIVE_TIMEOUT", "40"))
+# Full-jitter backoff: try n waits uniform in [0, min(CAP, BASE * 2**n)] seconds.
+LIVE_RECONNECT_BASE = float(env_str("LIVE_RECONNECT_BASE", "1.5"))
+LIVE_RECONNECT_CAP = float(env_str("LIVE_RECONNECT_CAP", "15"))
+LIVE_RECONNECT_TRIES = env_int("LIVE_RECONNECT_TRIES", 6)
+# An idle goAway reconnects at a random moment of this window (never past its deadline).
+LIVE_GO_AWAY_SPREAD = float(env_str("LIVE_GO_AWAY_SPREAD", "5"))
+LIVE_RECONNECT_BUDGET = env_int("LIVE_RECONNECT_BUDGET", 30)
+LIVE_RECONNECT_BUDGET_WINDOW = float(env_str("LIVE_RECONNECT_BUDGET_WINDOW", "600"))
+# Gemini's audio session limit without context compression (15 min).
+LIVE_SESSION_LIMIT = float(env_str("LIVE_SESSION_LIMIT", "900"))
+LIVE_BUSY_RETRY_AFTER = float(env_str("LIVE_BUSY_RETRY_AFTER", "10"))
 LIVE_WS_MESSAGE_RATE = float(env_str("LIVE_WS_MESSAGE_RATE", "50"))
 LIVE_WS_MESSAGE_BURST = float(env_str("LIVE_WS_MESSAGE_BURST", "100"))
 # Client audio: twice real time (16 kHz PCM16 = 32,000 B/s) sustained, 4 s of burst.

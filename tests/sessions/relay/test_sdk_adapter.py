@@ -201,7 +201,7 @@ async def test_sdk_adapter_carries_audio_both_ways(
     listener = Listener()
     upstream = LiveUpstream(
         connect=connect, listener=listener,
-        settings=UpstreamSettings(ping_interval=0.2, ping_timeout=1.0),
+        settings=UpstreamSettings(ping_interval=0.2, reply_timeout=1.0, idle_timeout=2.0),
     )  # fmt: skip
     upstream.start()
     try:
@@ -288,6 +288,10 @@ async def test_sdk_adapter_fallback_carries_a_voice_session(
     await client.until("turn_complete")
     assert client.texts("transcript.input") == emu_audio.describe(tone(600))
     assert len(b"".join(client.audio)) > 24_000, "the echo of 0.6 s of speech"
+    # The burst goes up at real time (the pacer): wait for its tail before closing.
+    async with asyncio.timeout(3):
+        while live_emulator.recorder.last().audio_bytes < 13 * 3200:
+            await asyncio.sleep(0.05)
     await client.send(type="close")
     assert await client.until_closed() == 1000
     assert live_emulator.recorder.last().audio_bytes == 13 * 3200

@@ -55,7 +55,7 @@ class Listener:
 
 def fast_settings(tries: int = 2) -> UpstreamSettings:
     return UpstreamSettings(
-        connect_timeout=1, ping_interval=10, ping_timeout=1,
+        connect_timeout=1, ping_interval=10,
         backoff=Backoff(base=0.001, cap=0.001, max_tries=tries),
     )  # fmt: skip
 

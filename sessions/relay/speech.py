@@ -1,0 +1,89 @@
+"""Where the user's speech ends, heard in the audio we send up (an energy detector).
+
+With the service's own voice-activity detection the bridge is never told that the user's
+turn ended until the model answers, so it could not notice a model that never answers.
+This estimate marks the moment a reply becomes due (``liveness.py``). It errs towards
+"speech": a noise the service ignores costs at most ``reply_retries`` futile recoveries of
+that turn; a missed end only delays noticing a silent upstream to the idle timeout.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+SAMPLE_RATE = 16_000
+WINDOW_MS = 20
+# About -36 dBFS on the int16 scale: the level the Live emulator's VAD uses too.
+DEFAULT_THRESHOLD = 500.0
+
+
+class SpeechEvent(enum.Enum):
+    START = "start"
+    END = "end"
+
+
+def rms(pcm: bytes) -> float:
+    """Root mean square of 16-bit little-endian PCM (0 for an empty frame)."""
+    usable = len(pcm) - len(pcm) % 2
+    if usable <= 0:
+        return 0.0
+    samples = np.frombuffer(pcm[:usable], dtype="<i2").astype(np.float32)
+    return float(np.sqrt(np.mean(samples * samples)))
+
+
+def is_silent(pcm: bytes, threshold: float = DEFAULT_THRESHOLD) -> bool:
+    return rms(pcm) < threshold
+
+
+class SpeechDetector:
+    """Speech starts after ``start_ms`` of loud windows and ends after ``silence_ms`` of
+    quiet ones, counted in audio time (a frame's duration), not wall time."""
+
+    def __init__(
+        self,
+        *,
+        threshold: float = DEFAULT_THRESHOLD,
+        start_ms: int = 60,
+        silence_ms: int = 500,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.threshold = threshold
+        self.start_ms = start_ms
+        self.silence_ms = silence_ms
+        self._clock = clock
+        self.speaking = False
+        self._loud_ms = 0
+        self._quiet_ms = 0
+        self.last_speech_at = 0.0  # when the last loud frame went up
+
+    def feed(self, pcm: bytes) -> SpeechEvent | None:
+        """One frame that went up; the event it completes, if any."""
+        window = SAMPLE_RATE * 2 * WINDOW_MS // 1000
+        event = None
+        for start in range(0, len(pcm) - 1, window):
+            chunk = pcm[start : start + window]
+            ms = len(chunk) * 1000 // (SAMPLE_RATE * 2)
+            if rms(chunk) >= self.threshold:
+                self._quiet_ms = 0
+                self._loud_ms += ms
+                self.last_speech_at = self._clock()
+                if not self.speaking and self._loud_ms >= self.start_ms:
+                    self.speaking = True
+                    event = SpeechEvent.START
+            else:
+                self._loud_ms = 0
+                if self.speaking:
+                    self._quiet_ms += ms
+                    if self._quiet_ms >= self.silence_ms:
+                        self.speaking = False
+                        self._quiet_ms = 0
+                        event = SpeechEvent.END
+        return event
+
+    def reset(self) -> None:
+        self.speaking = False
+        self._loud_ms = self._quiet_ms = 0
