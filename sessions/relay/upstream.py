@@ -59,7 +59,7 @@ class UpstreamSettings:
     reply_timeout: float = 4.0
     idle_timeout: float = 45.0
     # Recoveries of one unanswered user turn before it is given up (with a warning).
-    reply_retries: int = 2
+    reply_retries: int = 3
     # Reconnect this long before a goAway's timeLeft runs out when a turn is in progress.
     go_away_margin: float = 1.0
     # An idle goAway reconnects at a random moment within this window (never past the
@@ -293,8 +293,13 @@ class LiveUpstream:
             self.ready.set()
             ended = await self._pump(session, conn)
             self.ready.clear()
-            if ended in ("upstream_unresponsive", "stall"):
+            if ended == "upstream_unresponsive":
                 await sdk_adapter.abort(session)
+            elif ended == "stall":
+                # The socket answers: close it properly, so the service lets the session go
+                # at once (it refuses a resume while an older socket is open), unless the
+                # close itself hangs.
+                await _close_or_abort(session, self.settings.stop_timeout)
             self.session = None
             return ended
 
@@ -472,6 +477,14 @@ class LiveUpstream:
         with contextlib.suppress(ConnectionClosed, asyncio.CancelledError):
             await ping()
             self.liveness.heard_pong()
+
+
+async def _close_or_abort(session: AsyncSession, limit: float) -> None:
+    try:
+        async with asyncio.timeout(limit):
+            await session.close()
+    except (TimeoutError, OSError, ConnectionClosed):
+        await sdk_adapter.abort(session)
 
 
 def _give_up_reason(ending: Ending | None) -> str:

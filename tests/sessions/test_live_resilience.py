@@ -185,19 +185,19 @@ async def test_a_stalled_turn_is_asked_again_and_answered_once(
 async def test_a_turn_that_stalls_every_time_is_given_up_and_the_call_goes_on(
     alice, live_settings, live_emulator
 ):
-    for _ in range(3):  # the first try and both recoveries stall
+    for _ in range(4):  # the first try and all three recoveries stall
         live_emulator.fail_next(empty_turns=1)
     agent = await make_agent(alice.tenant)
     client, _session_id = await start(agent)
     await client.send(type="text", text="hello")
     warnings = []
-    while len(warnings) < 3:
+    while len(warnings) < 4:
         warnings.append(await client.until("warning", timeout=10))
-    assert [w["recovering"] for w in warnings] == [True, True, False]
+    assert [w["recovering"] for w in warnings] == [True, True, True, False]
     await say(client, "still there?")
     assert client.texts("text").endswith("You said: still there?")
     await close(client)
-    assert len(live_emulator.recorder.sessions) == 3
+    assert len(live_emulator.recorder.sessions) == 4
 
 
 # --- refusals ---------------------------------------------------------------------------------
@@ -451,3 +451,61 @@ async def test_an_unacknowledged_audio_turn_is_replayed_at_real_time_and_heard(
     replayed = live_emulator.recorder.sessions[1]
     assert replayed.audio_discarded_seconds == 0.0, "paced: nothing arrived as a burst"
     assert replayed.input_transcripts == [emu_audio.describe(tone(2000))]
+
+
+# --- resume refused while the old socket is open --------------------------------------------
+
+
+@pytest.mark.emulator(refuse_resume_while_open=True, dead_peer_timeout=8.0)
+@pytest.mark.parametrize("modality", ["TEXT", "AUDIO"])
+async def test_a_resume_refused_while_the_dead_socket_counts_as_open_is_retried(
+    alice, live_settings, live_emulator, modality
+):
+    """A black hole is aborted; the service still holds the old socket for a while and
+    refuses the resume with 1011; the backoff outlasts it (or the call goes on fresh)."""
+    agent = await make_agent(alice.tenant, modality, input_transcription=True)
+    live_emulator.fail_next(black_hole_at=2.5)
+    client, session_id = await start(agent)
+    began = time.monotonic()
+    await ask(client, modality, "before")  # a handle: the reconnect is a resume
+    await client.until("turn_complete")
+    await asyncio.sleep(max(0.0, began + 2.7 - time.monotonic()))  # dark by now
+    await ask(client, modality, "after the black hole")
+    await client.until("session.resumed", timeout=20)
+    await client.until("turn_complete", timeout=15)
+    await close(client)
+    refused = [r for r in live_emulator.recorder.sessions if refused_while_open(r)]
+    assert refused, "the service refused at least one resume while the old socket was open"
+    session, entries = await stored(session_id)
+    assert session.status == "ended"
+    assert entries[-1][0] == "model"
+
+
+@pytest.mark.emulator(refuse_resume_while_open=True, dead_peer_timeout=5.0)
+async def test_a_stall_closes_the_old_socket_properly_so_the_resume_is_not_refused(
+    alice, live_settings, live_emulator
+):
+    live_emulator.fail_next(empty_turns=1)
+    agent = await make_agent(alice.tenant)
+    client, _ = await start(agent)
+    await say_after_stall(client)
+    await close(client)
+    first = live_emulator.recorder.sessions[0]
+    assert first.closed_by == "client"
+    assert first.close_code == 1000, "closed, not dropped"
+    assert not any(refused_while_open(r) for r in live_emulator.recorder.sessions)
+
+
+def refused_while_open(record: Any) -> bool:
+    return (
+        record.closed_by == "server"
+        and record.close_code == 1011
+        and record.close_reason == protocol.REASON_RESUME_WHILE_OPEN
+        and not record.messages
+    )
+
+
+async def say_after_stall(client: Client) -> None:
+    await client.send(type="text", text="hello")
+    await client.until("session.resumed", timeout=10)
+    await client.until("turn_complete", timeout=10)

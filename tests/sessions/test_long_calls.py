@@ -49,7 +49,7 @@ def live_emulator_settings() -> dict[str, Any]:
         "time_scale": SCALE,
         "random_seed": SEED,
         "pace": 4.0,  # replies four times faster than spoken: more turns per call
-        # Fewer stalls than the profile's 10 %, so that three in a row on one turn (the
+        # Fewer stalls than the profile's 10 %, so that four in a row on one turn (the
         # point where a turn is given up, tested elsewhere) stays out of a 400-turn run.
         "empty_turn_rate": 0.04,
         "silent_turn_rate": 0.01,
@@ -66,7 +66,6 @@ def scaled_settings(live_settings: Any) -> Any:
     s.LIVE_PING_INTERVAL = 5 / SCALE
     s.LIVE_IDLE_TIMEOUT = 45 / SCALE
     s.LIVE_REPLY_TIMEOUT = 3.0
-    s.LIVE_REPLY_RETRIES = 2
     s.LIVE_RECONNECT_BASE = 1.5 / SCALE * 4  # a little slower than scale: 20 sessions
     s.LIVE_RECONNECT_CAP = 15 / SCALE * 4
     s.LIVE_RECONNECT_BUDGET_WINDOW = 600 / SCALE
@@ -101,17 +100,15 @@ def make_agents(tenant: Any) -> list[Any]:
 def random_faults(rng: random.Random) -> Faults:
     """One connection's fault, in service time (the emulator divides by the time scale)."""
     at = rng.uniform(60, 500)  # seconds into the connection, before its 10-minute end
-    kind = rng.choice(["close", "drop", "black_hole", "empty", "silent", "quota", "none"])
+    # Stalls come from the profile's per-turn rates, independent for each try as reported;
+    # a stall queued per connection would follow a turn from one recovery to the next.
+    kind = rng.choice(["close", "drop", "black_hole", "quota", "none", "none", "none"])
     if kind == "close":
         return Faults(close_at=at, close_code=1011)
     if kind == "drop":
         return Faults(drop_at=at)
     if kind == "black_hole":
         return Faults(black_hole_at=at)
-    if kind == "empty":
-        return Faults(empty_turns=1)
-    if kind == "silent":
-        return Faults(silent_turns=1)
     if kind == "quota":
         return Faults(refuse_code=1011, refuse_reason=protocol.REASON_QUOTA)
     return Faults()
@@ -167,12 +164,6 @@ def stored(session_id: str) -> tuple[VoiceSession, list[tuple[str, str]]]:
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 11, open: about one session in twenty still ends with one user turn "
-    "without a stored reply (seen after two stall recoveries and a session-limit restart "
-    "in a row); every other check of this test passes",
-)
 async def test_twenty_hour_long_audio_calls_survive_gemini_as_it_really_behaves(
     alice, scaled_settings, live_emulator
 ):
@@ -193,7 +184,10 @@ async def test_twenty_hour_long_audio_calls_survive_gemini_as_it_really_behaves(
         assert session.end_reason == "client_closed", session
         # Every reconnect recorded with its cause.
         log = session.reconnect_log
-        assert len(log) == session.reconnects == len(result["client"].of("session.resumed"))
+        resumed = [entry for entry in log if entry["resumed"]]
+        assert len(resumed) == session.reconnects == len(result["client"].of("session.resumed"))
+        assert len(log) - len(resumed) <= 1, "only an outage the call ended in is unresumed"
+        assert all(entry["resumed"] for entry in log[:-1])
         for entry in log:
             assert entry["cause"] in KNOWN_CAUSES, entry
             causes[entry["cause"]] += 1
@@ -205,16 +199,20 @@ async def test_twenty_hour_long_audio_calls_survive_gemini_as_it_really_behaves(
         ):
             assert {int(p) for p in re.findall(r"at (\d+) Hz", heard)} == {pitch}, heard
             assert reply == f"You said: {heard}"
-        assert session.turns == len(result["pitches"])
+        assert session.turns == len(result["pitches"]), (session.turns, log)
 
     records = live_emulator.recorder.sessions
     black_holes = sum(1 for r in records if r.close_reason == "black hole")
     silent = sum(r.silent_turns for r in records)
-    # Zero reconnects caused by slow pongs: every "unresponsive" is an injected silence.
-    assert causes["upstream_unresponsive"] <= black_holes + silent, (causes, black_holes, silent)
+    empty = sum(r.empty_turns_sent for r in records)
+    # Zero reconnects caused by slow pongs: every reconnect for silence ("unresponsive", or
+    # a "stall" of a due reply) answers an injected black hole, silent or empty turn.
+    silences = causes["upstream_unresponsive"] + causes["stall"]
+    assert silences <= black_holes + silent + empty, (causes, black_holes, silent, empty)
     assert max(d for r in records for d in r.pong_delays) > 8 / SCALE, "pongs were slow"
     # The hour really happened: goAways, connection ends or session limits, and faults.
     assert causes["go_away"] + causes["go_away_deadline"] >= SESSIONS * 3
     assert causes["session_limit"] >= SESSIONS // 2
     assert sum(causes.values()) > sum(causes[c] for c in ("go_away", "session_limit"))
-    print("reconnect causes:", dict(causes))
+    print("reconnect causes:", dict(causes), "black holes", black_holes, "silent", silent,
+          "empty", empty)  # fmt: skip

@@ -241,7 +241,7 @@ LIVE_CONNECT_TIMEOUT = float(env_str("LIVE_CONNECT_TIMEOUT", "10"))
 LIVE_PING_INTERVAL = float(env_str("LIVE_PING_INTERVAL", "5"))
 LIVE_REPLY_TIMEOUT = float(env_str("LIVE_REPLY_TIMEOUT", "4"))
 LIVE_IDLE_TIMEOUT = float(env_str("LIVE_IDLE_TIMEOUT", "45"))
-LIVE_REPLY_RETRIES = env_int("LIVE_REPLY_RETRIES", 2)
+LIVE_REPLY_RETRIES = env_int("LIVE_REPLY_RETRIES", 3)
 # The SDK's own websockets keepalive, set explicitly: its default 20 s pong timeout kills
 # healthy Gemini sessions (field notes: 1011 "keepalive ping timeout").
 LIVE_KEEPALIVE_INTERVAL = float(env_str("LIVE_KEEPALIVE_INTERVAL", "15"))
