@@ -384,14 +384,14 @@ class LiveBridge:
         """After an item reached the upstream: pacing, and whether a reply is due now."""
         if item.kind is ItemKind.AUDIO:
             self._pacer.sent(item.audio_bytes)
-            seconds = item.audio_bytes / 32_000
-            self._silent_run = self._silent_run + seconds if is_silent(item.payload) else 0.0
-            if self._speech is not None:
-                event = self._speech.feed(item.payload)
-                if event is SpeechEvent.START:
-                    self.upstream.speech_resumed()
-                elif event is SpeechEvent.END:
-                    self.upstream.expect_reply(speech_ended_at=self._speech.last_speech_at)
+            speech = self._speech
+            event = speech.feed(item.payload) if speech is not None else None
+            silent = speech.last_frame_silent if speech is not None else is_silent(item.payload)
+            self._silent_run = self._silent_run + item.audio_bytes / 32_000 if silent else 0.0
+            if event is SpeechEvent.START:
+                self.upstream.speech_resumed()
+            elif event is SpeechEvent.END and speech is not None:
+                self.upstream.expect_reply(speech_ended_at=speech.last_speech_at)
         elif item.kind is ItemKind.TEXT:
             if item.payload[1]:  # turn_complete
                 self.upstream.expect_reply()

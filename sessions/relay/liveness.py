@@ -67,14 +67,17 @@ class Liveness:
     def heard_pong(self) -> None:
         self.last_heard = self._clock()
 
-    def model_output(self) -> None:
+    def model_output(self) -> bool:
+        """The model is speaking; True when this starts its turn (a reply is due now)."""
         now = self._clock()
-        if not self.in_turn:
+        started = not self.in_turn
+        if started:
             self.turn_started = now
         self.in_turn = True
         self.output_since_due = True
         self.last_output = now
         self.recoveries = 0
+        return started
 
     def tool_calls(self, count: int) -> None:
         """The model waits for us now: no reply is due until the answers go up."""
@@ -146,6 +149,19 @@ class Liveness:
         if pinging and now - self.last_heard > self.idle_timeout:
             return "upstream_unresponsive"
         return None
+
+    def next_check(self, now: float, *, pinging: bool) -> float:
+        """The earliest moment ``verdict`` could change if nothing more happens (new
+        messages only move it later; a new due reply is announced by the caller)."""
+        deadline = now + self.idle_timeout
+        if pinging:
+            deadline = self.last_heard + self.idle_timeout
+        if (self.reply_due or self.in_turn) and not self.pending_tools:
+            since = self.last_message
+            if self.reply_due:
+                since = max(since, self.due_since)
+            deadline = min(deadline, since + self.reply_timeout)
+        return deadline + 0.001  # past the strict ">" of the verdict
 
     def take_recovery(self) -> bool:
         """Spend one recovery of the awaited turn; False (and the turn is no longer awaited)

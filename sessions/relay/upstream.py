@@ -173,6 +173,7 @@ class LiveUpstream:
         self._go_away_pending = False
         self._session_started_at: float | None = None
         self._stall_reported = False
+        self._wake: asyncio.Future[None] | None = None
         self._budget = ReconnectBudget(self.settings.budget, self.settings.budget_window)
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -369,7 +370,8 @@ class LiveUpstream:
     async def _on_audio(self, conn: _Connection, pcm: bytes) -> None:
         conn.any_message = True
         self.liveness.heard_message()
-        self.liveness.model_output()  # what _track concludes from a model turn
+        if self.liveness.model_output():  # what _track concludes from a model turn
+            self._poke()
         await self._listener.on_upstream_audio(pcm)
 
     def _track(self, message: types.LiveServerMessage) -> None:
@@ -378,8 +380,8 @@ class LiveUpstream:
         if content is not None:
             if content.interrupted:
                 liveness.interrupted()
-            if content.model_turn or content.output_transcription:
-                liveness.model_output()
+            if (content.model_turn or content.output_transcription) and liveness.model_output():
+                self._poke()
             if content.turn_complete:
                 liveness.turn_complete()
         if message.tool_call and message.tool_call.function_calls:
@@ -416,12 +418,14 @@ class LiveUpstream:
     def expect_reply(self, *, speech_ended_at: float | None = None) -> None:
         """The user's turn ended (or a tool answer went up): a reply is due."""
         self.liveness.expect_reply(speech_ended_at)
+        self._poke()
 
     def speech_resumed(self) -> None:
         self.liveness.speech_resumed()
 
     def tool_responses_sent(self, count: int) -> None:
         self.liveness.tool_responses_sent(count)
+        self._poke()
 
     # --- goAway -----------------------------------------------------------------------------
 
@@ -442,17 +446,22 @@ class LiveUpstream:
     # --- liveness ---------------------------------------------------------------------------
 
     async def _watch(self, session: AsyncSession) -> str | None:
-        """Why this connection is to be given up (unresponsive, or a turn that got no reply),
-        checked a few times a second; pongs only ever make it more patient."""
+        """Why this connection is to be given up (unresponsive, or a turn that got no reply).
+        It sleeps until the next ping or the next moment a verdict could fall due, and a new
+        due reply wakes it (``_poke``): no polling. Pongs only ever make it more patient."""
         ping = sdk_adapter.pinger(session)
         liveness = self.liveness
         interval = self.settings.ping_interval
         pings: set[asyncio.Task[None]] = set()
         next_ping = time.monotonic() + interval
-        tick = max(0.01, min(0.25, self.settings.reply_timeout / 10))
+        loop = asyncio.get_running_loop()
         try:
             while True:
-                await asyncio.sleep(tick)
+                now = time.monotonic()
+                wake = liveness.next_check(now, pinging=ping is not None)
+                if ping is not None:
+                    wake = min(wake, next_ping)
+                await self._nap(loop, max(0.005, wake - now))
                 now = time.monotonic()
                 if ping is not None and now >= next_ping:
                     next_ping = now + interval
@@ -470,13 +479,33 @@ class LiveUpstream:
                     return "stall" if verdict == "stall" else "upstream_unresponsive"
                 return verdict
         finally:
+            self._wake = None
             for task in pings:
                 task.cancel()
+
+    async def _nap(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+        wake: asyncio.Future[None] = loop.create_future()
+        timer = loop.call_later(seconds, _settle_none, wake)
+        self._wake = wake
+        try:
+            await wake
+        finally:
+            timer.cancel()
+
+    def _poke(self) -> None:
+        """A reply became due: the watchdog re-plans its sleep."""
+        if self._wake is not None:
+            _settle_none(self._wake)
 
     async def _ping_once(self, ping: Callable[[], Any]) -> None:
         with contextlib.suppress(ConnectionClosed, asyncio.CancelledError):
             await ping()
             self.liveness.heard_pong()
+
+
+def _settle_none(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 async def _close_or_abort(session: AsyncSession, limit: float) -> None:
