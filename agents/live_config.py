@@ -41,6 +41,11 @@ def compression_required(agent: Agent) -> bool:
     return agent.max_session_seconds > settings.LIVE_SESSION_LIMIT
 
 
+def compression_enabled(agent: Agent) -> bool:
+    """The agent's sessions run with context-window compression (set, or required)."""
+    return agent.compression_trigger_tokens is not None or compression_required(agent)
+
+
 def live_config_build(
     *,
     agent: Agent,

@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
@@ -23,13 +23,20 @@ from django.utils import timezone
 from google.genai import types
 from google.genai.live import AsyncSession
 
+from agents.live_config import compression_enabled
 from sessions import client_events
 from sessions.close_codes import CloseCode
 from sessions.models import VoiceSession
 from sessions.reaper import held_sessions
 from sessions.relay import sdk_adapter
 from sessions.relay.pacer import AudioPacer
-from sessions.relay.speech import SpeechDetector, SpeechEvent, is_silent
+from sessions.relay.speech import (
+    SILENCE_THRESHOLD,
+    SpeechDetector,
+    SpeechEvent,
+    is_silent,
+    rms,
+)
 from sessions.relay.upstream import (
     ConnectFactory,
     LiveUpstream,
@@ -56,6 +63,7 @@ from sessions.uplink import ItemKind, Uplink, UplinkItem
 log = logging.getLogger(__name__)
 
 WARN_AT = 0.8
+SEED_READ_TIMEOUT = 3.0  # seconds a fresh session waits for the stored transcript
 
 
 class ClientSink(Protocol):
@@ -146,11 +154,16 @@ class LiveBridge:
         self._replay_saved_at: int | None = session.replay_turn
         self._turn_heard: list[str] = []  # input transcription of the turn in progress
         self._uplink_sending = False  # a send to the upstream is in progress (either path)
+        upstream_settings = self.config.upstream
+        if compression_enabled(self.agent):
+            # Compression lifts the session limit: a 1011 at that age is no limit then.
+            upstream_settings = replace(upstream_settings, session_limit=0.0)
         self.upstream = LiveUpstream(
             connect=connect,
             listener=self,
-            settings=self.config.upstream,
+            settings=upstream_settings,
             handle=grant.session.resumption_handle or None,
+            prior_context=grant.resumed,
         )
         self.closed = asyncio.Event()
         self._started = False
@@ -386,12 +399,18 @@ class LiveBridge:
             self._pacer.sent(item.audio_bytes)
             speech = self._speech
             event = speech.feed(item.payload) if speech is not None else None
-            silent = speech.last_frame_silent if speech is not None else is_silent(item.payload)
+            level = speech.last_frame_level if speech is not None else rms(item.payload)
+            silent = level < SILENCE_THRESHOLD
             self._silent_run = self._silent_run + item.audio_bytes / 32_000 if silent else 0.0
             if event is SpeechEvent.START:
                 self.upstream.speech_resumed()
             elif event is SpeechEvent.END and speech is not None:
-                self.upstream.expect_reply(speech_ended_at=speech.last_speech_at)
+                # With transcription on, the service shows it heard speech by transcribing
+                # it; until then the turn is only our estimate (perhaps a noise).
+                confirmed = not self.agent.input_transcription or bool(self._turn_heard)
+                self.upstream.expect_reply(
+                    speech_ended_at=speech.last_speech_at, confirmed=confirmed
+                )
         elif item.kind is ItemKind.TEXT:
             if item.payload[1]:  # turn_complete
                 self.upstream.expect_reply()
@@ -419,6 +438,10 @@ class LiveBridge:
         self._db(self._set_status(VoiceSession.Status.ACTIVE))
         if not self._started:
             self._started = True
+            if self.upstream.context_fresh:
+                # A resumed call whose handle could not be used: tell the new upstream
+                # session what was said before anything else goes up.
+                await self._seed_context()
             if self.grant.resumed:
                 # Before the client can hold the new token, it must already work.
                 await database_sync_to_async(voice_session_promote_resume_token)(
@@ -496,6 +519,7 @@ class LiveBridge:
             message = "The model did not answer; asking it again."
         else:
             message = "The model did not answer this turn; please say it again."
+            self._finish_utterances()  # the given-up turn's words stay with it
         await self.emit(client_events.warning("reply_stalled", message, recovering=recovering))
 
     def _record_reconnect(self, fresh: bool, *, resumed: bool = True) -> None:
@@ -566,6 +590,7 @@ class LiveBridge:
             # stay one utterance until the turn completes, stored before the model's.
             self._append_utterance("user", "speech", text)
             self._turn_heard.append(text)
+            self.upstream.speech_heard()
             await self.emit(client_events.simple("transcript.input", text=text))
         if content.output_transcription is not None and content.output_transcription.text:
             text = content.output_transcription.text
@@ -574,8 +599,9 @@ class LiveBridge:
             await self.emit(client_events.simple("transcript.output", text=text))
         if content.interrupted:
             self.counters["interruptions"] += 1
-            self._finish_utterance("model", "speech")
-            self._finish_utterance("model", "text")
+            # The user's words of the cut turn, then the cut reply; the barge-in's words
+            # start a new utterance.
+            self._finish_utterances()
             await self.emit(client_events.simple("interrupted"))
 
     async def _on_turn_complete(self) -> None:
@@ -631,7 +657,10 @@ class LiveBridge:
         if self.upstream.connections != connection:
             return  # a resumed upstream asks again; these ids mean nothing to it
         await session.send_tool_response(function_responses=responses)
-        self.upstream.tool_responses_sent(len(responses))
+        silent = types.FunctionResponseScheduling.SILENT
+        self.upstream.tool_responses_sent(
+            len(responses), reply_expected=any(r.scheduling != silent for r in responses)
+        )
 
     def _first_output(self) -> None:
         since = self._user_turn_ended_at
@@ -754,24 +783,23 @@ class LiveBridge:
             log.exception("session %s: could not keep turn %s for replay", self.session_id, turn)
 
     async def _seed_context(self) -> None:
-        """Give a fresh upstream session the conversation so far, from the stored transcript
-        (after the database worker flushed what it holds) plus what is not flushed yet, as
-        context without asking for a reply. The turn being replayed is left out."""
+        """Give a fresh upstream session the conversation so far: the stored transcript of
+        the completed turns (read after the database worker flushed what it holds), as
+        context without asking for a reply. The turn in progress is asked again after it.
+        A slow database costs the seed, never the call."""
         session = self.upstream.session
         if session is None:
             return
-        stored: list[tuple[str, str]] = []
         try:
-            stored = await self._db_call(
-                lambda: transcript_tail(
-                    session_id=self.session_id, max_chars=self.config.seed_max_chars
+            async with asyncio.timeout(SEED_READ_TIMEOUT):
+                entries: list[tuple[str, str]] = await self._db_call(
+                    lambda: transcript_tail(
+                        session_id=self.session_id, max_chars=self.config.seed_max_chars
+                    )
                 )
-            )
         except Exception:  # a context without history beats no conversation at all
             log.exception("session %s: could not read the transcript to seed", self.session_id)
-        entries = [*stored, *((role, text) for role, _kind, text, _at in self.progress.transcript)]
-        while entries and entries[-1][0] == "user" and self.uplink.current_turn():
-            entries.pop()  # the unanswered turn: it is asked again right after
+            return
         turns: list[types.Content | types.ContentDict] = []
         for role, text in entries:
             last = turns[-1] if turns else None

@@ -66,10 +66,10 @@ def classify_close(
     if code == 1011 or code == 1013 or code == 1014:
         if _has(text, _QUOTA):
             return Ending("upstream_quota", Next.BUSY, reason)
+        if _has(text, _DEADLINE):  # the connection's end, whatever the session's age
+            return Ending("connection_deadline", Next.RESUME, reason)
         if _has(text, _SESSION_LIMIT) or _past_limit(session_age, session_limit):
             return Ending("session_limit", Next.FRESH, reason)
-        if _has(text, _DEADLINE):
-            return Ending("connection_deadline", Next.RESUME, reason)
         return Ending(f"upstream_closed_{code}", Next.RESUME, reason)
     if code == 1006 or code is None:
         return Ending("connection_lost", Next.RESUME, reason)

@@ -46,6 +46,7 @@ class Liveness:
         self.reply_due = False
         self.due_since = now
         self.due_from_speech = False
+        self.due_confirmed = True
         self.in_turn = False
         self.turn_started = 0.0
         self.output_since_due = False
@@ -76,7 +77,6 @@ class Liveness:
         self.in_turn = True
         self.output_since_due = True
         self.last_output = now
-        self.recoveries = 0
         return started
 
     def tool_calls(self, count: int) -> None:
@@ -85,7 +85,9 @@ class Liveness:
         self.reply_due = False
         self.output_since_due = True
         self.last_output = self._clock()
-        self.recoveries = 0
+
+    def tool_calls_cancelled(self, count: int) -> None:
+        self.pending_tools = max(0, self.pending_tools - count)
 
     def interrupted(self) -> None:
         self.was_interrupted = True
@@ -107,30 +109,38 @@ class Liveness:
             self.output_since_due = False
         else:
             self.reply_due = False
+            if not self.was_interrupted:
+                self.recoveries = 0  # answered: only now do the turn's recoveries end
         self.in_turn = False
         self.was_interrupted = False
         self.last_output = now
 
     # --- what the bridge sends ---------------------------------------------------------------
 
-    def expect_reply(self, speech_ended_at: float | None = None) -> None:
+    def expect_reply(self, speech_ended_at: float | None = None, *, confirmed: bool = True) -> None:
         """A user turn went up (``speech_ended_at``: estimated from the audio, when the last
-        speech left; ignored if the model answered since) or a tool answer did."""
+        speech left; ignored if the model answered since) or a tool answer did.
+        ``confirmed`` False: the service has not shown it heard speech (no transcript yet)."""
         if speech_ended_at is not None and self.last_output >= speech_ended_at:
             return  # the server heard the end first and is answering already
         self.reply_due = True
         self.due_since = self._clock()
         self.due_from_speech = speech_ended_at is not None
+        self.due_confirmed = confirmed
         self.output_since_due = False
+
+    def speech_heard(self) -> None:
+        self.due_confirmed = True
 
     def speech_resumed(self) -> None:
         """The user went on speaking: a pause, not the end of the turn."""
         if self.reply_due and self.due_from_speech and not self.output_since_due:
             self.reply_due = False
 
-    def tool_responses_sent(self, count: int) -> None:
+    def tool_responses_sent(self, count: int, *, reply_expected: bool = True) -> None:
+        """Answers went up; a reply is due unless they were all SILENT ones."""
         self.pending_tools = max(0, self.pending_tools - count)
-        if self.pending_tools == 0:
+        if self.pending_tools == 0 and reply_expected:
             self.expect_reply()
 
     # --- verdicts ------------------------------------------------------------------------------
@@ -166,7 +176,9 @@ class Liveness:
     def take_recovery(self) -> bool:
         """Spend one recovery of the awaited turn; False (and the turn is no longer awaited)
         once ``reply_retries`` were spent on it."""
-        if self.recoveries < self.reply_retries:
+        # A turn only our speech estimate vouches for (a noise, perhaps) gets one try.
+        limit = self.reply_retries if self.due_confirmed else min(1, self.reply_retries)
+        if self.recoveries < limit:
             self.recoveries += 1
             return True
         self.recoveries = 0

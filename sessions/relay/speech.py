@@ -20,6 +20,9 @@ SAMPLE_RATE = 16_000
 WINDOW_MS = 20
 # About -36 dBFS on the int16 scale: the level the Live emulator's VAD uses too.
 DEFAULT_THRESHOLD = 500.0
+# About -55 dBFS: surely not speech, even a quiet talker's. What replay trimming and
+# backlog catch-up may leave out; anything louder is kept.
+SILENCE_THRESHOLD = 60.0
 
 
 class SpeechEvent(enum.Enum):
@@ -36,7 +39,7 @@ def rms(pcm: bytes) -> float:
     return float(np.sqrt(np.mean(samples * samples)))
 
 
-def is_silent(pcm: bytes, threshold: float = DEFAULT_THRESHOLD) -> bool:
+def is_silent(pcm: bytes, threshold: float = SILENCE_THRESHOLD) -> bool:
     return rms(pcm) < threshold
 
 
@@ -84,15 +87,15 @@ class SpeechDetector:
         self._loud_ms = 0
         self._quiet_ms = 0
         self.last_speech_at = 0.0  # when the last loud frame went up
-        self.last_frame_silent = True  # every window of the last frame fed was quiet
+        self.last_frame_level = 0.0  # the loudest 20 ms window of the last frame fed
 
     def feed(self, pcm: bytes) -> SpeechEvent | None:
         """One frame that went up; the event it completes, if any."""
         event = None
-        self.last_frame_silent = True
+        self.last_frame_level = 0.0
         for ms, level in window_levels(pcm):
+            self.last_frame_level = max(self.last_frame_level, level)
             if level >= self.threshold:
-                self.last_frame_silent = False
                 self._quiet_ms = 0
                 self._loud_ms += ms
                 self.last_speech_at = self._clock()

@@ -149,6 +149,7 @@ class LiveUpstream:
         listener: UpstreamListener,
         settings: UpstreamSettings | None = None,
         handle: str | None = None,
+        prior_context: bool = False,
     ) -> None:
         self._connect = connect
         self._listener = listener
@@ -161,6 +162,10 @@ class LiveUpstream:
         # The context of the current connection starts empty (a fresh upstream session
         # after the first): the listener seeds it before anything else is sent.
         self.context_fresh = False
+        # The conversation began before this object (a client's resume): a connection
+        # without a handle is a fresh context even when it is our first, and a quota
+        # refusal is a mid-call one.
+        self._prior_context = prior_context or handle is not None
         self.liveness = Liveness(
             reply_timeout=self.settings.reply_timeout,
             idle_timeout=self.settings.idle_timeout,
@@ -174,6 +179,7 @@ class LiveUpstream:
         self._session_started_at: float | None = None
         self._stall_reported = False
         self._wake: asyncio.Future[None] | None = None
+        self._silent_long = False  # the last verdict was the idle timeout's
         self._budget = ReconnectBudget(self.settings.budget, self.settings.budget_window)
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -281,7 +287,7 @@ class LiveUpstream:
             self._reset_connection_state()
             if conn.handle is None:
                 self._session_started_at = time.monotonic()
-                self.context_fresh = self.connections > 1
+                self.context_fresh = self.connections > 1 or self._prior_context
             else:
                 self.context_fresh = False
                 if self._session_started_at is None:  # resumed from another process
@@ -294,12 +300,14 @@ class LiveUpstream:
             self.ready.set()
             ended = await self._pump(session, conn)
             self.ready.clear()
-            if ended == "upstream_unresponsive":
-                await sdk_adapter.abort(session)
-            elif ended == "stall":
-                # The socket answers: close it properly, so the service lets the session go
-                # at once (it refuses a resume while an older socket is open), unless the
-                # close itself hangs.
+            if ended == "upstream_unresponsive" and self._silent_long:
+                await sdk_adapter.abort(session)  # dead for the idle timeout: no close
+            elif ended in ("stall", "upstream_unresponsive"):
+                # The client hears of it now, not after the close below.
+                await self._listener.on_upstream_state(UpstreamState.RECONNECTING, ended)
+                # The socket may still answer (slow pongs make a stall look dead): close it
+                # properly, so the service lets the session go at once (it refuses a resume
+                # while an older socket is open), unless the close itself hangs.
                 await _close_or_abort(session, self.settings.stop_timeout)
             self.session = None
             return ended
@@ -309,7 +317,7 @@ class LiveUpstream:
         if ending.next is Next.FAIL:
             await self._fail(UpstreamFailed("upstream_rejected", ending.detail))
             return True
-        if ending.next is Next.BUSY and self.connections == 0:
+        if ending.next is Next.BUSY and self.connections == 0 and not self._prior_context:
             # Refused for quota before the session ever started: say so now, do not queue.
             await self._fail(UpstreamFailed("upstream_busy", ending.detail))
             return True
@@ -386,6 +394,9 @@ class LiveUpstream:
                 liveness.turn_complete()
         if message.tool_call and message.tool_call.function_calls:
             liveness.tool_calls(len(message.tool_call.function_calls))
+        if message.tool_call_cancellation and message.tool_call_cancellation.ids:
+            # Cancelled calls get no answer: the model no longer waits for them.
+            liveness.tool_calls_cancelled(len(message.tool_call_cancellation.ids))
         update = message.session_resumption_update
         # A stalled turn's handle holds the question without its reply: not kept.
         if update and update.resumable and update.new_handle and not liveness.stall_detected:
@@ -415,16 +426,22 @@ class LiveUpstream:
 
     # --- the listener's signals -------------------------------------------------------------
 
-    def expect_reply(self, *, speech_ended_at: float | None = None) -> None:
-        """The user's turn ended (or a tool answer went up): a reply is due."""
-        self.liveness.expect_reply(speech_ended_at)
+    def expect_reply(self, *, speech_ended_at: float | None = None, confirmed: bool = True) -> None:
+        """The user's turn ended (or a tool answer went up): a reply is due. ``confirmed``
+        False: only our estimate says the user spoke (the service has not shown it heard
+        speech yet), so the turn gets one recovery at most."""
+        self.liveness.expect_reply(speech_ended_at, confirmed=confirmed)
         self._poke()
+
+    def speech_heard(self) -> None:
+        """The service transcribed the user's speech: the turn is real."""
+        self.liveness.speech_heard()
 
     def speech_resumed(self) -> None:
         self.liveness.speech_resumed()
 
-    def tool_responses_sent(self, count: int) -> None:
-        self.liveness.tool_responses_sent(count)
+    def tool_responses_sent(self, count: int, *, reply_expected: bool = True) -> None:
+        self.liveness.tool_responses_sent(count, reply_expected=reply_expected)
         self._poke()
 
     # --- goAway -----------------------------------------------------------------------------
@@ -439,9 +456,13 @@ class LiveUpstream:
             delay = random.uniform(0.0, min(self.settings.go_away_spread, latest))  # noqa: S311
             self._go_away_timer = loop.call_later(delay, self.request_reconnect, "go_away")
             return
-        # Mid-turn: wait for the turn's handle, but never past the deadline.
+        # Mid-turn: wait for the turn's handle, but never past the deadline (less a random
+        # part of the spread, so sessions told together do not all leave at the deadline).
         self._go_away_pending = True
-        self._go_away_timer = loop.call_later(latest, self.request_reconnect, "go_away_deadline")
+        spread = random.uniform(0.0, min(self.settings.go_away_spread, latest / 2))  # noqa: S311
+        self._go_away_timer = loop.call_later(
+            latest - spread, self.request_reconnect, "go_away_deadline"
+        )
 
     # --- liveness ---------------------------------------------------------------------------
 
@@ -476,7 +497,9 @@ class LiveUpstream:
                     await self._listener.on_upstream_stall(recovering=recovering)
                     if not recovering:
                         continue  # given up: the turn is no longer awaited
+                    self._silent_long = False
                     return "stall" if verdict == "stall" else "upstream_unresponsive"
+                self._silent_long = True
                 return verdict
         finally:
             self._wake = None

@@ -509,3 +509,25 @@ async def say_after_stall(client: Client) -> None:
     await client.send(type="text", text="hello")
     await client.until("session.resumed", timeout=10)
     await client.until("turn_complete", timeout=10)
+
+
+async def test_a_client_resume_whose_handle_is_refused_goes_on_seeded(
+    alice, live_settings, live_emulator
+):
+    """The client came back on another connection (another process, say); the stored
+    handle is refused there, so the new bridge's very first upstream session is fresh and
+    must be told the call so far."""
+    agent = await make_agent(alice.tenant)
+    first, _ = await start(agent)
+    started = first.of("session.started")[0]
+    await say(first, "alpha")
+    await first.comm.disconnect()  # dropped without "close": resumable
+    await asyncio.sleep(0.3)
+    live_emulator.fail_next(refuse_code=1008, refuse_reason=protocol.REASON_BAD_HANDLE)
+    second = await open_client(f"resume={started['resume_token']}")
+    await second.until("session.started", timeout=15)
+    assert "alpha" in await recap_after(second)
+    await close(second)
+    refused, fresh = live_emulator.recorder.sessions[-2:]
+    assert refused.close_code == 1008
+    assert not fresh.client_setup["sessionResumption"].get("handle")

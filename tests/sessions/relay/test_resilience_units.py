@@ -315,3 +315,83 @@ def test_replay_current_turn_leaves_out_completed_turns_and_counts_them_saved():
     assert list(uplink.replay) == asking
     assert uplink.acked_turns == 1
     assert uplink.turn_position == 1
+
+
+# --- review fixes -------------------------------------------------------------------------
+
+
+def test_liveness_a_turn_only_our_estimate_vouches_for_gets_one_recovery():
+    clock = Clock()
+    lv = liveness(clock)
+    lv.expect_reply(speech_ended_at=clock.now - 0.5, confirmed=False)
+    assert [lv.take_recovery() for _ in range(2)] == [True, False]
+    lv.expect_reply(speech_ended_at=clock.now - 0.5, confirmed=False)
+    lv.speech_heard()  # the service transcribed it: a real turn
+    assert [lv.take_recovery() for _ in range(3)] == [True, True, False]
+
+
+def test_liveness_recoveries_end_only_when_the_turn_is_answered():
+    """Output or a tool call on the way (the model asks its tool again after each replay)
+    does not reset them; a completed reply does."""
+    clock = Clock()
+    lv = liveness(clock)
+    lv.expect_reply()
+    assert lv.take_recovery()
+    lv.model_output()
+    lv.tool_calls(1)
+    lv.tool_responses_sent(1)
+    assert lv.take_recovery()
+    assert not lv.take_recovery(), "two recoveries of this turn were spent"
+    lv.expect_reply()
+    lv.model_output()
+    lv.turn_complete()
+    assert lv.recoveries == 0
+
+
+def test_liveness_cancelled_tool_calls_are_no_longer_awaited():
+    clock = Clock()
+    lv = liveness(clock)
+    lv.tool_calls(1)
+    lv.tool_calls_cancelled(1)
+    lv.expect_reply()
+    clock.now += 4.1
+    assert lv.verdict(clock.now, pinging=True) == "upstream_unresponsive_due"
+
+
+def test_liveness_silent_tool_answers_make_no_reply_due():
+    clock = Clock()
+    lv = liveness(clock)
+    lv.tool_calls(1)
+    lv.tool_responses_sent(1, reply_expected=False)
+    clock.now += 10
+    assert lv.verdict(clock.now, pinging=True) is None
+
+
+def test_liveness_next_check_is_the_earliest_deadline():
+    clock = Clock()
+    lv = liveness(clock)
+    assert lv.next_check(clock.now, pinging=True) == pytest.approx(clock.now + 45, abs=0.01)
+    lv.expect_reply()
+    assert lv.next_check(clock.now, pinging=True) == pytest.approx(clock.now + 4, abs=0.01)
+
+
+def test_close_deadline_expired_is_the_connection_end_whatever_the_session_age():
+    ending = classify_close(
+        1011, "Deadline expired before operation could complete.", resuming=False,
+        at_setup=False, session_age=1200.0, session_limit=900.0,
+    )  # fmt: skip
+    assert ending.cause == "connection_deadline"
+    assert classify_close(
+        1011, "Internal error encountered.", resuming=False, at_setup=False,
+        session_age=1200.0, session_limit=0.0,
+    ).next is Next.RESUME  # fmt: skip
+
+
+def test_replay_keeps_a_quiet_talkers_turn():
+    uplink = Uplink()
+    quiet = frames(*[tone(100, amplitude=450)] * 10)  # about -40 dBFS: speech all the same
+    for item in quiet:
+        uplink.put(item)
+        uplink.sent(item)
+    uplink.replay_unacknowledged()
+    assert list(uplink.replay) == quiet
