@@ -531,3 +531,41 @@ async def test_a_client_resume_whose_handle_is_refused_goes_on_seeded(
     refused, fresh = live_emulator.recorder.sessions[-2:]
     assert refused.close_code == 1008
     assert not fresh.client_setup["sessionResumption"].get("handle")
+
+
+async def test_a_deadline_expired_close_resumes_like_a_connection_end(
+    alice, live_settings, live_emulator
+):
+    """Missed the goAway (or none came): the 10-minute end's 1011 "Deadline expired"."""
+    agent = await make_agent(alice.tenant)
+    live_emulator.fail_next(close_after=2, close_code=1011, close_reason=protocol.REASON_DEADLINE)
+    client, session_id = await start(agent)
+    await say(client, "one")
+    await client.send(type="text", text="two")
+    reconnecting = await client.until("session.reconnecting")
+    assert reconnecting["reason"] == "connection_deadline"
+    resumed = await client.until("session.resumed")
+    assert resumed["fresh_context"] is False
+    await client.until("turn_complete")
+    await close(client)
+    session, _ = await stored(session_id)
+    assert [entry["cause"] for entry in session.reconnect_log] == ["connection_deadline"]
+
+
+@pytest.mark.emulator(pace=1.0)
+async def test_an_upstream_silent_in_the_middle_of_the_models_turn_is_noticed_within_5_s(
+    alice, live_settings, live_emulator
+):
+    agent = await make_agent(alice.tenant, "AUDIO")
+    live_emulator.fail_next(black_hole_at=1.5)
+    client, _ = await start(agent)
+    # A spoken reply of about 3 s (60 ms per character at real time), cut at 1.5 s.
+    await client.send(type="text", text="a sentence long enough to speak for seconds")
+    while len(client.audio) < 5:
+        await client.recv()
+    cut = time.monotonic() + max(0.0, 1.5 - 0.2)
+    reconnecting = await client.until("session.reconnecting", timeout=10)
+    assert time.monotonic() - cut < 5.0
+    assert reconnecting["reason"] in ("upstream_unresponsive", "stall")
+    await client.until("turn_complete", timeout=15)
+    await close(client)
