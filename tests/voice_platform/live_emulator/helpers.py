@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from google.genai import types
+
+from voice_platform.live_emulator.testing import RunningEmulator, running_emulator
 
 RATE = 16_000
 FRAME_S = 0.1
@@ -93,3 +98,15 @@ def flags(messages: list[types.LiveServerMessage]) -> list[str]:
             if getattr(sc, name):
                 out.append(name)
     return out
+
+
+def calm_realistic(
+    cert_dir: Path, **overrides: Any
+) -> AbstractAsyncContextManager[RunningEmulator]:
+    """The realistic profile at time scale 60 and pace 20, without random stalls (for a
+    test about something else)."""
+    settings: dict[str, Any] = {
+        "cert_dir": cert_dir, "profile": "realistic", "time_scale": 60, "pace": 20,
+        "empty_turn_rate": 0, "silent_turn_rate": 0, **overrides,
+    }  # fmt: skip
+    return running_emulator(**settings)

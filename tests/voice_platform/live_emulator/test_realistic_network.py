@@ -12,7 +12,17 @@ from google.genai import errors, types
 from voice_platform.live_emulator import protocol
 from voice_platform.live_emulator.testing import running_emulator
 
-from .helpers import flags, next_message, send_audio, send_text, silence, text_of, tone, turn
+from .helpers import (
+    calm_realistic,
+    flags,
+    next_message,
+    send_audio,
+    send_text,
+    silence,
+    text_of,
+    tone,
+    turn,
+)
 
 TEXT = {"response_modalities": ["TEXT"]}
 
@@ -29,14 +39,7 @@ async def pong_after(session, within: float = 3.0) -> float:
 
 async def test_pongs_are_late_but_answered(live_emulator_cert_dir):
     # 8-30 s at time scale 60: 0.13-0.5 s. No stalls: this test is about pongs.
-    async with running_emulator(
-        cert_dir=live_emulator_cert_dir,
-        profile="realistic",
-        time_scale=60,
-        pace=20,
-        empty_turn_rate=0,
-        silent_turn_rate=0,
-    ) as emu:
+    async with calm_realistic(live_emulator_cert_dir) as emu:
         client = emu.make_client()
         async with client.aio.live.connect(model=emu.model, config=TEXT) as s:
             delays = await asyncio.gather(pong_after(s), pong_after(s))

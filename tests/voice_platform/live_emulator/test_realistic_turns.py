@@ -16,6 +16,7 @@ from voice_platform.live_emulator.vad import RealtimeGate
 from .helpers import (
     RATE,
     audio_of,
+    calm_realistic,
     flags,
     input_transcript,
     next_message,
@@ -307,14 +308,7 @@ def test_usage_update_is_a_bare_usage_message():
 
 async def test_realistic_profile_spoken_turn_end_to_end(live_emulator_cert_dir):
     # Stalls and refusals off: this checks that the other knobs work together.
-    async with running_emulator(
-        cert_dir=live_emulator_cert_dir,
-        profile="realistic",
-        time_scale=60,
-        pace=20,
-        empty_turn_rate=0,
-        silent_turn_rate=0,
-    ) as emu:
+    async with calm_realistic(live_emulator_cert_dir) as emu:
         client = emu.make_client()
         async with client.aio.live.connect(model=emu.model, config=SPOKEN) as s:
             pcm = tone(1.2) + silence(0.7)
