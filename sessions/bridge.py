@@ -178,6 +178,10 @@ class LiveBridge:
         self._in_outage = False
         self._context_warned = False
         self._utterances: dict[tuple[str, str], _Utterance] = {}
+        # The words of the turn in progress, and of the turns answered since the newest
+        # handle: a resume at that handle is told the latter as context.
+        self._turn_entries: list[tuple[str, str]] = []
+        self._answered_since_handle: list[tuple[str, str]] = []
         # Usage of the turn in progress: Gemini may report it more than once per turn, each
         # time the turn's running total, so only the growth is added to the counters.
         self._turn_usage = (0, 0, 0)
@@ -466,9 +470,12 @@ class LiveBridge:
                 # A new upstream session: it knows nothing of the call. Tell it what was
                 # said, then ask the turn in progress again (completed ones are in the seed).
                 await self._seed_context()
-                self.uplink.replay_current_turn()
+                self._answered_since_handle = []  # in the seed
             else:
-                self.uplink.replay_unacknowledged()
+                # Back at the newest handle: turns answered since it are told as context,
+                # not asked again (the user heard their answers already).
+                await self._send_context(self._answered_since_handle)
+            self.uplink.replay_current_turn()
             if self.uplink.replay:
                 # The turn is asked again: its reply (cut by the outage) comes again whole.
                 self._utterances.pop(("model", "speech"), None)
@@ -569,6 +576,7 @@ class LiveBridge:
         update = message.session_resumption_update
         if update is not None and update.resumable and update.new_handle and not stalled:
             self.uplink.handle_saved()
+            self._answered_since_handle = []
             self._handle_to_save = update.new_handle
             self._db(self._save_handle)
             self._drop_covered_replay()
@@ -608,13 +616,16 @@ class LiveBridge:
         self.counters["turns"] += 1
         self._user_turn_ended_at = None
         self.uplink.turn_complete()
-        if not self.agent.session_resumption:
-            # No handles will come: a reconnect starts a fresh context anyway, so only the
-            # turn in flight is worth replaying.
-            self.uplink.handle_saved()
-            self._drop_covered_replay()
         self._turn_heard = []
         self._finish_utterances()
+        self._answered_since_handle += self._turn_entries
+        self._turn_entries = []
+        if not self.agent.session_resumption:
+            # No handles will come: a reconnect starts a fresh context (seeded) anyway, so
+            # only the turn in flight is worth replaying.
+            self.uplink.handle_saved()
+            self._answered_since_handle = []
+            self._drop_covered_replay()
         await self.emit(client_events.simple("turn_complete"))
         self._db(self._flush_job(self._snapshot()))
 
@@ -689,6 +700,7 @@ class LiveBridge:
             text = "".join(utterance.parts).strip()
             if text:
                 self.progress.transcript.append((role, kind, text, utterance.at))
+                self._turn_entries.append((role, text))
 
     # --- timers ---------------------------------------------------------------------------
 
@@ -800,6 +812,13 @@ class LiveBridge:
         except Exception:  # a context without history beats no conversation at all
             log.exception("session %s: could not read the transcript to seed", self.session_id)
             return
+        await self._send_context(entries)
+
+    async def _send_context(self, entries: list[tuple[str, str]]) -> None:
+        """Conversation as context (``turnComplete: false``): the model replies to none of it."""
+        session = self.upstream.session
+        if session is None or not entries:
+            return
         turns: list[types.Content | types.ContentDict] = []
         for role, text in entries:
             last = turns[-1] if turns else None
@@ -807,8 +826,7 @@ class LiveBridge:
                 last.parts.append(types.Part(text=text))
             else:
                 turns.append(types.Content(role=role, parts=[types.Part(text=text)]))
-        if turns:
-            await session.send_client_content(turns=turns, turn_complete=False)
+        await session.send_client_content(turns=turns, turn_complete=False)
 
     async def _db_call(self, job: Callable[[], Any]) -> Any:
         """Run ``job`` on the database worker after the jobs queued before it; its result."""

@@ -308,7 +308,7 @@ class LiveUpstream:
                 # The socket may still answer (slow pongs make a stall look dead): close it
                 # properly, so the service lets the session go at once (it refuses a resume
                 # while an older socket is open), unless the close itself hangs.
-                await _close_or_abort(session, self.settings.stop_timeout)
+                await _close_or_abort(session, min(1.0, self.settings.stop_timeout))
             self.session = None
             return ended
 

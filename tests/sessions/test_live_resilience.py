@@ -456,7 +456,7 @@ async def test_an_unacknowledged_audio_turn_is_replayed_at_real_time_and_heard(
 # --- resume refused while the old socket is open --------------------------------------------
 
 
-@pytest.mark.emulator(refuse_resume_while_open=True, dead_peer_timeout=8.0)
+@pytest.mark.emulator(refuse_resume_while_open=True, dead_peer_timeout=15.0)
 @pytest.mark.parametrize("modality", ["TEXT", "AUDIO"])
 async def test_a_resume_refused_while_the_dead_socket_counts_as_open_is_retried(
     alice, live_settings, live_emulator, modality
@@ -569,3 +569,36 @@ async def test_an_upstream_silent_in_the_middle_of_the_models_turn_is_noticed_wi
     assert reconnecting["reason"] in ("upstream_unresponsive", "stall")
     await client.until("turn_complete", timeout=15)
     await close(client)
+
+
+@pytest.mark.parametrize("modality", ["TEXT", "AUDIO"])
+async def test_a_turn_answered_just_before_a_drop_is_not_asked_again(
+    alice, live_settings, live_emulator, modality
+):
+    """The answer came, its handle did not: the resume goes back to the handle before it.
+    The answered turn is told as context (the model remembers it), not asked again (the
+    user would hear the answer twice)."""
+    agent = await make_agent(
+        alice.tenant, modality, input_transcription=True, output_transcription=True
+    )
+    live_emulator.fail_next(drop_before_handle=2)
+    client, session_id = await start(agent)
+    await ask(client, modality, "alpha")
+    await client.until("turn_complete")
+    await ask(client, modality, "beta")
+    await client.until("turn_complete")
+    await client.until("session.resumed", timeout=10)
+    recap = await recap_after(client)
+    await close(client)
+    assert len(client.of("turn_complete")) == 3, "beta answered once, then the recap"
+    resumed = live_emulator.recorder.sessions[1]
+    assert resumed.resumed
+    asked = [m["clientContent"] for m in resumed.messages if "clientContent" in m]
+    assert not [c for c in asked if c.get("turnComplete") and "beta" in str(c)], "not asked"
+    assert resumed.input_transcripts == [], "no speech asked again"
+    heard = live_emulator.recorder.sessions[0].input_transcripts
+    beta = "beta" if modality == "TEXT" else heard[-1]
+    assert beta in recap, "the model remembers the answered turn"
+    session, entries = await stored(session_id)
+    assert session.turns == 3
+    assert [role for role, _ in entries] == ["user", "model"] * 3

@@ -34,6 +34,9 @@ class Faults:
     # Seconds after the first `toolResponse` received at which to abort it likewise; 0 = at
     # once: the response is not acted on and nothing more is sent (no reply, no turnComplete).
     drop_after_tool_response: float | None = None
+    # Abort like `drop_after` right after the Nth `turnComplete` of the connection (1-based),
+    # before its `sessionResumptionUpdate`: the turn was answered, its handle never came.
+    drop_before_handle: int | None = None
     # Seconds to wait before `setupComplete`; `inf` never sends it.
     stall_setup: float = 0.0
     # Stop reading and writing without closing (pings go unanswered too).

@@ -106,6 +106,7 @@ class SessionBase:
         self.dropped = False
         self.drop_timers: set[asyncio.Task[None]] = set()
         self.armed: set[str] = set()
+        self.turns_completed = 0  # turnComplete messages sent (drop_before_handle)
         self.ended = False
         self._init_input()
 

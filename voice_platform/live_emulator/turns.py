@@ -251,6 +251,12 @@ class TurnEngine(SessionBase):
         await self.pieces.drain()
         await self.send(protocol.turn_complete(self._usage_now()))
         self._compress()
+        self.turns_completed += 1
+        if self.faults.drop_before_handle == self.turns_completed:
+            # The turn was answered, but its handle never leaves: a resume goes back to the
+            # handle before it.
+            self._drop("dropped by fault injection before the turn's handle")
+            return
         if self.resumable:
             handle = None
             if not self.waiting and not self.background:
