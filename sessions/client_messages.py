@@ -12,6 +12,9 @@ MIN_AUDIO_BYTES = 2
 MAX_AUDIO_BYTES = 32_000
 # Control characters except \t and \n (C0, DEL, C1): removed before text goes upstream.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# A lone UTF-16 surrogate (JSON allows "\ud800" escapes) is not a character: no UTF-8 text,
+# so neither PostgreSQL nor the model service can take it. It becomes U+FFFD.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class BadMessage(Exception):
@@ -27,7 +30,14 @@ class ClientMessage:
 
 
 def sanitize_text(text: str) -> str:
-    return _CONTROL.sub("", text)[:MAX_TEXT_CHARS]
+    """What a user's text may carry upstream and into the transcript."""
+    return storable_text(_CONTROL.sub("", text))[:MAX_TEXT_CHARS]
+
+
+def storable_text(text: str) -> str:
+    """``text`` with what PostgreSQL cannot store replaced: NUL removed, lone surrogates
+    (JSON's unpaired ``\\udXXX`` escapes) turned into U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text.replace("\x00", ""))
 
 
 def audio_frame_problem(data: bytes) -> str | None:

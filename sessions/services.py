@@ -19,6 +19,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from agents.models import Agent
+from sessions.client_messages import storable_text
 from sessions.close_codes import CloseCode
 from sessions.models import (
     FIRST_RESPONSE_SAMPLES,
@@ -287,7 +288,7 @@ def voice_session_flush(*, session_id: uuid.UUID, progress: SessionProgress) -> 
                     seq=seq + i,
                     role=role,
                     kind=kind,
-                    text=text,
+                    text=storable_text(text),  # one bad character must not lose the batch
                     at=at,
                 )
                 for i, (role, kind, text, at) in enumerate(progress.transcript, start=1)

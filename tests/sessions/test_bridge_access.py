@@ -8,7 +8,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
-from sessions.models import ClientToken, VoiceSession
+from sessions.models import ClientToken, TranscriptEntry, VoiceSession
 from tests.factories import AgentFactory
 from tests.sessions.conftest import issue_token, open_client, tone
 from voice_platform.tenancy.models import Tenant
@@ -186,6 +186,36 @@ async def test_text_is_sanitised_before_upstream(alice, live_settings, live_emul
     assert len(sent) == 10_000
     await client.send(type="close")
     await client.until_closed()
+
+
+async def test_a_lone_surrogate_in_text_is_replaced_and_no_turn_is_lost(
+    alice, live_settings, live_emulator
+):
+    """JSON may carry an unpaired "\\ud800" escape; PostgreSQL cannot store it. It used to
+    fail the turn's flush and lose the good entries of the same batch."""
+    agent = await make_agent(alice.tenant, response_modality="TEXT")
+    client = await open_client(f"token={await issue_token(agent)}")
+    started = await client.until("session.started")
+    await client.send(type="text", text="before")
+    await client.until("turn_complete")
+    await client.comm.send_to(text_data='{"type": "text", "text": "odd \\ud800 one"}')
+    await client.until("turn_complete")
+    await client.send(type="text", text="after")
+    await client.until("turn_complete")
+    await client.send(type="close")
+    await client.until_closed()
+    assert live_emulator.recorder.last().texts[1] == "odd \ufffd one"
+    texts = await database_sync_to_async(
+        lambda: list(
+            TranscriptEntry.unscoped.filter(session_id=started["session_id"])
+            .order_by("seq")
+            .values_list("text", flat=True)
+        )
+    )()
+    assert texts == [
+        "before", "You said: before", "odd \ufffd one", "You said: odd \ufffd one",
+        "after", "You said: after",
+    ]  # fmt: skip
 
 
 async def test_audio_before_upstream_ready_is_buffered(alice, live_settings, live_emulator):
