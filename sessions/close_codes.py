@@ -5,7 +5,9 @@ from enum import IntEnum
 
 class CloseCode(IntEnum):
     NORMAL = 1000
-    UPSTREAM_UNAVAILABLE = 1011
+    # Not 1011: the ASGI server (Daphne, autobahn) lets an application send only 1000 and
+    # 3000-4999; a refused 1011 left the socket open after session.ended.
+    UPSTREAM_UNAVAILABLE = 4011
     SUPERSEDED = 4000
     UNAUTHENTICATED = 4001
     FORBIDDEN = 4003

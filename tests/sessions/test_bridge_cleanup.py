@@ -42,7 +42,7 @@ async def one_session(agent, way: str, live_emulator) -> None:
         assert await client.until_closed() == 4009
     elif way == "upstream_failure":
         await client.send(type="text", text="x")
-        assert await client.until_closed() == 1011
+        assert await client.until_closed() == 4011
     elif way == "server_shutdown":
         client.comm.future.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -123,7 +123,7 @@ async def test_upstream_rejection_ends_session_with_clear_error(
     client = await open_client(f"token={await issue_token(agent)}")
     started = await client.until("session.started")
     await client.send(type="text", text="hello")
-    assert await client.until_closed() == 1011
+    assert await client.until_closed() == 4011
     error = client.of("error")[-1]
     assert error["code"] == "upstream_rejected"
     assert "Permission denied." in error["message"]
@@ -137,7 +137,7 @@ async def test_unknown_model_is_rejected_at_connect(alice, live_settings, live_e
     live_settings.LIVE_MODELS = [*live_settings.LIVE_MODELS, "gemini-not-served"]
     agent = await make_agent(alice.tenant, model="gemini-not-served")
     client = await open_client(f"token={await issue_token(agent)}")
-    assert await client.until_closed() == 1011
+    assert await client.until_closed() == 4011
     assert client.of("error")[-1]["code"] == "upstream_rejected"
     assert not client.of("session.started")
 
@@ -149,7 +149,7 @@ async def test_upstream_unavailable_after_retries(alice, live_settings, live_emu
         live_emulator.fail_next(drop_after=0)
     client = await open_client(f"token={await issue_token(agent)}")
     await client.until("session.started")
-    assert await client.until_closed(timeout=20) == 1011
+    assert await client.until_closed(timeout=20) == 4011
     assert client.events[-1] == {"type": "session.ended", "reason": "upstream_unavailable"}
     assert len(client.of("session.reconnecting")) >= 2
     assert len(live_emulator.recorder.sessions) == 3

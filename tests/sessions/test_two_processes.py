@@ -153,3 +153,26 @@ async def test_resume_on_another_process_and_supersede_across_processes(
     assert session.status == VoiceSession.Status.ENDED
     assert session.turns == 2
     assert session.reconnects == 0
+
+
+@pytest.mark.parametrize(
+    ("refusal", "code"),
+    [((1007, "API key expired. Please renew the API key."), 4011),
+     ((1011, "RESOURCE_EXHAUSTED: Maximum concurrent sessions"), 4013)],
+    ids=["rejected", "busy"],
+)  # fmt: skip
+async def test_a_failed_session_really_closes_the_socket_through_daphne(
+    alice, live_settings, live_emulator, two_daphnes, refusal, code
+):
+    """Through a real ASGI server: the close after ``session.ended`` reaches the client at
+    once, with a code an application may send (Daphne refused 1011 and left it open)."""
+    agent = await database_sync_to_async(AgentFactory)(tenant=alice.tenant)
+    live_emulator.fail_next(refuse_code=refusal[0], refuse_reason=refusal[1])
+    url = f"ws://127.0.0.1:{two_daphnes[0]}/ws/v1/live?token={await issue_token(agent)}"
+    async with websockets.connect(url) as ws:
+        await until(ws, "session.ended")
+        ended = time.monotonic()
+        async with asyncio.timeout(5):
+            await ws.wait_closed()
+        assert time.monotonic() - ended < 2.0
+    assert ws.close_code == code
