@@ -6,15 +6,20 @@ Three bounded lists:
   audio is dropped first.
 - ``unacknowledged``: sent since the last turn the upstream saved in a resumption handle
   (at most ``max_unacknowledged_audio``, 30 s).
-- ``replay``: after a reconnect, the unacknowledged items, sent before anything in
-  ``pending``. Kept apart so the 2 s bound on new input never eats the turn being replayed.
+- ``replay``: after a reconnect, the items of the turn in flight (``replay_current_turn``;
+  the bridge tells the model the turns answered since the handle as context instead),
+  sent before anything in ``pending`` and paced to real time by the bridge. Kept apart so
+  the 2 s bound on new input never eats the turn being replayed (``pending`` may grow by
+  the replay's length until the backlog is caught up). ``replay_unacknowledged`` replays
+  the whole unacknowledged span and rewinds the position to the handle; the bridge no
+  longer uses it.
 
 It also keeps the conversation's **position** (``turn_position``), what a tool call's
-idempotency key names as "the turn it answers": the number of model turns completed, where
-those after the last saved handle count only until a reconnect. A resumed upstream is back
-at the handle and is asked the unacknowledged turns again, so their calls come again at
-the positions they had. A turn replayed from the database on another process carries the
-position it had (``UplinkItem.position``) and restores it when sent.
+idempotency key names as "the turn it answers": the number of model turns completed. After
+``replay_current_turn`` the completed turns count as saved (the model has them as
+context), so the turn in flight is asked again at the position it had and its calls keep
+their keys. A turn replayed from the database on another process carries the position it
+had (``UplinkItem.position``) and restores it when sent.
 """
 
 from __future__ import annotations
