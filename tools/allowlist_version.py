@@ -6,14 +6,23 @@ tenant a new version; admission compares versions (one cache read) and reloads o
 mismatch, so disabling a tool or tightening a policy applies to the very next call.
 Writes that bypass the ORM's signals (a raw ``UPDATE``) are still caught when the call
 runs: execution reads the entry again and refuses a disabled one.
+
+Without the cache (a Redis outage) every read answers a version no copy holds, so each
+admission reloads the allowlist from the database: slower, never stale. A change saved
+during the outage cannot bump the version; execution's own read still applies it.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 from typing import Any
 
 from django.core.cache import cache
+
+from voice_platform.outages import outage_of
+
+log = logging.getLogger(__name__)
 
 UNSET = "0"
 
@@ -29,8 +38,18 @@ def allowlist_version_of(value: Any) -> str:
 
 
 def allowlist_version(tenant_id: int) -> str:
-    return allowlist_version_of(cache.get(allowlist_version_key(tenant_id)))
+    try:
+        return allowlist_version_of(cache.get(allowlist_version_key(tenant_id)))
+    except Exception as exc:
+        if outage_of(exc) is None:
+            raise
+        return f"unknown:{secrets.token_hex(8)}"  # equal to no copy's: reload
 
 
 def allowlist_changed(tenant_id: int) -> None:
-    cache.set(allowlist_version_key(tenant_id), secrets.randbits(62) + 1, timeout=None)
+    try:
+        cache.set(allowlist_version_key(tenant_id), secrets.randbits(62) + 1, timeout=None)
+    except Exception as exc:
+        if outage_of(exc) is None:
+            raise
+        log.warning("tool allowlist version of tenant %s not bumped: %s", tenant_id, exc)

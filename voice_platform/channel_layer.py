@@ -9,10 +9,20 @@ so either implementation can receive what the other sent.
 One difference: a full channel is noticed after the add, so a receiver may take the
 message in the instant before it is taken back out, and the sender still gets
 ``ChannelFull``. Everything sent this way (wake-ups, session control) is idempotent.
+
+``receive`` outlives a Redis outage. Channels' consumer runs the channel layer's receive
+beside the client's socket and dies with it, so upstream channels-redis turns a Redis
+restart into a 1011 on every live WebSocket, although audio and text never needed Redis.
+Here a receive that loses Redis waits and tries again (full-jitter backoff, one warning per
+outage); control messages sent meanwhile were refused to their senders, who fall back on
+the database (see docs/security.md, "Redis outage").
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
 import threading
 import time
 from typing import Any
@@ -21,12 +31,40 @@ import redis
 from channels.exceptions import ChannelFull
 from channels_redis.core import RedisChannelLayer
 
+log = logging.getLogger(__name__)
+# How long a receive waits before it asks a Redis that went away again (full jitter).
+RECEIVE_RETRY_FIRST = 0.5
+RECEIVE_RETRY_CAP = 5.0
+# What a lost Redis raises in redis-py (asyncio and sync share the classes) and below it.
+REDIS_DOWN: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+
 
 class PipelinedRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._sync_clients: dict[int, Any] = {}
         self._sync_lock = threading.Lock()
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        failures = 0
+        while True:
+            try:
+                message: dict[str, Any] = await super().receive(channel)
+            except REDIS_DOWN as exc:
+                if failures == 0:
+                    log.warning("channel layer: Redis unreachable, retrying receive: %s", exc)
+                failures += 1
+                cap = min(RECEIVE_RETRY_CAP, RECEIVE_RETRY_FIRST * 2 ** min(failures, 8))
+                await asyncio.sleep(random.uniform(RECEIVE_RETRY_FIRST / 2, cap))  # noqa: S311
+                continue
+            if failures:
+                log.info("channel layer: Redis reachable again after %d retries", failures)
+            return message
 
     def _prepare_send(self, channel: str, message: dict[str, Any]) -> tuple[str, int, bytes]:
         """(the channel's key, the host index, the payload), as channels-redis makes them."""

@@ -20,9 +20,7 @@ import websockets
 from channels.db import database_sync_to_async
 
 from sessions.models import VoiceSession
-from tests.sessions.conftest import issue_token
-from tests.sessions.test_tool_exactly_once import SLOW_EMAIL, agent_with, effects
-from tests.sessions.test_two_processes import (
+from tests.processes import (
     DAPHNE,
     ROOT,
     database_url,
@@ -31,6 +29,8 @@ from tests.sessions.test_two_processes import (
     until,
     wait_listening,
 )
+from tests.sessions.conftest import issue_token
+from tests.sessions.test_tool_exactly_once import SLOW_EMAIL, agent_with, effects
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -5,40 +5,29 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import websockets
 from channels.db import database_sync_to_async
-from django.conf import settings
 
 from conftest import require_postgres, require_redis
 from sessions.models import VoiceSession
 from tests.factories import AgentFactory
+from tests.processes import (
+    DAPHNE,
+    ROOT,
+    database_url,
+    free_port,
+    stop_processes,
+    until,
+    wait_listening,
+)
 from tests.sessions.conftest import issue_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
-ROOT = Path(__file__).resolve().parents[2]
-DAPHNE = [sys.executable, "-m", "daphne", "-b", "127.0.0.1"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def database_url() -> str:
-    db = settings.DATABASES["default"]
-    user = db.get("USER") or "postgres"
-    auth = f"{user}:{db['PASSWORD']}" if db.get("PASSWORD") else user
-    host, port = db.get("HOST") or "127.0.0.1", db.get("PORT") or 5432
-    return f"postgres://{auth}@{host}:{port}/{db['NAME']}"
 
 
 @pytest.fixture
@@ -74,39 +63,6 @@ def two_daphnes(live_emulator, tmp_path) -> Iterator[list[int]]:
         stop_processes(procs)
         for log in logs:
             log.close()
-
-
-def stop_processes(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def wait_listening(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
-
-async def until(ws, kind: str, timeout: float = 15) -> dict:
-    async with asyncio.timeout(timeout):
-        while True:
-            message = await ws.recv()
-            if isinstance(message, str):
-                event = json.loads(message)
-                if event["type"] == kind:
-                    return event
 
 
 async def test_resume_on_another_process_and_supersede_across_processes(

@@ -62,6 +62,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so it sees what views raise first: PostgreSQL/Redis down is a 503, not a 500.
+    "voice_platform.outages.OutageMiddleware",
 ]
 
 ROOT_URLCONF = "voice_platform.urls"

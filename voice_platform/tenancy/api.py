@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import ExitStack
 from typing import Any
 
@@ -12,9 +13,12 @@ from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
+from voice_platform.outages import outage_of
 from voice_platform.tenancy.auth import ApiKeyAuthentication
 from voice_platform.tenancy.models import ApiKey, Tenant
 from voice_platform.tenancy.scope import tenant_scope
+
+log = logging.getLogger(__name__)
 
 
 class ApiKeyRateThrottle(SimpleRateThrottle):
@@ -27,6 +31,17 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
             return None
         # The prefix, not the pk: it is random, so reused ids (test databases) never share counters.
         return f"throttle:api_key:{request.auth.prefix}"
+
+    def allow_request(self, request: Request, view: APIView) -> bool:
+        # The rate lives in the cache (Redis). Without it the request is let through: a
+        # Redis outage must not take the API down with it, and nothing counts meanwhile.
+        try:
+            return super().allow_request(request, view)
+        except Exception as exc:
+            if outage_of(exc) is None:
+                raise
+            log.warning("API key rate not checked: the cache is unreachable: %s", exc)
+            return True
 
 
 def request_tenant(request: Request) -> Tenant:
