@@ -50,5 +50,19 @@ bench: install ## Benchmarks (needs local PostgreSQL and Redis); figures in docs
 	$(PY) -m bench.bridge_bench --sessions 1,50,200 --seconds 15
 	$(PY) -m bench.tool_bench --calls 1000
 
+.PHONY: fuzz
+fuzz: install ## schemathesis against the OpenAPI schema, 200 cases per operation and mode
+	API_FUZZ_EXAMPLES=$${API_FUZZ_EXAMPLES:-200} $(PY) -m pytest -s -q --timeout=0 tests/voice_platform/test_api_fuzz.py
+
+.PHONY: soak audit
+soak: install ## Soak: 100 sessions for 10 min with faults, then leak checks (PostgreSQL, Redis)
+	$(PY) -m bench.soak --sessions 100 --minutes 10
+
+# --strict: a package it could not look up fails the audit (it would otherwise pass silently).
+audit: install ## pip-audit of the installed packages (needs PyPI's JSON API)
+	$(VENV)/bin/pip-audit --strict --skip-editable --progress-spinner off || { \
+	  echo "audit FAILED: a known vulnerability above, or packages pip-audit could not look up" \
+	    "(is https://pypi.org/pypi/<name>/<version>/json reachable?)" >&2; exit 1; }
+
 clean: ## Remove the virtualenv and local state (var/)
 	rm -rf $(VENV) var

@@ -7,8 +7,8 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import generics, status
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -24,6 +24,7 @@ from sessions.serializers import (
 )
 from sessions.services import voice_session_end_by_api
 from sessions.tokens import client_token_issue, client_token_list_live, client_token_revoke
+from voice_platform.rest_input import IdFilterField, TextFilterField, validate_query
 from voice_platform.tenancy.api import TenantAPIView, TenantViewMixin, request_tenant
 from voice_platform.tenancy.models import ApiKey
 
@@ -83,27 +84,26 @@ class ClientTokenRevokeApi(TenantAPIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+class VoiceSessionFilterSerializer(serializers.Serializer[dict[str, Any]]):
+    status = serializers.ChoiceField(required=False, choices=VoiceSession.Status.choices)
+    agent = IdFilterField(required=False, help_text="An agent id.")
+    user_id = TextFilterField(required=False, max_length=200, help_text="An end user id.")
+
+
 class VoiceSessionListApi(TenantViewMixin, generics.ListAPIView[VoiceSession]):
     serializer_class = VoiceSessionSerializer
 
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("status", str, enum=VoiceSession.Status.values),
-            OpenApiParameter("agent", int),
-            OpenApiParameter("user_id", str),
-        ]
-    )
+    @extend_schema(parameters=[VoiceSessionFilterSerializer])
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self) -> QuerySet[VoiceSession]:
-        params = self.request.query_params
-        agent = params.get("agent")
+        filters = validate_query(VoiceSessionFilterSerializer, self.request.query_params)
         return voice_session_list(
             tenant=request_tenant(self.request),
-            status=params.get("status"),
-            agent_id=int(agent) if agent and agent.isdigit() else None,
-            end_user_id=params.get("user_id"),
+            status=filters.get("status"),
+            agent_id=filters.get("agent"),
+            end_user_id=filters.get("user_id"),
         )
 
 

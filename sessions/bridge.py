@@ -26,6 +26,7 @@ from google.genai.live import AsyncSession
 from agents.live_config import compression_enabled
 from sessions import client_events
 from sessions.close_codes import CloseCode
+from sessions.db_retry import db_write_retrying
 from sessions.models import VoiceSession
 from sessions.reaper import held_sessions
 from sessions.relay import sdk_adapter
@@ -211,8 +212,12 @@ class LiveBridge:
 
     async def emit(self, event: dict[str, Any]) -> None:
         """The one place every JSON event to the client passes."""
-        if not self.closed.is_set():
+        if self.closed.is_set():
+            return
+        try:
             await self.sink.send_event(event)
+        except Exception:  # the client is gone: its disconnect detaches or ends the session
+            log.debug("session %s: event not delivered, the client is gone", self.session_id)
 
     async def end(
         self,
@@ -226,12 +231,16 @@ class LiveBridge:
         if not await self._begin_shutdown():
             return
         try:
-            await database_sync_to_async(voice_session_end)(
-                session_id=self.session_id,
-                channel_name=self.channel_name,
-                status=status,
-                reason=reason,
-                progress=self._final_progress(),
+            progress = self._final_progress()
+            await db_write_retrying(
+                lambda: voice_session_end(
+                    session_id=self.session_id,
+                    channel_name=self.channel_name,
+                    status=status,
+                    reason=reason,
+                    progress=progress,
+                ),
+                what=f"session {self.session_id}: its end",
             )
         except Exception:  # the client is closed regardless; the reaper ends the row later
             log.exception("session %s: could not record its end", self.session_id)
@@ -243,23 +252,58 @@ class LiveBridge:
         if not await self._begin_shutdown():
             return
         try:
-            await database_sync_to_async(voice_session_detach)(
-                session_id=self.session_id,
-                channel_name=self.channel_name,
-                progress=self._final_progress(),
-            )
+            await self._record_detach()
         except Exception:  # without a heartbeat the reaper detaches it after STALE_AFTER
             log.exception("session %s: could not record the detach", self.session_id)
         finally:
             self.closed.set()
+
+    async def server_restart(self) -> None:
+        """This server process is stopping: the session stays resumable on another one.
+
+        The user's turn in flight is kept for replay first (the model's saved history ends
+        at the last handle, so a resume elsewhere would lose it), the detach is recorded,
+        and the client is told ``session.ended`` ``server_restart`` and closed with 4012,
+        so it resumes at once rather than waiting for a timeout."""
+        turn = self.uplink.turn_position
+        text = self._turn_in_flight_text()
+        if not await self._begin_shutdown():
+            return
+        try:
+            if text and self._replay_saved_at != turn:
+                await db_write_retrying(
+                    lambda: voice_session_save_replay(
+                        session_id=self.session_id,
+                        channel_name=self.channel_name,
+                        text=text,
+                        turn=turn,
+                    ),
+                    what=f"session {self.session_id}: its turn in flight",
+                )
+            await self._record_detach()
+        except Exception:  # without a heartbeat the reaper detaches it after STALE_AFTER
+            log.exception("session %s: could not record the restart", self.session_id)
+        finally:
+            await self._close_client("server_restart", CloseCode.SERVER_RESTART, None)
+
+    async def _record_detach(self) -> None:
+        progress = self._final_progress()
+        await db_write_retrying(
+            lambda: voice_session_detach(
+                session_id=self.session_id, channel_name=self.channel_name, progress=progress
+            ),
+            what=f"session {self.session_id}: its detach",
+        )
 
     async def superseded(self) -> None:
         """Another connection holds this session now: step aside without ending it."""
         if not await self._begin_shutdown():
             return
         try:
-            await database_sync_to_async(voice_session_flush)(
-                session_id=self.session_id, progress=self._final_progress()
+            progress = self._final_progress()
+            await db_write_retrying(
+                lambda: voice_session_flush(session_id=self.session_id, progress=progress),
+                what=f"session {self.session_id}: its flush",
             )
         except Exception:
             log.exception("session %s: could not flush on supersede", self.session_id)
@@ -730,7 +774,8 @@ class LiveBridge:
             if job is None:
                 return
             try:
-                still_owner = await database_sync_to_async(job)()
+                # In order: a write that meets a database outage holds the ones behind it.
+                still_owner = await db_write_retrying(job, what=f"session {self.session_id}")
             except Exception:  # persistence must never kill a live conversation
                 log.exception("session %s: database job failed", self.session_id)
                 continue
@@ -777,13 +822,7 @@ class LiveBridge:
         before admission: a call must never run without its turn being replayable."""
         if self._replay_saved_at == turn or not self.tools.function_declarations():
             return
-        # This turn's words only: an earlier turn that no handle covers yet has a position
-        # of its own (a resume elsewhere loses it, as it loses any unsaved turn).
-        texts = [item.payload[0] for item in self.uplink.current_turn()
-                 if item.kind is ItemKind.TEXT]  # fmt: skip
-        if self._turn_heard:  # an audio turn: what the server heard
-            texts.append("".join(self._turn_heard))
-        text = "\n".join(t.strip() for t in texts if t.strip())
+        text = self._turn_in_flight_text()
         if not text:
             return
         self._replay_saved_at = turn
@@ -793,6 +832,16 @@ class LiveBridge:
             )
         except Exception:  # the call still runs once; only a resume elsewhere cannot replay it
             log.exception("session %s: could not keep turn %s for replay", self.session_id, turn)
+
+    def _turn_in_flight_text(self) -> str:
+        """The words of the user's turn in progress, as text a model can be asked again."""
+        # This turn's words only: an earlier turn that no handle covers yet has a position
+        # of its own (a resume elsewhere loses it, as it loses any unsaved turn).
+        texts = [item.payload[0] for item in self.uplink.current_turn()
+                 if item.kind is ItemKind.TEXT]  # fmt: skip
+        if self._turn_heard:  # an audio turn: what the server heard
+            texts.append("".join(self._turn_heard))
+        return "\n".join(t.strip() for t in texts if t.strip())
 
     async def _seed_context(self) -> None:
         """Give a fresh upstream session the conversation so far: the stored transcript of

@@ -20,8 +20,8 @@ def session_started(
     }
 
 
-def error(code: str, message: str) -> dict[str, Any]:
-    return {"type": "error", "code": code, "message": message}
+def error(code: str, message: str, **fields: Any) -> dict[str, Any]:
+    return {"type": "error", "code": code, "message": message, **fields}
 
 
 def warning(code: str, message: str, **fields: Any) -> dict[str, Any]:

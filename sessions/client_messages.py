@@ -52,9 +52,15 @@ def audio_frame_problem(data: bytes) -> str | None:
 _SIMPLE = {"audio_end", "activity_start", "activity_end", "close"}
 
 
+def _no_constants(name: str) -> Any:
+    # Python's json takes NaN and Infinity, which are not JSON: a ping's id is echoed in
+    # its pong, and a browser's JSON.parse would fail on it.
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_client_message(raw: str) -> ClientMessage:
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_no_constants)
     except (ValueError, RecursionError) as exc:
         raise BadMessage("malformed JSON") from exc
     if not isinstance(data, dict):

@@ -15,3 +15,8 @@ class CloseCode(IntEnum):
     BAD_FRAME = 4009
     BUSY = 4013  # the model service is over quota: retry after the error's retry_after
     TENANT_LIMIT = 4029
+    # The server process is stopping (a deploy): resume with the resume token, at once.
+    SERVER_RESTART = 4012
+    # Too many failed credential attempts from the client's address (not 4029: that is the
+    # tenant's session limit, which a retry soon may pass; this one lasts AUTH_FAILURE_WINDOW).
+    TOO_MANY_FAILURES = 4030

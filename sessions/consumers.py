@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -21,8 +23,16 @@ from sessions.notify import notify_superseded
 from sessions.ratelimit import TokenBucket
 from sessions.reaper import ensure_reaper
 from sessions.services import SessionRefused, voice_session_open, voice_session_resume
+from sessions.shutdown import draining, shutdown_track
 from sessions.uplink import ItemKind
 from tools.calls import tool_results_group
+from voice_platform.daphne_options import VIOLATION_CODES
+from voice_platform.outages import RETRY_AFTER_SECONDS, outage_of
+from voice_platform.tenancy.attempts import (
+    auth_failure_record,
+    auth_failure_retry_after,
+    scope_client_address,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,23 +53,75 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
             await asyncio.shield(inner)
         except asyncio.CancelledError:
             # Server shutdown cancels the application without a disconnect. Release the
-            # bridge (tasks, upstream socket; the session stays resumable) before the
-            # channel layer unwinds: channels-redis finishes an in-flight 5 s BZPOPMIN
-            # first, one consumer at a time per process.
+            # bridge (tasks, upstream socket; the session stays resumable, its turn in
+            # flight kept, the client told to resume) before the channel layer unwinds:
+            # channels-redis finishes an in-flight 5 s BZPOPMIN first, one consumer at a
+            # time per process.
             bridge = self.bridge
             if bridge is not None and not bridge.closed.is_set():
-                await asyncio.shield(bridge.detach())
+                await asyncio.shield(bridge.server_restart())
             inner.cancel()
             raise
+        except Exception as exc:
+            # A fault of ours, or a dependency gone (the database at the handshake): the
+            # session still ends with a reason, releases its slot, and the socket closes
+            # with a code the client can act on, never a bare 1011 from the server.
+            await self._end_after_failure(exc)
+
+    async def _end_after_failure(self, exc: Exception) -> None:
+        dependency = outage_of(exc)
+        bridge = self.bridge
+        if bridge is not None and not bridge.closed.is_set():
+            log.error("session %s failed", bridge.session_id, exc_info=exc)
+            await bridge.end(
+                reason="server_error",
+                code=CloseCode.UPSTREAM_UNAVAILABLE,
+                error=client_events.error("server_error", "The session failed on the server."),
+            )
+        elif bridge is None:
+            if dependency is None:
+                log.error("live connection failed at its start", exc_info=exc)
+                await self.close(code=CloseCode.UPSTREAM_UNAVAILABLE)
+            else:
+                log.warning("live connection refused: the %s is unreachable: %s", dependency, exc)
+                await self._refuse_unavailable(dependency)
+        await self.disconnect(CloseCode.UPSTREAM_UNAVAILABLE)
+
+    async def _refuse_unavailable(self, dependency: str) -> None:
+        """A session cannot start without ``dependency``: say so, with when to try again."""
+        with contextlib.suppress(Exception):  # the client may be gone already
+            await self.send_event(
+                client_events.error(
+                    "unavailable",
+                    f"The {dependency} is unreachable. Try again.",
+                    retry_after=RETRY_AFTER_SECONDS,
+                )
+            )
+            await self.close(code=CloseCode.BUSY)
 
     async def connect(self) -> None:
         # Refusals are close codes after the upgrade: a browser cannot read the status of a
         # refused upgrade, and Channels turns a close before accept() into a bare 403.
         await self.accept()
         ensure_reaper()
+        if self.scope.get("unavailable"):  # the credential could not even be looked up
+            await self._refuse_unavailable(str(self.scope["unavailable"]))
+            return
+        if draining():  # stopping: the client resumes or starts on another process
+            await self.close(code=CloseCode.SERVER_RESTART)
+            return
         token, resume = connection_credentials(self.scope)
+        address = scope_client_address(self.scope)
+        # Before the credential: a blocked address is refused even with a valid token.
+        if await sync_to_async(auth_failure_retry_after)(address=address) is not None:
+            log.info("live connection refused: too many failed attempts from the address")
+            await self.close(code=CloseCode.TOO_MANY_FAILURES)
+            return
         if self.scope.get("tenant_id") is None or not (token or resume) or (token and resume):
             log.info("live connection refused: unknown credential")
+            if self.scope.get("tenant_id") is None and (token or resume):
+                # Matched no token or session: a guess. Known but spent tokens are not.
+                await sync_to_async(auth_failure_record)(address=address)
             await self.close(code=CloseCode.UNAUTHENTICATED)
             return
         origin = dict(self.scope.get("headers", [])).get(b"origin", b"").decode("latin-1")
@@ -85,8 +147,8 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
         except Exception:  # wake-ups are lost then; the calls' polls still find outcomes
             log.warning("could not join %s", self.results_group, exc_info=True)
         tools = await database_sync_to_async(tool_gateway_for)(grant)
-        # Control messages by count (the contract's 50/s); audio by bytes, so 20 ms frames
-        # (50/s by themselves) and a ping now and then never add up to a violation.
+        # Every frame by count (100/s: a 20 ms audio stream is 50/s, room is left for
+        # control messages and a backlog after a stall), and audio by bytes as well.
         self.limiter = TokenBucket(settings.LIVE_WS_MESSAGE_RATE, settings.LIVE_WS_MESSAGE_BURST)
         self.audio_limiter = TokenBucket(
             settings.LIVE_WS_AUDIO_BYTES_RATE, 2 * settings.LIVE_WS_AUDIO_BYTES_RATE
@@ -100,15 +162,16 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
             tools=tools,
         )
         await self.bridge.start()
+        shutdown_track(self.bridge)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         bridge = self.bridge
         if bridge is None or bridge.closed.is_set():
             return
-        allowed = (
-            self.audio_limiter.allow(len(bytes_data))
-            if bytes_data is not None
-            else self.limiter.allow()
+        # Every frame is a message (a two-byte audio frame costs as much work as any);
+        # audio is also held to its byte rate.
+        allowed = self.limiter.allow() and (
+            bytes_data is None or self.audio_limiter.allow(len(bytes_data))
         )
         if not allowed:
             await bridge.end(
@@ -146,7 +209,12 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
     async def disconnect(self, code: int) -> None:
         bridge = self.bridge
         if bridge is not None and not bridge.closed.is_set():
-            await bridge.detach()
+            if code in VIOLATION_CODES:
+                # The server closed it for a frame the protocol forbids (too big, not
+                # UTF-8): a broken client, not a dropped one, so the session ends.
+                await bridge.end(reason="bad_frame", code=CloseCode.BAD_FRAME)
+            else:
+                await bridge.detach()
         if self.results_group is not None:
             group, self.results_group = self.results_group, None
             try:

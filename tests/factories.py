@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import secrets
+import uuid
+from datetime import timedelta
 from typing import Any
 
 import factory
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from agents.models import Agent
-from voice_platform.tenancy.models import Membership, Tenant
+from sessions.models import ClientToken, TranscriptEntry, VoiceSession
+from tools.models import AgentTool, LookupRecord, OutboxEmail, ToolCallRecord, WebhookTool
+from voice_platform.tenancy.models import ApiKey, Membership, Tenant
 
 
 class TenantFactory(factory.django.DjangoModelFactory):
@@ -62,3 +68,122 @@ class AgentFactory(factory.django.DjangoModelFactory):
     slug = factory.Sequence(lambda n: f"agent-{n}")
     model = factory.LazyFunction(lambda: settings.LIVE_MODELS[0])
     response_modality = Agent.Modality.AUDIO
+
+
+class TenantOwnedFactory(factory.django.DjangoModelFactory):
+    """Base for tenant-owned models: related objects default to the same tenant."""
+
+    class Meta:
+        abstract = True
+
+    @classmethod
+    def _create(cls, model_class: type[Any], *args: Any, **kwargs: Any) -> Any:
+        # unscoped: factories build fixtures for any tenant, outside any scope (a plain
+        # save() never reads through the scoped manager).
+        obj = model_class(*args, **kwargs)
+        obj.save()
+        return obj
+
+    tenant = factory.SubFactory(TenantFactory)
+
+
+def _same_tenant(sub: Any, **kwargs: Any) -> Any:
+    """A SubFactory whose object belongs to the parent's tenant."""
+    return factory.SubFactory(sub, tenant=factory.SelfAttribute("..tenant"), **kwargs)
+
+
+class ApiKeyFactory(TenantOwnedFactory):
+    """A key row with a random hash (use ``api_key_create`` for a key you can present)."""
+
+    class Meta:
+        model = ApiKey
+
+    name = factory.Sequence(lambda n: f"key {n}")
+    prefix = factory.LazyFunction(lambda: "vpk_" + secrets.token_hex(6))
+    key_hash = factory.LazyFunction(lambda: secrets.token_hex(32))
+
+
+class ClientTokenFactory(TenantOwnedFactory):
+    """A live token (it can still open a session) with a random hash."""
+
+    class Meta:
+        model = ClientToken
+
+    agent = _same_tenant(AgentFactory)
+    end_user_id = factory.Sequence(lambda n: f"end-user-{n}")
+    prefix = factory.LazyFunction(lambda: "ct_" + secrets.token_hex(4))
+    token_hash = factory.LazyFunction(lambda: secrets.token_hex(32))
+    uses = 1
+    uses_left = 1
+    expires_at = factory.LazyFunction(lambda: timezone.now() + timedelta(hours=1))
+    new_session_expires_at = factory.LazyFunction(lambda: timezone.now() + timedelta(minutes=5))
+
+
+class VoiceSessionFactory(TenantOwnedFactory):
+    class Meta:
+        model = VoiceSession
+
+    agent = _same_tenant(AgentFactory)
+    end_user_id = factory.Sequence(lambda n: f"end-user-{n}")
+    status = VoiceSession.Status.ENDED
+
+
+class TranscriptEntryFactory(TenantOwnedFactory):
+    class Meta:
+        model = TranscriptEntry
+
+    session = _same_tenant(VoiceSessionFactory)
+    seq = factory.Sequence(lambda n: n)
+    role = TranscriptEntry.Role.USER
+    kind = TranscriptEntry.Kind.TEXT
+    text = factory.Sequence(lambda n: f"utterance {n}")
+    at = factory.LazyFunction(timezone.now)
+
+
+class WebhookToolFactory(TenantOwnedFactory):
+    class Meta:
+        model = WebhookTool
+
+    name = factory.Sequence(lambda n: f"hook_{n}")
+    description = "A tenant's webhook tool."
+    parameters_schema = factory.LazyFunction(lambda: {"type": "object", "properties": {}})
+    url = factory.Sequence(lambda n: f"https://hooks.example.com/{n}")
+
+
+class AgentToolFactory(TenantOwnedFactory):
+    """An allowlist entry for a webhook tool (no registry sync needed)."""
+
+    class Meta:
+        model = AgentTool
+
+    agent = _same_tenant(AgentFactory)
+    webhook_tool = _same_tenant(WebhookToolFactory)
+
+
+class ToolCallRecordFactory(TenantOwnedFactory):
+    class Meta:
+        model = ToolCallRecord
+
+    agent = _same_tenant(AgentFactory)
+    session_ref = factory.LazyFunction(uuid.uuid4)
+    end_user_id = factory.Sequence(lambda n: f"end-user-{n}")
+    call_id = factory.Sequence(lambda n: f"call-{n}")
+    tool_name = "get_current_time"
+    status = ToolCallRecord.Status.SUCCEEDED
+
+
+class OutboxEmailFactory(TenantOwnedFactory):
+    class Meta:
+        model = OutboxEmail
+
+    to = factory.Sequence(lambda n: f"user{n}@example.com")
+    subject = factory.Sequence(lambda n: f"Subject {n}")
+    body = "Hello."
+
+
+class LookupRecordFactory(TenantOwnedFactory):
+    class Meta:
+        model = LookupRecord
+
+    key = factory.Sequence(lambda n: f"key-{n}")
+    value = "value"

@@ -127,3 +127,60 @@ async def until(ws: Any, kind: str, timeout: float = 15) -> dict[str, Any]:
                 event: dict[str, Any] = json.loads(message)
                 if event["type"] == kind:
                     return event
+
+
+class TcpGate:
+    """A TCP forwarder on the test's event loop that can be shut like a failed-over database.
+
+    ``close()`` resets every connection through it and refuses new ones (accepted, then
+    closed at once, as a restarting server does); ``open()`` lets them through again.
+    """
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+        self.target = (target_host, target_port)
+        self.port = 0
+        self.is_open = True
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        self.close()
+        if self._server is not None:
+            self._server.close()
+
+    def close(self) -> None:
+        self.is_open = False
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    def open(self) -> None:
+        self.is_open = True
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.is_open:
+            writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers.update((writer, up_writer))
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.transport.abort()
+                self._writers.discard(dst)
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))

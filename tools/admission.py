@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -106,7 +108,7 @@ def tool_call_admit(
 
 def _by_call_id(request: ToolCallRequest) -> ToolCallRecord | None:
     found: ToolCallRecord | None = ToolCallRecord.objects.filter(
-        session_ref=request.session_id, call_id=request.call_id
+        session_ref=request.session_id, call_id=storable_text(request.call_id)
     ).first()
     return found
 
@@ -148,8 +150,8 @@ def _record(
         session_id=request.session_id,
         session_ref=request.session_id,
         end_user_id=request.end_user_id,
-        call_id=request.call_id,
-        tool_name=request.name[:64],
+        call_id=storable_text(request.call_id),
+        tool_name=storable_text(request.name)[:64],
         idempotency_key=request.key,
         turn=request.turn,
         celery_task_id=str(uuid.uuid4()),
@@ -167,7 +169,7 @@ def _record(
         record.arguments = _cap_arguments(redact_arguments(validated or args, resolved.sensitive))
     if reason:
         record.status = Status.REJECTED
-        record.rejection_reason = reason[:500]
+        record.rejection_reason = storable_text(reason)[:500]
         record.finished_at = now
     else:
         record.status = Status.QUEUED
@@ -177,7 +179,7 @@ def _record(
 
 def _cap_arguments(args: Mapping[str, Any]) -> dict[str, Any]:
     """Arguments as stored in the audit: JSON-safe and bounded."""
-    safe: dict[str, Any] = json.loads(json.dumps(dict(args), default=str))
+    safe: dict[str, Any] = _storable(json.loads(json.dumps(dict(args), default=str)))
     if len(json.dumps(safe).encode()) > settings.TOOL_WEBHOOK_MAX_RESPONSE_BYTES:
         return {"_truncated": True, "names": sorted(safe)}
     return safe
@@ -189,6 +191,12 @@ def _check(
     """(reason, validated arguments as JSON); an empty reason means admitted so far."""
     if resolved is None:
         return f"tool {name!r} is not allowlisted for this agent", None
+    unstorable = _unstorable_at(args)
+    if unstorable is not None:
+        return (
+            f"invalid argument {unstorable!r}: text may not contain NUL characters or lone "
+            "UTF-16 surrogates"
+        ), None
     if resolved.spec is not None:
         spec = resolved.spec
         try:
@@ -214,3 +222,49 @@ def _check(
     if loc:
         return f"invalid argument {loc!r}: {error.message}", None
     return f"invalid arguments: {error.message}", None
+
+
+# A lone UTF-16 surrogate (JSON's unpaired "\\udXXX" escape) has no UTF-8 form, and NUL is
+# refused by PostgreSQL in text and jsonb: the model can produce both (JSON allows the
+# escapes), and neither the audit row nor a tool's own writes could store them.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable_text(text: str) -> str:
+    """``text`` as the audit stores it: NUL and lone surrogates replaced by U+FFFD."""
+    return _UNSTORABLE.sub("\ufffd", text)
+
+
+def _storable(value: Any) -> Any:
+    """A JSON value as jsonb takes it: every string (keys too) storable, and the non-finite
+    numbers Python's JSON reads (``NaN``, ``Infinity``), which jsonb refuses, as text."""
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    if isinstance(value, dict):
+        return {storable_text(key): _storable(item) for key, item in value.items()}
+    return value
+
+
+def _unstorable_at(args: Mapping[str, Any]) -> str | None:
+    """The argument holding text PostgreSQL cannot store (at any depth), or None.
+
+    Refused rather than cleaned: a call is what the model asked for, and a changed recipient
+    or key would be another request. (A user's own text is cleaned at the WebSocket edge.)
+    """
+    stack: list[tuple[str, Any]] = [(str(key), value) for key, value in args.items()]
+    stack += [(str(key), key) for key in args]
+    while stack:
+        name, item = stack.pop()
+        if isinstance(item, str):
+            if _UNSTORABLE.search(item):
+                return storable_text(name)
+        elif isinstance(item, Mapping):
+            stack.extend((name, key) for key in item)
+            stack.extend((name, value) for value in item.values())
+        elif isinstance(item, list):
+            stack.extend((name, value) for value in item)
+    return None

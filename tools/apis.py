@@ -36,13 +36,19 @@ from tools.services import (
     webhook_tool_delete,
     webhook_tool_update,
 )
+from voice_platform.rest_input import (
+    IdFilterField,
+    RefuseReadOnlyFieldsMixin,
+    TextFilterField,
+    validate_query,
+)
 from voice_platform.tenancy.api import TenantViewMixin, request_tenant
 from voice_platform.tenancy.scope import tenant_scope
 
 # --- allowlist -----------------------------------------------------------------------------
 
 
-class AgentToolSerializer(serializers.ModelSerializer[AgentTool]):
+class AgentToolSerializer(RefuseReadOnlyFieldsMixin, serializers.ModelSerializer[AgentTool]):
     tool = serializers.CharField(
         required=False, allow_null=True, help_text="A platform tool's name."
     )
@@ -97,6 +103,18 @@ class AgentToolSerializer(serializers.ModelSerializer[AgentTool]):
 
 class AgentToolUpdateSerializer(AgentToolSerializer):
     """On update the target tool is fixed: delete the entry and create another instead."""
+
+    # Declared fields ignore Meta.read_only_fields: they are redeclared read-only, so a
+    # write naming them is refused (400) rather than reaching the service (it was a 500).
+    tool = serializers.CharField(
+        read_only=True, allow_null=True, help_text="A platform tool's name."
+    )
+    webhook_tool = serializers.IntegerField(
+        source="webhook_tool_id",
+        read_only=True,
+        allow_null=True,
+        help_text="The id of one of your webhook tools.",
+    )
 
     class Meta(AgentToolSerializer.Meta):
         read_only_fields: tuple[str, ...] = (
@@ -222,8 +240,8 @@ class WebhookToolDetailApi(TenantViewMixin, generics.RetrieveUpdateDestroyAPIVie
 
 
 class ToolCallFilterSerializer(serializers.Serializer[dict[str, Any]]):
-    agent = serializers.IntegerField(required=False, min_value=1)
-    tool = serializers.CharField(required=False, max_length=64)
+    agent = IdFilterField(required=False, help_text="An agent id.")
+    tool = TextFilterField(required=False, max_length=64)
     status = serializers.ChoiceField(required=False, choices=ToolCallRecord.Status.choices)
     since = serializers.DateTimeField(required=False, help_text="ISO 8601, inclusive.")
     until = serializers.DateTimeField(required=False, help_text="ISO 8601, exclusive.")
@@ -236,9 +254,7 @@ class ToolCallFilterSerializer(serializers.Serializer[dict[str, Any]]):
 
 
 def _filtered_records(request: Request) -> Any:
-    filters = ToolCallFilterSerializer(data=request.query_params)
-    filters.is_valid(raise_exception=True)
-    data = filters.validated_data
+    data = validate_query(ToolCallFilterSerializer, request.query_params)
     return tool_call_list(
         tenant=request_tenant(request),
         agent_id=data.get("agent"),

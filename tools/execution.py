@@ -8,8 +8,10 @@ update: a redelivered task, or a call the bridge finished first, claims nothing 
 nothing), run, and its outcome written in the same transaction as the tool's own writes.
 Python cannot stop a thread: a tool that overruns is marked ``timeout``, and its late
 result loses the conditional update (its writes roll back). The pool is bounded
-(``TOOL_THREADS``), so overrunning tools cannot pile up threads; a call that waits for a
-free thread past its timeout is finished as ``timeout`` and never starts.
+(``TOOL_THREADS``, ``tools.pool``), so overrunning tools cannot pile up threads; a call that
+waits for a free thread past its timeout is finished as ``timeout`` and never starts. Each
+tenant has a share of the threads (``TOOL_THREADS_PER_TENANT``): a call beyond it is
+finished as ``failed`` ("busy: ...", the model is told) and never starts.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import timedelta
 from typing import Any
@@ -33,6 +34,7 @@ from django.utils.functional import SimpleLazyObject
 from tools.models import ToolCallRecord
 from tools.notify import tool_result_notify
 from tools.outcome import ERROR_MAX_CHARS, describe_error, elapsed_ms, tool_call_finish_early
+from tools.pool import ToolPool, ToolPoolBusy
 from tools.registry import ToolContext, get_tool
 from tools.webhooks import WebhookTimeout, webhook_post
 from voice_platform.crypto import decrypt_str
@@ -44,15 +46,17 @@ Status = ToolCallRecord.Status
 Notify = Callable[[ToolCallRecord], None]
 
 _pool_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
+_pool: ToolPool | None = None
 
 
-def tool_pool() -> ThreadPoolExecutor:
+def tool_pool() -> ToolPool:
     """This process's tool threads (made on first use: a forked worker builds its own)."""
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(settings.TOOL_THREADS, thread_name_prefix="tool")
+            _pool = ToolPool(
+                threads=settings.TOOL_THREADS, per_tenant=settings.TOOL_THREADS_PER_TENANT
+            )
         return _pool
 
 
@@ -62,9 +66,12 @@ def tool_call_execute(*, record_id: int, notify: Notify | None = None) -> ToolCa
     call's timeout. ``notify`` replaces the channel-layer wake-up (``tool_result_notify``)."""
     record = _load(record_id)
     if record.status == Status.QUEUED:
-        future = tool_pool().submit(_claim_run_finish, record)
         try:
+            future = tool_pool().submit(record.tenant_id, _claim_run_finish, record)
             wrote = future.result(timeout=record.timeout_seconds)
+        except ToolPoolBusy as exc:
+            tool_call_finish_early(record=record, status="failed", error=str(exc))
+            wrote = False
         except FutureTimeout:
             tool_call_finish_early(record=record, status="timeout")
             wrote = False
@@ -107,9 +114,34 @@ def tool_call_run_inprocess(
 
     The waiting session bounds the call by its timeout (``timeout``; a late result loses
     its conditional update); a call still waiting for a thread by then claims nothing and
-    never runs. One thread per call, from the bounded pool.
+    never runs. One thread per call, from the bounded pool; a tenant at its share of the
+    pool gets its call finished as ``failed`` (busy) here, without a thread.
     """
-    tool_pool().submit(_run_inprocess, record.tenant_id, record.pk, notify, done)
+    try:
+        tool_pool().submit(
+            record.tenant_id, _run_inprocess, record.tenant_id, record.pk, notify, done
+        )
+    except ToolPoolBusy as exc:
+        _refuse_busy(record.tenant_id, record.pk, str(exc), notify, done)
+
+
+def _refuse_busy(
+    tenant_id: int, record_id: int, reason: str, notify: Notify, done: Callable[[], None] | None
+) -> None:
+    """Finish a call the pool had no room for (in the dispatching thread): it never started,
+    and its session hears of it like of any outcome."""
+    try:
+        with tenant_scope(tenant_id):
+            record = _load(record_id)  # its own copy: the caller keeps the admission's
+            tool_call_finish_early(record=record, status="failed", error=reason)
+            record = _load(record_id)
+            if record.is_finished:
+                notify(record)
+    except Exception:
+        logger.exception("a busy tool call could not be finished (call %s)", record_id)
+    finally:
+        if done is not None:
+            done()
 
 
 def _run_inprocess(

@@ -51,4 +51,6 @@ def tool_call_key(
     material = "\x1f".join(
         (str(session_ref), str(turn), name, canonical_arguments(args), str(occurrence))
     )
-    return hashlib.sha256(material.encode()).hexdigest()
+    # surrogatepass: a lone surrogate (JSON allows "\ud800") still gets a key, and admission
+    # refuses the call with a reason instead of failing here; other text encodes as UTF-8.
+    return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()

@@ -10,13 +10,15 @@ The host is resolved once; if any address is private, loopback, link-local, rese
 multicast or otherwise not global (and not inside ``TOOL_WEBHOOK_ALLOWED_NETWORKS``) the call
 is refused. The connection then goes to that validated address (TLS still verifies the
 hostname), so DNS cannot be re-pointed between the check and the connect. Redirects are
-never followed.
+never followed. Connect, send and the whole answer share the tool's timeout as one deadline
+(``tools.deadlines``); the answer is read in chunks up to ``TOOL_WEBHOOK_MAX_RESPONSE_BYTES``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import ipaddress
 import json
 import socket
@@ -26,8 +28,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-import urllib3
 from django.conf import settings
+
+from tools.deadlines import Deadline, socket_deadlines
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 USER_AGENT = "voice-platform-tools/1"
@@ -126,7 +129,13 @@ def webhook_post(
     max_bytes: int | None = None,
     allowed_networks: Iterable[str] | None = None,
 ) -> dict[str, Any]:
-    """POST ``payload`` to ``url`` and return the JSON object it answers."""
+    """POST ``payload`` to ``url`` and return the JSON object it answers.
+
+    Connect, TLS handshake, send and the whole answer share one deadline, ``timeout``
+    seconds from now: socket timeouts only bound each read, so the connection is also
+    armed with ``tools.deadlines`` and shut down at the deadline (a peer trickling a byte a
+    second cannot hold the thread). Past it: ``WebhookTimeout``.
+    """
     parts = urlsplit(url)
     if parts.scheme != "https" or not parts.hostname:
         raise WebhookRefused("only https:// URLs are called")
@@ -135,6 +144,7 @@ def webhook_post(
     host, port = parts.hostname, parts.port or 443
     limit = settings.TOOL_WEBHOOK_MAX_RESPONSE_BYTES if max_bytes is None else max_bytes
     deadline = time.monotonic() + timeout
+    too_slow = f"webhook did not answer within {timeout:g}s"
 
     address = resolve_public(host, port, allowed_networks=allowed_networks)
     body = json.dumps(dict(payload), separators=(",", ":"), sort_keys=True).encode()
@@ -152,59 +162,89 @@ def webhook_post(
     path = parts.path or "/"
     if parts.query:
         path = f"{path}?{parts.query}"
-    # Pinned: connect to the checked address, verify the certificate against the hostname.
-    pool = urllib3.HTTPSConnectionPool(
-        address,
-        port,
-        maxsize=1,
-        retries=False,
-        timeout=urllib3.Timeout(connect=timeout, read=timeout),
-        ssl_context=_ssl_context(),
-        server_hostname=host,
-        assert_hostname=host,
-    )
+
+    armed: Deadline | None = None
+    fired = False
     try:
-        response = pool.urlopen(
-            "POST",
-            path,
-            body=body,
-            headers=headers,
-            redirect=False,
-            retries=False,
-            preload_content=False,
-            assert_same_host=False,
-        )
+        # Pinned: connect to the checked address, verify the certificate against the hostname.
+        raw = socket.create_connection((address, port), timeout=_left(deadline, too_slow))
         try:
-            if 300 <= response.status < 400:
-                raise WebhookError(f"webhook answered a redirect (HTTP {response.status})")
-            if not 200 <= response.status < 300:
-                raise WebhookError(f"webhook answered HTTP {response.status}")
-            declared = response.headers.get("Content-Length")
-            if declared is not None and declared.isdigit() and int(declared) > limit:
-                raise WebhookError(f"webhook response larger than {limit} bytes")
-            chunks: list[bytes] = []
-            size = 0
-            for chunk in response.stream(16_384):
-                size += len(chunk)
-                if size > limit:
-                    raise WebhookError(f"webhook response larger than {limit} bytes")
-                if time.monotonic() > deadline:
-                    raise WebhookTimeout(f"webhook did not answer within {timeout:g}s")
-                chunks.append(chunk)
+            armed = socket_deadlines.arm(raw, deadline)
+            with _ssl_context().wrap_socket(raw, server_hostname=host) as tls:
+                raw_answer = _exchange(tls, path, body, headers, deadline, limit, too_slow)
         finally:
-            response.release_conn()
-    except (TimeoutError, urllib3.exceptions.TimeoutError) as exc:
-        raise WebhookTimeout(f"webhook did not answer within {timeout:g}s") from exc
-    except urllib3.exceptions.SSLError as exc:
+            raw.close()  # a no-op once ssl took it over; closes it if the handshake failed
+            if armed is not None:
+                fired = socket_deadlines.disarm(armed)
+    except WebhookError:
+        raise
+    except ssl.SSLCertVerificationError as exc:
         raise WebhookError("webhook TLS verification failed") from exc
-    except urllib3.exceptions.HTTPError as exc:
+    except (OSError, http.client.HTTPException) as exc:
+        # What a shutdown at the deadline looks like to the blocked call: EOF, a reset, a
+        # truncated answer. ``TimeoutError`` is a single read or the connect running out.
+        if fired or isinstance(exc, TimeoutError):
+            raise WebhookTimeout(too_slow) from exc
         raise WebhookError(f"webhook connection failed: {type(exc).__name__}") from exc
-    finally:
-        pool.close()
+    if fired:  # an answer cut short by the deadline may still look complete
+        raise WebhookTimeout(too_slow)
     try:
-        result = json.loads(b"".join(chunks))
+        result = json.loads(raw_answer)
     except ValueError as exc:
         raise WebhookError("webhook response is not JSON") from exc
     if not isinstance(result, dict):
         raise WebhookError("webhook response is not a JSON object")
     return result
+
+
+def _left(deadline: float, too_slow: str) -> float:
+    """Seconds until ``deadline``, for the next socket operation; none left: a timeout."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise WebhookTimeout(too_slow)
+    return left
+
+
+def _exchange(
+    tls: ssl.SSLSocket,
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    deadline: float,
+    limit: int,
+    too_slow: str,
+) -> bytes:
+    """Send the request on the connected socket and read a 2xx answer of at most ``limit``
+    bytes, in chunks, checking the deadline between them."""
+    # http.client on a socket of ours (it never connects itself when ``sock`` is set):
+    # the connection stays pinned and armed. Its own host is never used (the explicit Host
+    # header is sent as is), so a placeholder: an IPv6 literal would be parsed for a port.
+    connection = http.client.HTTPConnection("webhook.invalid")
+    connection.sock = tls
+    try:
+        tls.settimeout(_left(deadline, too_slow))
+        connection.request("POST", path, body=body, headers=headers)
+        tls.settimeout(_left(deadline, too_slow))
+        response = connection.getresponse()
+        if 300 <= response.status < 400:
+            raise WebhookError(f"webhook answered a redirect (HTTP {response.status})")
+        if not 200 <= response.status < 300:
+            raise WebhookError(f"webhook answered HTTP {response.status}")
+        declared = response.getheader("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise WebhookError(f"webhook response larger than {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            tls.settimeout(_left(deadline, too_slow))
+            # read1: at most one read of the socket, so the deadline is checked between
+            # reads (read(n) would wait for all n bytes from a trickling peer).
+            chunk = response.read1(16_384)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > limit:
+                raise WebhookError(f"webhook response larger than {limit} bytes")
+            chunks.append(chunk)
+    finally:
+        connection.close()

@@ -1,4 +1,10 @@
-"""One exception handler: model validation errors become DRF field errors (400)."""
+"""One exception handler, two error body shapes (docs/api.md, and the OpenAPI schema).
+
+- Field errors (400): ``{"<field>": ["message", ...], ...}``; model validation errors
+  become DRF field errors, errors of no one field go under ``non_field_errors``.
+- Every other error: ``{"detail": "message", "code": "machine_code"}`` (the same shape as
+  the 503 of ``voice_platform.outages``).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,8 @@ from typing import Any
 
 from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.defaults import page_not_found
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -22,4 +30,20 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         else:
             detail = {api_settings.NON_FIELD_ERRORS_KEY: exc.messages}
         exc = exceptions.ValidationError(detail)
-    return drf_exception_handler(exc, context)
+    response = drf_exception_handler(exc, context)
+    if (
+        response is not None
+        and isinstance(response.data, dict)
+        and set(response.data) == {"detail"}
+    ):
+        code = getattr(response.data["detail"], "code", None) or "error"
+        response.data = {"detail": str(response.data["detail"]), "code": str(code)}
+    return response
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """``handler404``: a URL under ``/api/`` that matches no route (``/agents/-1/``, a
+    non-ASCII id) answers the API's JSON 404 like any other missing object."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
+    return page_not_found(request, exception)

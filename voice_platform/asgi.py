@@ -11,7 +11,11 @@ django_http = get_asgi_application()  # sets up Django before anything imports m
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from voice_platform.daphne_options import install_close_on_protocol_violation  # noqa: E402
 from voice_platform.routing import websocket_urlpatterns  # noqa: E402
+
+# Before Daphne builds its server (it imports this module first): close, don't drop.
+install_close_on_protocol_violation()
 
 if settings.SERVE_STATIC:
     from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler

@@ -147,6 +147,20 @@ async def test_message_rate_limit_closes_4008(alice, live_settings):
     assert 10 <= len(client.of("pong")) < 30
 
 
+@pytest.mark.parametrize("modality", ["TEXT", "AUDIO"])
+async def test_tiny_audio_frames_count_against_the_message_rate(alice, live_settings, modality):
+    """Two-byte frames are almost no bytes but each costs a message's work: they count."""
+    agent = await make_agent(alice.tenant, response_modality=modality)
+    client = await open_client(f"token={await issue_token(agent)}")
+    started = await client.until("session.started")
+    for _ in range(2_000):  # 4 KB in all: far inside the audio byte rate
+        await client.send_audio(b"\x00\x00")
+    assert await client.until_closed() == 4008
+    assert client.of("error")[-1]["code"] == "rate_limited"
+    session = await database_sync_to_async(VoiceSession.unscoped.get)(pk=started["session_id"])
+    assert session.end_reason == "rate_limited"
+
+
 @pytest.mark.parametrize(
     "raw",
     [

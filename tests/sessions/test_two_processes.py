@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
 import time
 from collections.abc import Iterator
 
@@ -16,15 +14,7 @@ from channels.db import database_sync_to_async
 from conftest import require_postgres, require_redis
 from sessions.models import VoiceSession
 from tests.factories import AgentFactory
-from tests.processes import (
-    DAPHNE,
-    ROOT,
-    database_url,
-    free_port,
-    stop_processes,
-    until,
-    wait_listening,
-)
+from tests.processes import live_env, start_daphne, stop_processes, until
 from tests.sessions.conftest import issue_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -33,36 +23,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def two_daphnes(live_emulator, tmp_path) -> Iterator[list[int]]:
     require_postgres()
-    redis_url = require_redis()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "voice_platform.settings.test",
-        "DATABASE_URL": database_url(),  # the test database, shared with this process
-        "REDIS_URL": redis_url,
-        "LIVE_API_BASE_URL": live_emulator.base_url,
-        "LIVE_API_CA_FILE": str(live_emulator.cert_path),
-        "GEMINI_API_KEY": "test-key",
-    }
-    ports = [free_port(), free_port()]
-    logs = [(tmp_path / f"daphne-{port}.log").open("w") for port in ports]
-    procs = [
-        subprocess.Popen(
-            [*DAPHNE, "-p", str(port), "voice_platform.asgi:application"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,  # kept in the test's tmp dir for post-mortems
-        )
-        for port, log in zip(ports, logs, strict=True)
-    ]
+    env = live_env(live_emulator, require_redis())
+    started = [start_daphne(env, tmp_path / f"daphne-{n}.log") for n in range(2)]
     try:
-        for port in ports:
-            wait_listening(port)
-        yield ports
+        yield [port for _, port in started]
     finally:
-        stop_processes(procs)
-        for log in logs:
-            log.close()
+        stop_processes([proc for proc, _ in started])
 
 
 async def test_resume_on_another_process_and_supersede_across_processes(

@@ -26,6 +26,7 @@ from django.utils import timezone
 from agents.models import Agent
 from conftest import require_postgres, require_redis
 from sessions.models import VoiceSession
+from tests.processes import database_url
 from tools import execution
 from tools.admission import Admission, ToolCallRequest, tool_call_admit, tool_call_enqueue
 from tools.allowlist import ToolAllowlist, tool_allowlist_for_agent
@@ -39,15 +40,6 @@ from voice_platform.tenancy.scope import tenant_scope
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_SECRET = "s3cret"
-
-
-def database_url() -> str:
-    """A URL for the database this test process uses (the pytest test database)."""
-    db = settings.DATABASES["default"]
-    user = db.get("USER") or "postgres"
-    auth = f"{user}:{db['PASSWORD']}" if db.get("PASSWORD") else user
-    host, port = db.get("HOST") or "127.0.0.1", db.get("PORT") or 5432
-    return f"postgres://{auth}@{host}:{port}/{db['NAME']}"
 
 
 def make_session(agent: Any, end_user_id: str = "user-1") -> VoiceSession:
@@ -328,23 +320,22 @@ class CeleryWorker:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def stop(self) -> None:
+        """Warm shutdown (SIGTERM), then SIGKILL if it hangs."""
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
 
-@pytest.fixture
-def celery_worker_process(
-    transactional_db: None, settings: Any, tmp_path: Path
-) -> Iterator[CeleryWorker]:
-    """A real Celery worker on a queue of its own, sharing this test's database and Redis.
 
-    Needs PostgreSQL and Redis (skips locally without them, fails in CI). The queue name is
-    unique per test and set as ``settings.TOOL_CELERY_QUEUE``, so admission in this
-    process sends there and no other worker on the same Redis takes the task.
-    """
-    require_postgres()
-    redis_url = require_redis()
-    queue = f"live_tools_test_{uuid.uuid4().hex[:8]}"
-    settings.TOOL_CELERY_QUEUE = queue
-    settings.TOOL_EXECUTION = "celery"
-    env = {
+def start_celery_worker(
+    *, queue: str, redis_url: str, log_path: Path, env: dict[str, str] | None = None
+) -> CeleryWorker:
+    """Start a real Celery worker (its own process) on ``queue`` and wait until it is ready.
+    ``env`` adds variables (e.g. a short ``CELERY_VISIBILITY_TIMEOUT``)."""
+    full_env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "voice_platform.settings.test",
         "DATABASE_URL": database_url(),  # the test database, shared with this process
@@ -352,38 +343,131 @@ def celery_worker_process(
         "TOOL_CELERY_QUEUE": queue,
         "TOOL_WEBHOOK_ALLOWED_NETWORKS": ",".join(settings.TOOL_WEBHOOK_ALLOWED_NETWORKS),
         "TOOL_WEBHOOK_CA_FILE": settings.TOOL_WEBHOOK_CA_FILE,
+        **(env or {}),
     }
-    log_path = tmp_path / "celery-worker.log"
-    log = log_path.open("w")
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "celery", "-A", "voice_platform", "worker",
-            # Threads: several calls of one toolCall run in parallel, as in production.
-            "-Q", queue, "-P", "threads", "--concurrency", "4", "-l", "info",
-            "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "-n", f"{queue}@%h",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    with log_path.open("w") as log:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", "voice_platform", "worker",
+                # Threads: several calls of one toolCall run in parallel, as in production.
+                "-Q", queue, "-P", "threads", "--concurrency", "4", "-l", "info",
+                "--without-gossip", "--without-mingle", "--without-heartbeat",
+                "-n", f"{queue}-{uuid.uuid4().hex[:4]}@%h",
+            ],
+            cwd=ROOT,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
     worker = CeleryWorker(process=process, queue=queue, log_path=log_path)
+    deadline = time.monotonic() + 30
+    while "ready." not in worker.log():
+        if process.poll() is not None or time.monotonic() > deadline:
+            worker.stop()
+            pytest.fail(f"celery worker did not start:\n{worker.log()}")
+        time.sleep(0.1)
+    return worker
+
+
+def use_test_queue(test_settings: Any) -> tuple[str, str]:
+    """A tool queue of this test's own on the real Redis, as ``TOOL_CELERY_QUEUE``:
+    admission in this process sends there and no other worker on the same Redis takes the
+    task. Needs PostgreSQL and Redis (skips locally without them, fails in CI). Returns
+    ``(queue, redis_url)``."""
+    require_postgres()
+    redis_url = require_redis()
+    queue = f"live_tools_test_{uuid.uuid4().hex[:8]}"
+    test_settings.TOOL_CELERY_QUEUE = queue
+    test_settings.TOOL_EXECUTION = "celery"
+    return queue, redis_url
+
+
+@pytest.fixture
+def celery_worker_process(
+    transactional_db: None, settings: Any, tmp_path: Path
+) -> Iterator[CeleryWorker]:
+    """A real Celery worker on a queue of its own, sharing this test's database and Redis
+    (``use_test_queue``)."""
+    queue, redis_url = use_test_queue(settings)
+    worker = start_celery_worker(
+        queue=queue, redis_url=redis_url, log_path=tmp_path / "celery-worker.log"
+    )
     try:
-        deadline = time.monotonic() + 30
-        while "ready." not in worker.log():
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"celery worker did not start:\n{worker.log()}")
-            time.sleep(0.1)
         yield worker
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-        log.close()
+        worker.stop()
+
+
+@dataclass
+class SlowServer:
+    """A local HTTPS endpoint that answers one byte per ``interval`` seconds, in its status
+    line and headers (``trickle="headers"``) or in its body (``"body"``)."""
+
+    base_url: str
+    trickle: str = "body"
+    interval: float = 1.0
+    size: int = 30  # bytes of the body (a JSON object)
+    # When the server noticed the client had gone (a write failed), time.monotonic().
+    client_gone_at: float | None = None
+    gone: threading.Event = field(default_factory=threading.Event)
+
+    def url(self, path: str = "/slow") -> str:
+        return f"{self.base_url}{path}"
+
+    def answer(self) -> tuple[bytes, bytes]:
+        body = b'{"x":"' + b"y" * max(0, self.size - 8) + b'"}'
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        head += b"Content-Length: %d\r\n\r\n" % len(body)
+        return head, body
+
+
+@pytest.fixture
+def slow_server(tmp_path_factory: pytest.TempPathFactory, settings: Any) -> Iterator[SlowServer]:
+    """A real slow peer (threading ``http.server``, TLS), trusted and allowlisted."""
+    cert_path, key_path = ensure_cert(tmp_path_factory.mktemp("slow-cert"))
+    ref: list[SlowServer] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            server = ref[0]
+            head, body = server.answer()
+            if server.trickle == "headers":
+                slow, fast = head + body, b""
+            else:
+                self.wfile.write(head)
+                self.wfile.flush()
+                slow, fast = body, b""
+            try:
+                for index in range(len(slow)):
+                    self.wfile.write(slow[index : index + 1])
+                    self.wfile.flush()
+                    time.sleep(server.interval)
+                self.wfile.write(fast)
+            except (OSError, ssl.SSLError):
+                server.client_gone_at = time.monotonic()
+                server.gone.set()
+            self.close_connection = True
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    server.socket = server_ssl_context(cert_path, key_path).wrap_socket(
+        server.socket, server_side=True
+    )
+    slow = SlowServer(base_url=f"https://127.0.0.1:{server.server_address[1]}")
+    ref.append(slow)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    settings.TOOL_WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+    settings.TOOL_WEBHOOK_CA_FILE = str(cert_path)
+    try:
+        yield slow
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:

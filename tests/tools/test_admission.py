@@ -85,6 +85,34 @@ def test_tool_call_admit_rejects_bad_arguments_naming_the_field(alice_agent, ali
     assert record.pending_arguments == ""
 
 
+@pytest.mark.parametrize("bad", ["\x00", "\ud800", "a\udfffb"])
+def test_tool_call_admit_rejects_text_postgresql_cannot_store(alice_agent, alice_session, bad):
+    # JSON's "\u0000" and unpaired "\ud800" escapes: the model can send them, and neither
+    # the audit row (jsonb) nor the tool's own writes can store them (before: DataError).
+    allow(alice_agent, "send_email")
+    admit_call(alice_session, "send_email", {**EMAIL, "subject": f"Hi{bad}"})
+    record = stored()
+    assert record.status == "rejected"
+    assert record.rejection_reason == (
+        "invalid argument 'subject': text may not contain NUL characters or lone UTF-16 surrogates"
+    )
+    # The audit keeps what was asked, readable: the unstorable characters as U+FFFD.
+    assert record.arguments["subject"] == "Hi" + bad.translate(
+        {0: 0xFFFD, 0xD800: 0xFFFD, 0xDFFF: 0xFFFD}
+    )
+    assert record.arguments["body"] == "[redacted]"
+
+
+def test_tool_call_admit_stores_any_json_the_model_sends(alice_agent, alice_session):
+    # Unknown tool, unknown name and arguments: the audit row is written whatever they hold.
+    admit_call(alice_session, "no\x00such", {"k\ud800": float("inf"), "n": [float("nan"), "\x00"]})
+    record = stored()
+    assert record.status == "rejected"
+    assert record.tool_name == "no\ufffdsuch"
+    assert record.rejection_reason == "tool 'no\\x00such' is not allowlisted for this agent"
+    assert set(record.arguments) == {"k\ufffd", "n"}
+
+
 def test_tool_call_admit_rejects_by_policy(alice_agent, alice_session):
     allow(alice_agent, "send_email", policy={"allowed_domains": ["example.com"]})
     admit_call(alice_session, "send_email", {**EMAIL, "to": "bob@evil.com"})

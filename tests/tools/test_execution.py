@@ -346,3 +346,65 @@ def test_tool_call_execute_notifies_the_sessions_results_group(
     assert (message["call_id"], message["status"]) == ("c1", "succeeded")
     assert message["response"]["timezone"] == "UTC"
     assert stray is None  # another session's group hears nothing
+
+
+def hold_a_thread(record, scratch_tools, into: list) -> threading.Thread:
+    """Run ``record`` (a ``t_gated_mail`` call) in the pool until the test releases it."""
+    runner = threading.Thread(target=execute_in_thread, args=(record, into))
+    runner.start()
+    assert scratch_tools.started.wait(5)
+    return runner
+
+
+def test_tool_call_execute_a_tenant_at_its_share_does_not_stop_another_tenant(
+    alice, alice_agent, alice_session, charlie_agent, scratch_tools, tool_threads, settings
+):
+    settings.TOOL_THREADS, settings.TOOL_THREADS_PER_TENANT = 2, 1
+    allow(alice_agent, "t_gated_mail")
+    allow(charlie_agent, "t_note", timeout_seconds=3)
+    holding = admit_call(alice_session, "t_gated_mail", {}).record
+    beyond = admit_call(alice_session, "t_gated_mail", {}, occurrence=1, call_id="c2").record
+    charlies = admit_call(make_session(charlie_agent), "t_note", {"label": "charlie"}).record
+    returned: list[ToolCallRecord] = []
+    runners = [hold_a_thread(holding, scratch_tools, returned)]
+    # Alice's second call, while her first holds her whole share: refused at once, and the
+    # model is told so (before: it took the pool's last thread and Charlie's call timed out).
+    runners.append(threading.Thread(target=execute_in_thread, args=(beyond, returned)))
+    runners[-1].start()
+    runners[-1].join(5)
+    refused = fresh(beyond)
+    assert refused.status == "failed"
+    assert refused.error.startswith("busy: 1 tool calls of this organisation")
+    assert tool_call_response(record=refused) == {"error": refused.error}
+    assert refused.started_at is None  # never claimed, never ran
+    assert execute(charlies).status == "succeeded"  # Charlie's call still gets a thread
+    scratch_tools.release.set()
+    for runner in runners:
+        runner.join(10)
+    tool_threads.join()
+    assert fresh(holding).status == "succeeded"
+    assert OutboxEmail.unscoped.count() == 1  # only the call that ran wrote
+    assert execution.tool_pool().in_pool(alice.tenant.pk) == 0  # every slot handed back
+
+
+def test_tool_call_run_inprocess_a_call_beyond_the_tenants_share_is_finished_busy(
+    alice_agent, alice_session, scratch_tools, tool_threads, settings
+):
+    settings.TOOL_THREADS, settings.TOOL_THREADS_PER_TENANT = 2, 1
+    allow(alice_agent, "t_gated_mail")
+    holding = admit_call(alice_session, "t_gated_mail", {}).record
+    beyond = admit_call(alice_session, "t_gated_mail", {}, occurrence=1, call_id="c2").record
+    finished: list[ToolCallRecord] = []
+    tool_call_run_inprocess(record=holding, notify=finished.append)
+    assert scratch_tools.started.wait(5)
+    done = threading.Event()
+    tool_call_run_inprocess(record=beyond, notify=finished.append, done=done.set)
+    # Answered at once, with a final state the waiting session hands to the model.
+    assert done.wait(5)
+    assert [(r.pk, r.status) for r in finished] == [(beyond.pk, "failed")]
+    assert finished[0].error.startswith("busy:")
+    assert fresh(beyond).started_at is None
+    scratch_tools.release.set()
+    tool_threads.join()
+    assert [(r.pk, r.status) for r in finished][1:] == [(holding.pk, "succeeded")]
+    assert OutboxEmail.unscoped.count() == 1

@@ -3,10 +3,18 @@ worker runs a dispatched call to completion."""
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+import signal
 
-from tests.tools.conftest import admit_call, allow, wait_for
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from tests.tools.conftest import admit_call, allow, start_celery_worker, wait_for
+from tools.execution import ORPHAN_ERROR
 from tools.models import OutboxEmail, ToolCallRecord
+from tools.notify import tool_results_group
+from tools.outcome import tool_call_response
 from tools.tasks import tool_call_execute_task
 from voice_platform.tenancy.scope import current_tenant_id
 
@@ -64,3 +72,53 @@ def test_worker_runs_dispatched_call(
     assert done.celery_task_id == queued.celery_task_id
     assert done.result["outbox_id"] == OutboxEmail.unscoped.get(tool_call=done).pk
     assert queued.celery_task_id in celery_worker_process.log()
+
+
+def test_worker_killed_mid_tool_the_redelivery_finishes_the_call_once(
+    alice_agent, alice_session, synced_tools, celery_worker_process, tmp_path, settings
+):
+    """SIGKILL a worker while its tool runs: Redis redelivers the unacknowledged task (late
+    acks, ``visibility_timeout``) to a new worker, which never runs the call again (it may
+    have had its effect) and finishes it as ``timeout``, waking the session: one final state,
+    the side effect at most once, the model told."""
+    allow(alice_agent, "slow_email", timeout_seconds=2)
+    layer = get_channel_layer()
+    listener = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(tool_results_group(alice_session.pk), listener)
+    queued = admit_call(
+        alice_session, "slow_email", {"to": "x@example.com", "seconds": 1.5}, dispatch=True
+    ).record
+    running = wait_for(
+        lambda: ToolCallRecord.unscoped.filter(pk=queued.pk, status="running").first(),
+        timeout=20,
+        interval=0.01,
+    )
+    celery_worker_process.process.send_signal(signal.SIGKILL)  # mid-tool: no ack, no cleanup
+    celery_worker_process.process.wait(10)
+    assert ToolCallRecord.unscoped.get(pk=queued.pk).status == "running"  # left behind
+    # A visibility timeout above the orphan's due time (timeout 2 s + grace 5 s), so the
+    # redelivered task does not outlive it; the production default is above every tool's.
+    successor = start_celery_worker(
+        queue=celery_worker_process.queue,
+        redis_url=settings.REDIS_URL,
+        log_path=tmp_path / "successor.log",
+        env={"CELERY_VISIBILITY_TIMEOUT": "8", "CELERY_RESTORE_INTERVAL": "1"},
+    )
+    try:
+        final = wait_for(
+            lambda: ToolCallRecord.unscoped.filter(pk=queued.pk, status="timeout").first(),
+            timeout=30,
+        )
+        assert queued.celery_task_id in successor.log()  # redelivered there
+    finally:
+        successor.stop()
+    assert final.error == ORPHAN_ERROR
+    assert final.started_at == running.started_at  # claimed once, never run again
+    assert final.finished_at is not None
+    assert final.pending_arguments == ""
+    assert tool_call_response(record=final) == {"error": "tool timed out after 2s"}
+    assert ToolCallRecord.unscoped.count() == 1
+    assert not OutboxEmail.unscoped.exists()  # killed before its write: at most once (zero)
+    # The waiting session is woken with the final outcome (not silently lost).
+    woken = async_to_sync(asyncio.wait_for)(layer.receive(listener), 10)
+    assert (woken["record_id"], woken["status"]) == (queued.pk, "timeout")

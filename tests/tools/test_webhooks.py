@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-from tests.tools.conftest import admit_call, execute, make_webhook, verify_signature
+from tests.tools.conftest import admit_call, execute, make_webhook, verify_signature, wait_for
+from tools import execution
+from tools.deadlines import socket_deadlines
 from tools.idempotency import tool_call_key
 from tools.models import AgentTool, ToolCallRecord, WebhookTool
 from tools.outcome import tool_call_response
@@ -272,3 +274,50 @@ def test_webhook_tool_disabled_after_admission_is_not_called(
     assert record.status == "failed"
     assert record.error == "LookupError: webhook tool 'order_status' is disabled"
     assert webhook_receiver.requests == []
+
+
+# A peer that answers a byte every 0.5 s against a 1.5 s timeout (the case scaled
+# down: 1 byte/s against 3 s). Before the fix a socket timeout bounded each read only, so
+# every byte reset it: the call took the whole answer's time (15 s for the body, 45 s for
+# the head) however short the tool's timeout.
+TRICKLE_TIMEOUT = 1.5
+TRICKLE_INTERVAL = 0.5
+
+
+@pytest.mark.parametrize("trickle", ["headers", "body"])
+def test_webhook_post_a_trickling_peer_ends_at_the_deadline(slow_server, trickle):
+    slow_server.trickle, slow_server.interval = trickle, TRICKLE_INTERVAL
+    started = time.monotonic()
+    with pytest.raises(WebhookTimeout, match=r"did not answer within 1\.5s"):
+        webhook_post(url=slow_server.url(), secret="s", payload=PAYLOAD, timeout=TRICKLE_TIMEOUT)
+    returned = time.monotonic()
+    assert returned - started < TRICKLE_TIMEOUT + 2  # not after the whole answer (15-45 s)
+    # The connection was really closed, not left to a reader: the server's next writes fail.
+    assert slow_server.gone.wait(5)
+    assert slow_server.client_gone_at is not None
+    assert slow_server.client_gone_at - returned < 4
+    assert socket_deadlines.pending() == 0  # nothing armed is left behind
+
+
+@pytest.mark.django_db(transaction=True)
+def test_webhook_tool_a_trickling_peer_frees_the_tool_thread_at_the_timeout(
+    alice, alice_agent, alice_session, slow_server, tool_threads, settings
+):
+    settings.TOOL_THREADS = 1  # one thread: if the webhook kept it, nothing else could run
+    slow_server.interval = TRICKLE_INTERVAL
+    admission = admit_webhook_call(
+        alice, alice_session, slow_server, timeout_seconds=TRICKLE_TIMEOUT
+    )
+    started = time.monotonic()
+    done = execute(admission.record)
+    assert done.status == "timeout"
+    assert time.monotonic() - started < TRICKLE_TIMEOUT + 2
+    # The tool thread stops reading soon after the deadline: the server sees the connection
+    # closed and the tenant's slot in the pool is free again (before: held for ~30 s).
+    assert slow_server.gone.wait(5)
+    wait_for(lambda: execution.tool_pool().in_pool(alice.tenant.pk) == 0, timeout=5)
+    record = ToolCallRecord.unscoped.get(pk=admission.record.pk)
+    assert record.status == "timeout"  # final: the audit trigger keeps it so
+    assert record.finished_at is not None
+    assert record.pending_arguments == ""
+    assert tool_call_response(record=record) == {"error": "tool timed out after 1.5s"}

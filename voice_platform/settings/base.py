@@ -5,7 +5,9 @@ See docs/configuration.md for every variable.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "channels",
+    "axes",
     "voice_platform.tenancy",
     "voice_platform.live_emulator",
     "agents",
@@ -62,6 +65,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Turns a login that axes flagged as locked out into the lockout page (429).
+    "axes.middleware.AxesMiddleware",
     # Last, so it sees what views raise first: PostgreSQL/Redis down is a 503, not a 500.
     "voice_platform.outages.OutageMiddleware",
 ]
@@ -95,7 +100,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_boo
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 2,
         "max_size": env_int("DB_POOL_MAX_SIZE", 20),
-        "timeout": 10,
+        # How long a request waits for a connection; during a database outage, each
+        # database call waits this long before it fails (docs/security.md).
+        "timeout": env_int("DB_POOL_TIMEOUT", 10),
     }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
@@ -149,6 +156,35 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# --- Brute force (docs/configuration.md#brute-force-protection) ----------------------------
+# First, so a locked-out (username, address) is refused before its password is even checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Failed admin logins are counted in the database, not the cache: the count is shared by
+# every server process and survives restarts on SQLite and PostgreSQL alike, `axes_reset`
+# (another process) can clear it, and a Redis outage neither locks staff out nor opens the door.
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15))
+# Per (username, address): one address guessing cannot lock a user out everywhere.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "voice_platform.tenancy.attempts.axes_client_address"
+AXES_LOCKOUT_CALLABLE = "voice_platform.tenancy.admin_lockout.admin_lockout_response"
+# Failed API-key, client-token and resume-token attempts per client address (cache counted):
+# AUTH_FAILURE_LIMIT failures within AUTH_FAILURE_WINDOW seconds block the address for a window.
+AUTH_FAILURE_LIMIT = env_int("AUTH_FAILURE_LIMIT", 20)
+AUTH_FAILURE_WINDOW = env_int("AUTH_FAILURE_WINDOW", 300)
+# Reverse proxies (CIDRs) whose X-Forwarded-For is believed; empty: the peer address only.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
+for _cidr in TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_cidr, strict=False)
+    except ValueError as _exc:
+        raise ImproperlyConfigured(f"TRUSTED_PROXIES: {_cidr!r} is not a CIDR") from _exc
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -191,11 +227,11 @@ REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "voice_platform.pagination.DefaultPagination",
+    "DEFAULT_PAGINATION_CLASS": "voice_platform.rest_input.StrictPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_THROTTLE_RATES": {"api_key": API_KEY_RATE},
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["voice_platform.rest_input.BoundedJSONParser"],
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {
@@ -208,6 +244,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_AUTHENTICATION": [],
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {"VadSensitivityEnum": "agents.models.Agent.Sensitivity"},
+    # Every operation's error answers (400/401/403/404/413/429/503) in one hook.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "voice_platform.openapi.document_error_responses",
+    ],
 }
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
@@ -259,8 +300,13 @@ LIVE_RECONNECT_BUDGET_WINDOW = float(env_str("LIVE_RECONNECT_BUDGET_WINDOW", "60
 # Gemini's audio session limit without context compression (15 min).
 LIVE_SESSION_LIMIT = float(env_str("LIVE_SESSION_LIMIT", "900"))
 LIVE_BUSY_RETRY_AFTER = float(env_str("LIVE_BUSY_RETRY_AFTER", "10"))
-LIVE_WS_MESSAGE_RATE = float(env_str("LIVE_WS_MESSAGE_RATE", "50"))
-LIVE_WS_MESSAGE_BURST = float(env_str("LIVE_WS_MESSAGE_BURST", "100"))
+# On SIGTERM, live sessions are handed over (client told to resume) within this many seconds.
+LIVE_SHUTDOWN_GRACE = float(env_str("LIVE_SHUTDOWN_GRACE", "10"))
+# A session's database writes (transcript, counters, handle, end) outlive an outage this long.
+LIVE_DB_OUTAGE_GRACE = float(env_str("LIVE_DB_OUTAGE_GRACE", "30"))
+# Every client frame counts, audio included (docs/protocol.md).
+LIVE_WS_MESSAGE_RATE = float(env_str("LIVE_WS_MESSAGE_RATE", "100"))
+LIVE_WS_MESSAGE_BURST = float(env_str("LIVE_WS_MESSAGE_BURST", "300"))
 # Client audio: twice real time (16 kHz PCM16 = 32,000 B/s) sustained, 4 s of burst.
 LIVE_WS_AUDIO_BYTES_RATE = float(env_str("LIVE_WS_AUDIO_BYTES_RATE", "64000"))
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
@@ -279,4 +325,17 @@ TOOL_CELERY_QUEUE = env_str("TOOL_CELERY_QUEUE", "live_tools")
 # Threads that run tools in each process that runs them (a Celery worker process, or the
 # server without a broker); a call waiting for a free thread past its timeout never starts.
 TOOL_THREADS = env_int("TOOL_THREADS", 8)
+# How many of those one tenant may hold (running or waiting); one more call is refused as
+# busy at once, so one tenant's slow tools cannot time out everyone else's.
+TOOL_THREADS_PER_TENANT = env_int("TOOL_THREADS_PER_TENANT", max(1, TOOL_THREADS // 2))
 CELERY_TASK_ROUTES = {"tools.tasks.*": {"queue": TOOL_CELERY_QUEUE}}
+# Redis redelivers a task whose worker died (acks_late) only once its message has been
+# unacknowledged for visibility_timeout (kombu's default: 1 hour). Above the longest a tool
+# task may legitimately hold its message (its hard time limit, TOOL_TIMEOUT_MAX + 30 s), or
+# a live task would be delivered twice (harmless: the claim runs it once). Abandoned
+# messages are looked for every CELERY_RESTORE_INTERVAL seconds (throttle 1: each time).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", int(TOOL_TIMEOUT_MAX) + 60),
+    "unacked_restore_interval": env_int("CELERY_RESTORE_INTERVAL", 10),
+    "unacked_restore_throttle": 1,
+}

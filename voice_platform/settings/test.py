@@ -22,3 +22,9 @@ CACHES["default"]["KEY_PREFIX"] = f"test-{uuid.uuid4().hex[:8]}"
 from voice_platform.settings.base import TOOL_MODULES  # noqa: E402
 
 TOOL_MODULES = [*TOOL_MODULES, "tests.sessions.sample_tools"]
+
+# Brute-force protection counts failures across the whole run (the cache outlives a test), so
+# it stays out of the way here; tests/voice_platform/tenancy/test_brute_force.py turns it on.
+# Axes is off too: the test client's login() authenticates without a request, which axes refuses.
+AXES_ENABLED = False
+AUTH_FAILURE_LIMIT = 1_000_000
