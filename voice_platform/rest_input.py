@@ -13,6 +13,7 @@ Errors answer ``{"detail": ..., "code": ...}`` (docs/api.md).
 from __future__ import annotations
 
 import codecs
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -124,12 +125,20 @@ class BoundedJSONParser(JSONParser):
             raise exceptions.ParseError(f"JSON nested deeper than {depth} levels.", code="too_deep")
         try:
             parse_constant = drf_json.strict_constant if self.strict else None
-            data = drf_json.loads(text, parse_constant=parse_constant)
+            data = drf_json.loads(text, parse_constant=parse_constant, parse_float=_finite_float)
         except (ValueError, RecursionError) as exc:
             raise exceptions.ParseError(f"JSON parse error - {exc}", code="parse_error") from exc
         if _first_unstorable(data):
             raise invalid_text_error()
         return data
+
+
+def _finite_float(literal: str) -> float:
+    # "1e400" is valid JSON but overflows to infinity, which PostgreSQL's json refuses.
+    value = float(literal)
+    if math.isinf(value):
+        raise ValueError(f"number {literal[:20]} is out of range")
+    return value
 
 
 # --- query filters ---------------------------------------------------------------------------

@@ -41,6 +41,14 @@ def test_token_metadata_with_unstorable_text_is_400(alice, alice_agent, value):
     assert response.json()["code"] == "invalid_text"
 
 
+def test_token_metadata_with_a_number_that_overflows_is_400(alice, alice_agent):
+    # Python reads 1e400 as inf, which PostgreSQL's json refuses: this was a 500.
+    body = '{"user_id": "u1", "metadata": {"a": 1e400}}'
+    response = post_raw(alice.client, tokens_url(alice_agent), body)
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "parse_error"
+
+
 def test_token_user_id_with_nul_in_a_key_is_400(alice, alice_agent):
     body = '{"user_id": "u1", "metadata": {"a\\u0000": 1}}'
     response = post_raw(alice.client, tokens_url(alice_agent), body)
