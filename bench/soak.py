@@ -128,9 +128,9 @@ def fd_census(pid: int, ports: dict[str, int]) -> dict[str, int]:
     return dict(kinds)
 
 
-def probe(port: int) -> dict[str, Any]:
-    url = f"http://127.0.0.1:{port}/__soak__/state"
-    with urllib.request.urlopen(url, timeout=10) as response:
+def probe(port: int, name: str = "state") -> dict[str, Any]:
+    url = f"http://127.0.0.1:{port}/__soak__/{name}"
+    with urllib.request.urlopen(url, timeout=60) as response:
         state: dict[str, Any] = json.load(response)
     return state
 
@@ -428,6 +428,11 @@ async def sample(
         await asyncio.sleep(2.0)
 
 
+async def probe_later(port: int, name: str, at: float, origin: float) -> dict[str, Any]:
+    await asyncio.sleep(max(0.0, origin + at - time.monotonic()))
+    return await asyncio.to_thread(probe, port, name)
+
+
 async def load(
     args: argparse.Namespace, ctx: dict[str, Any], pid: int, ports: dict[str, int]
 ) -> dict[str, Any]:
@@ -442,9 +447,16 @@ async def load(
         user(slot, args, ctx, origin + ramp * slot / args.sessions, deadline)
         for slot in range(args.sessions)
     ]
+    window = min(60.0, duration / 4)
+    if args.tracemalloc:
+        # The baseline when the first window closes: the growth the RSS check judges.
+        baseline = asyncio.create_task(probe_later(ctx["port"], "memory", ramp + window, origin))
     await asyncio.gather(*users)
     sampler.cancel()
-    window = min(60.0, duration / 4)
+    growth = None
+    if args.tracemalloc:
+        await baseline
+        growth = await asyncio.to_thread(probe, ctx["port"], "memory")
     first = [kib for t, kib in samples if ramp <= t < ramp + window]
     last = [kib for t, kib in samples if duration - window <= t < duration]
     return {
@@ -455,6 +467,7 @@ async def load(
         "wall_s": time.monotonic() - origin,
         "fd_peaks": dict(peaks),
         "samples": samples,
+        "memory": growth,
     }
 
 
@@ -523,6 +536,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "DATABASE_URL": args.database_url,
         "REDIS_URL": args.redis_url,
         "TOOL_CELERY_QUEUE": queue,
+        "SOAK_TRACEMALLOC": "1" if args.tracemalloc else "0",
         "GEMINI_API_KEY": "soak",
     }
     t = time.monotonic()
@@ -591,6 +605,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         emulator.stdin.write("FAULTS\n")
         emulator.stdin.flush()
         rss = asyncio.run(load(args, ctx, daphne.pid, ports))
+        if rss["memory"] is not None:
+            (workdir / "memory.json").write_text(json.dumps(rss.pop("memory"), indent=1))
         t = phase("load", t)
         emulator.stdin.write("CLEAN\n")
         emulator.stdin.flush()
@@ -734,6 +750,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--workdir", help="logs and certificates (default: a temp dir)")
     parser.add_argument("--json", help="also write the result here")
+    parser.add_argument(
+        "--tracemalloc", action="store_true",
+        help="trace the server's allocations; write the growth since the first window to "
+        "<workdir>/memory.json (slows the server)",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 

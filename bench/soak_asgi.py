@@ -4,7 +4,9 @@
 
 `GET /__soak__/state` answers what only the server process itself can see: its asyncio
 tasks (counted by name, or by coroutine when unnamed), its threads and the sessions its
-bridges hold. Everything else goes to `voice_platform.asgi.application` unchanged. The probe
+bridges hold. With `SOAK_TRACEMALLOC=1`, `GET /__soak__/memory` answers where Python memory
+grew: the first call takes the baseline snapshot, each later one the top allocation sites
+by growth since it. Everything else goes to `voice_platform.asgi.application` unchanged. The probe
 lives here, not in the product: it exists to be run by the soak and nowhere else.
 """
 
@@ -12,14 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import threading
+import tracemalloc
 from collections import Counter
 from typing import Any
 
 from voice_platform.asgi import application as platform_application
 
 STATE_PATH = "/__soak__/state"
+MEMORY_PATH = "/__soak__/memory"
+_baseline: list[tracemalloc.Snapshot] = []
+if os.environ.get("SOAK_TRACEMALLOC") == "1":
+    tracemalloc.start(int(os.environ.get("SOAK_TRACEMALLOC_FRAMES", "4")))
 _UNNAMED = re.compile(r"^Task-\d+$")
 
 
@@ -48,9 +56,37 @@ def server_state() -> dict[str, Any]:
     }
 
 
+def memory_growth(top: int = 40) -> dict[str, Any]:
+    if not tracemalloc.is_tracing():
+        return {"tracing": False}
+    snap = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(False, tracemalloc.__file__)]
+    )
+    traced, peak = tracemalloc.get_traced_memory()
+    if not _baseline:
+        _baseline.append(snap)
+        return {"tracing": True, "baseline": True, "traced_mib": traced / 2**20}
+    stats = snap.compare_to(_baseline[0], "traceback")
+    return {
+        "tracing": True,
+        "traced_mib": traced / 2**20,
+        "peak_mib": peak / 2**20,
+        "growth_mib": sum(s.size_diff for s in stats) / 2**20,
+        "top": [
+            {
+                "kib": s.size_diff / 1024,
+                "count": s.count_diff,
+                "where": [f"{f.filename}:{f.lineno}" for f in s.traceback],
+            }
+            for s in stats[:top]
+        ],
+    }
+
+
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] == "http" and scope["path"] == STATE_PATH:
-        body = json.dumps(server_state()).encode()
+    if scope["type"] == "http" and scope["path"] in (STATE_PATH, MEMORY_PATH):
+        probe = server_state if scope["path"] == STATE_PATH else memory_growth
+        body = json.dumps(probe()).encode()
         await send(
             {
                 "type": "http.response.start",

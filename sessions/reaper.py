@@ -1,5 +1,6 @@
-"""Per-process session maintenance: heartbeats for the sessions this process holds, and
-ending sessions whose client (or whose process) is gone for longer than the resume window.
+"""Per-process session maintenance: heartbeats for the sessions this process holds, ending
+sessions whose client (or whose process) is gone for longer than the resume window, and
+finishing tool calls a dead process stranded (``tools.stranded``).
 
 One task per process (not per session). A process that dies stops its heartbeats; after
 ``STALE_AFTER`` its sessions count as detached, so they stop counting against the tenant's
@@ -19,6 +20,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from sessions.models import VoiceSession
+from tools.stranded import FIRST_SWEEP_LOOKBACK, SWEEP_LOOKBACK, tool_calls_finish_stranded
 from voice_platform.tenancy.scope import all_tenants
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,8 @@ STALE_AFTER = timedelta(seconds=3 * INTERVAL)
 _reapers: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
 # The sessions this process holds (added by a bridge when it starts, removed when it stops).
 held_sessions: set[uuid.UUID] = set()
+# Whether this process swept tool calls yet: its first sweep looks back further.
+_tools_swept = {"once": False}
 
 
 def voice_sessions_heartbeat(*, session_ids: set[uuid.UUID]) -> int:
@@ -74,16 +78,21 @@ def voice_sessions_reap_detached() -> int:
     return ended
 
 
-def _maintain() -> None:
+def maintain_once() -> None:
+    """One round of this process's maintenance (the reaper runs it every INTERVAL)."""
     voice_sessions_heartbeat(session_ids=set(held_sessions))
     voice_sessions_reap_detached()
+    # Tool calls whose process died before dispatching or while running them in-process.
+    lookback = SWEEP_LOOKBACK if _tools_swept["once"] else FIRST_SWEEP_LOOKBACK
+    tool_calls_finish_stranded(lookback=lookback)
+    _tools_swept["once"] = True
 
 
 async def _maintain_forever() -> None:
     while True:
         await asyncio.sleep(INTERVAL)
         try:
-            await database_sync_to_async(_maintain)()
+            await database_sync_to_async(maintain_once)()
         except Exception:  # a database hiccup must not stop the sweep
             log.exception("session maintenance failed")
 

@@ -90,7 +90,7 @@ def tool_call_execute(*, record_id: int, notify: Notify | None = None) -> ToolCa
 # How long past its timeout a running call must be before a redelivered task finishes it:
 # its own runner finishes it at its timeout, so a call still running then has no runner.
 ORPHAN_GRACE_SECONDS = 5.0
-ORPHAN_ERROR = "the worker running the call stopped; it may or may not have taken effect"
+ORPHAN_ERROR = "the process running the call stopped; it may or may not have taken effect"
 
 
 def _finish_orphan(record: ToolCallRecord) -> None:
