@@ -23,8 +23,9 @@ Checks, afterwards (exit status 1 when one fails):
   the server process, and every other kind of descriptor no more than before; database and
   Redis connections are pools that keep idle connections: at most one per thread, and at
   most three Redis connections per user (a leak per session would pass that many times);
-- RSS flat: the mean of the last minute within 10 % of the first minute's (the first full
-  minute after every user connected; a quarter of the run when it is shorter than 4 min);
+- RSS flat: the mean of the last minute within 10 % of the first minute's of the steady
+  state (once every user's first session has ended: 160 s in; from the ramp, and a quarter
+  of the run, when the run is too short for that); the minute after the ramp is reported too;
 - every session of the run `ended` or `failed`, every tool call in a final state.
 """
 
@@ -57,6 +58,7 @@ from bench.bridge_setup import ensure_database
 
 ROOT = Path(__file__).resolve().parents[1]
 TENANT_SLUG = "soak"
+SESSION_SECONDS = (30.0, 150.0)  # how long each session of a user lasts (uniform)
 TIMEZONES = ("Europe/Berlin", "America/New_York", "Asia/Tokyo", "UTC")
 TURN_WEIGHTS = {"text": 35, "tool": 20, "speech": 25, "barge_in": 20}
 TURN_TIMEOUT = 60.0  # a turn across a black hole noticed only by the idle timeout (45 s)
@@ -387,7 +389,7 @@ async def user(
             await ws.close()
             continue
         totals.sessions_opened += 1
-        ends = min(deadline, time.monotonic() + rng.uniform(30, 150))
+        ends = min(deadline, time.monotonic() + rng.uniform(*SESSION_SECONDS))
         turn = 0
         while time.monotonic() < ends - 3 and not conv.closed:
             kind = rng.choices(list(TURN_WEIGHTS), weights=list(TURN_WEIGHTS.values()))[0]
@@ -448,20 +450,32 @@ async def load(
         for slot in range(args.sessions)
     ]
     window = min(60.0, duration / 4)
+    # The baseline is the first minute of the steady state: once every user's first session
+    # has ended (the longest lasts SESSION_SECONDS[1]), the number of sessions, their ages and
+    # the allocator's working set stop changing. The minute right after the ramp is
+    # reported as well; a run too short for a steady state is judged from the ramp.
+    settled = ramp + SESSION_SECONDS[1]
+    if duration - settled < 3 * window:
+        settled = ramp
     if args.tracemalloc:
         # The baseline when the first window closes: the growth the RSS check judges.
-        baseline = asyncio.create_task(probe_later(ctx["port"], "memory", ramp + window, origin))
+        baseline = asyncio.create_task(probe_later(ctx["port"], "memory", settled + window, origin))
     await asyncio.gather(*users)
     sampler.cancel()
     growth = None
     if args.tracemalloc:
         await baseline
         growth = await asyncio.to_thread(probe, ctx["port"], "memory")
-    first = [kib for t, kib in samples if ramp <= t < ramp + window]
-    last = [kib for t, kib in samples if duration - window <= t < duration]
+
+    def mean_mib(start: float, end: float) -> float:
+        kibs = [kib for t, kib in samples if start <= t < end]
+        return sum(kibs) / len(kibs) / 1024 if kibs else float("nan")
+
     return {
-        "rss_first_mib": sum(first) / len(first) / 1024 if first else float("nan"),
-        "rss_last_mib": sum(last) / len(last) / 1024 if last else float("nan"),
+        "rss_ramp_mib": mean_mib(ramp, ramp + window),
+        "rss_first_mib": mean_mib(settled, settled + window),
+        "rss_first_at_s": settled,
+        "rss_last_mib": mean_mib(duration - window, duration),
         "rss_max_mib": max(kib for _, kib in samples) / 1024,
         "rss_window_s": window,
         "wall_s": time.monotonic() - origin,
@@ -703,6 +717,8 @@ def per_minute(samples: list[tuple[float, int]]) -> list[float]:
 def report(result: dict[str, Any], verdicts: dict[str, bool]) -> str:
     load, db, rss, emu = result["load"], result["db"], result["rss"], result["emulator"]
     before, after = result["before"], result["after"]
+    growth = 100 * (rss["rss_last_mib"] / rss["rss_first_mib"] - 1)
+    ramp_growth = 100 * (rss["rss_last_mib"] / rss["rss_ramp_mib"] - 1)
     lines = [
         f"Soak: {result['users']} users x {result['minutes']} min (seed {result['seed']}), "
         f"{rss['wall_s']:.0f} s of load",
@@ -720,9 +736,11 @@ def report(result: dict[str, Any], verdicts: dict[str, bool]) -> str:
         f"fault closes/drops {emu['fault_closes']}, black holes {emu['black_holes']}, "
         f"goAways {emu['go_aways']}, empty turns {emu['empty_turns']}, silent turns "
         f"{emu['silent_turns']}",
-        f"- RSS: first {rss['rss_window_s']:.0f} s {rss['rss_first_mib']:.1f} MiB, last "
-        f"{rss['rss_last_mib']:.1f} MiB, max {rss['rss_max_mib']:.1f} MiB; after "
-        f"{after['rss_kib'] / 1024:.1f} MiB",
+        f"- RSS (means over {rss['rss_window_s']:.0f} s): steady state from "
+        f"{rss['rss_first_at_s']:.0f} s {rss['rss_first_mib']:.1f} MiB, last "
+        f"{rss['rss_last_mib']:.1f} MiB ({growth:+.1f} %); right after the ramp "
+        f"{rss['rss_ramp_mib']:.1f} MiB ({ramp_growth:+.1f} % to the last); max "
+        f"{rss['rss_max_mib']:.1f} MiB; after {after['rss_kib'] / 1024:.1f} MiB",
         "- RSS by minute (MiB): " + ", ".join(f"{m:.0f}" for m in per_minute(rss["samples"])),
         f"- fds before {before['fd_total']} {before['fds']}, after {after['fd_total']} "
         f"{after['fds']}; most during the load {rss['fd_peaks']}",

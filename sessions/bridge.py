@@ -711,7 +711,11 @@ class LiveBridge:
         session = await self.upstream.wait_ready()
         if self.upstream.connections != connection:
             return  # a resumed upstream asks again; these ids mean nothing to it
-        await session.send_tool_response(function_responses=responses)
+        try:
+            await session.send_tool_response(function_responses=responses)
+        except Exception:  # the connection died under us: the next one asks again
+            log.info("session %s: tool responses not sent, the upstream closed", self.session_id)
+            return
         silent = types.FunctionResponseScheduling.SILENT
         self.upstream.tool_responses_sent(
             len(responses), reply_expected=any(r.scheduling != silent for r in responses)

@@ -179,7 +179,8 @@ def voice_session_resume(
     with transaction.atomic():
         Tenant.objects.select_for_update(no_key=True).filter(pk=tenant.pk).first()
         locked = VoiceSession.objects.select_for_update(no_key=True).get(pk=session.pk)
-        if locked.resume_token_hash != hash_secret(raw_resume_token) or not locked.is_live:
+        current = secrets.compare_digest(locked.resume_token_hash, hash_secret(raw_resume_token))
+        if not current or not locked.is_live:
             # Another connection rotated it first: the old token has stopped working.
             raise SessionRefused(CloseCode.UNAUTHENTICATED, "invalid_resume_token")
         if locked.client_detached_at is not None:

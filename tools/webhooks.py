@@ -25,6 +25,8 @@ import socket
 import ssl
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -88,15 +90,32 @@ def address_refusal(address: IPAddress, allowed: Iterable[Any]) -> str | None:
     return None
 
 
-def resolve_public(host: str, port: int, *, allowed_networks: Iterable[str] | None = None) -> str:
-    """Resolve ``host`` and return the address to connect to, or raise ``WebhookRefused``.
+# getaddrinfo takes no timeout (the resolver's own is 5 s per try, several tries): lookups
+# run here, and a caller waits only until its deadline. A slow lookup holds one of these
+# threads until the resolver gives up, never the tool's thread.
+_resolver = ThreadPoolExecutor(max_workers=8, thread_name_prefix="webhook-dns")
+
+
+def resolve_public(
+    host: str,
+    port: int,
+    *,
+    allowed_networks: Iterable[str] | None = None,
+    timeout: float | None = None,
+) -> str:
+    """Resolve ``host`` and return the address to connect to, or raise ``WebhookRefused``
+    (``WebhookTimeout`` when the lookup takes longer than ``timeout`` seconds).
 
     Every resolved address must pass, not only the first: otherwise a name with one public
     and one private record could be steered to the private one.
     """
     allowed = _allowed_networks(allowed_networks)
+    lookup = _resolver.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = lookup.result(timeout=timeout)
+    except FutureTimeout as exc:
+        lookup.cancel()
+        raise WebhookTimeout(f"webhook host {host} did not resolve within {timeout:g}s") from exc
     except socket.gaierror as exc:
         raise WebhookError(f"cannot resolve {host}") from exc
     addresses: list[str] = []
@@ -146,7 +165,9 @@ def webhook_post(
     deadline = time.monotonic() + timeout
     too_slow = f"webhook did not answer within {timeout:g}s"
 
-    address = resolve_public(host, port, allowed_networks=allowed_networks)
+    address = resolve_public(
+        host, port, allowed_networks=allowed_networks, timeout=_left(deadline, too_slow)
+    )
     body = json.dumps(dict(payload), separators=(",", ":"), sort_keys=True).encode()
     timestamp = str(int(time.time()))
     headers = {

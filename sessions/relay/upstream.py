@@ -283,6 +283,7 @@ class LiveUpstream:
         async with contextlib.AsyncExitStack() as stack:
             async with asyncio.timeout(self.settings.connect_timeout):
                 session = await stack.enter_async_context(self._connect(conn.handle))
+            stack.push_async_exit(functools.partial(self._close_when_stopped, session))
             self.connections += 1
             self._reset_connection_state()
             if conn.handle is None:
@@ -311,6 +312,17 @@ class LiveUpstream:
                 await _close_or_abort(session, min(1.0, self.settings.stop_timeout))
             self.session = None
             return ended
+
+    async def _close_when_stopped(
+        self, session: AsyncSession, kind: type[BaseException] | None, *_: object
+    ) -> bool:
+        """Leaving a connection because the upstream is stopped (its task cancelled): close
+        with 1000 first. websockets closes a connection left by any exception with 1011,
+        which to the service reads as our crash."""
+        if kind is not None and issubclass(kind, asyncio.CancelledError):
+            with contextlib.suppress(Exception):
+                await _close_or_abort(session, min(1.0, self.settings.stop_timeout))
+        return False  # the cancellation goes on
 
     async def _after_ending(self, ending: Ending, conn: _Connection) -> bool:
         """Act on a classified close; True when the upstream is finished."""

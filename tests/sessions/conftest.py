@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,8 +15,10 @@ from channels.db import database_sync_to_async
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 
+from conftest import require_postgres, require_redis
 from sessions.routing import websocket_urlpatterns
 from sessions.tokens import client_token_issue
+from tests.processes import live_env, start_daphne, stop_processes
 from voice_platform.tenancy.scope import tenant_scope
 
 APP = URLRouter(websocket_urlpatterns)
@@ -164,3 +168,17 @@ def tools_ready(request, live_settings):
     else:
         live_settings.TOOL_EXECUTION = "inprocess"
     return live_settings
+
+
+@pytest.fixture
+def two_daphnes(live_emulator: Any, tmp_path: Path) -> Iterator[list[tuple[Any, int]]]:
+    """Two Daphne processes of the platform on one database, Redis and emulator: (process,
+    port) each. The first one's log is printed at teardown (pytest shows it on failure)."""
+    require_postgres()
+    env = live_env(live_emulator, require_redis())
+    started = [start_daphne(env, tmp_path / f"daphne-{n}.log") for n in range(2)]
+    try:
+        yield started
+    finally:
+        stop_processes([proc for proc, _ in started])
+        print((tmp_path / "daphne-0.log").read_text()[-3000:])

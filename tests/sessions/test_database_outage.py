@@ -22,18 +22,19 @@ from django.conf import settings
 from conftest import require_postgres, require_redis
 from sessions.models import TranscriptEntry, VoiceSession
 from tests.factories import AgentFactory
-from tests.processes import TcpGate, live_env, start_daphne, stop_processes, until
+from tests.processes import live_env, start_daphne, stop_processes, until
 from tests.sessions.conftest import issue_token
 from tests.sessions.test_redis_outage import rest, talk
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.django_db(transaction=True)
 OUTAGE_SECONDS = 10.0
 
 
 @pytest_asyncio.fixture
-async def database_gate() -> AsyncIterator[TcpGate]:
+async def database_gate() -> AsyncIterator[TcpProxy]:
     require_postgres()
-    gate = TcpGate(int(settings.DATABASES["default"].get("PORT") or 5432))
+    gate = TcpProxy("127.0.0.1", int(settings.DATABASES["default"].get("PORT") or 5432))
     await gate.start()
     try:
         yield gate
@@ -85,7 +86,7 @@ async def test_a_ten_second_database_outage_loses_no_turn_and_refuses_new_sessio
         for ws in (ws_text, ws_audio):
             await talk(ws, "turn one")
 
-        database_gate.close()
+        database_gate.shut()
         outage_began = asyncio.get_running_loop().time()
         for ws in (ws_text, ws_audio):
             await talk(ws, "turn two, during the outage")
@@ -105,7 +106,7 @@ async def test_a_ten_second_database_outage_loses_no_turn_and_refuses_new_sessio
             await talk(ws, "turn three, during the outage")
         remaining = OUTAGE_SECONDS - (asyncio.get_running_loop().time() - outage_began)
         await asyncio.sleep(max(0.0, remaining))
-        database_gate.open()
+        database_gate.reopen()
 
         for ws in (ws_text, ws_audio):
             await talk(ws, "turn four")

@@ -602,3 +602,21 @@ async def test_a_turn_answered_just_before_a_drop_is_not_asked_again(
     session, entries = await stored(session_id)
     assert session.turns == 3
     assert [role for role, _ in entries] == ["user", "model"] * 3
+
+
+@pytest.mark.parametrize("modality", ["TEXT", "AUDIO"])
+async def test_a_session_that_ends_closes_its_upstream_with_1000_not_1011(
+    alice, live_settings, live_emulator, modality
+):
+    """The bridge stops the upstream by cancelling its task; websockets closes a connection
+    left by an exception (the cancellation too) with 1011, which reads as our crash on the
+    service's side. A normal end says 1000."""
+    agent = await make_agent(alice.tenant, modality, input_transcription=True)
+    client, _ = await start(agent)
+    await ask(client, modality, "hello")
+    await client.until("turn_complete")
+    await close(client)
+    record = live_emulator.recorder.last()
+    async with asyncio.timeout(5):
+        await record.closed.wait()
+    assert (record.closed_by, record.close_code) == ("client", 1000)

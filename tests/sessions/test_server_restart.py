@@ -11,17 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import websockets
 from channels.db import database_sync_to_async
 
-from conftest import require_postgres, require_redis
 from sessions.models import VoiceSession
 from tests.factories import AgentFactory
-from tests.processes import live_env, start_daphne, stop_processes, until
+from tests.processes import until
 from tests.sessions.conftest import issue_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -31,18 +28,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def live_emulator_settings():
     # Every reply 1.5 s late: the turn is still in flight when the process stops.
     return {"pace": 20.0, "latency": 1.5}
-
-
-@pytest.fixture
-def two_daphnes(live_emulator, tmp_path) -> Iterator[list[Any]]:
-    require_postgres()
-    env = live_env(live_emulator, require_redis())
-    procs = [start_daphne(env, tmp_path / f"daphne-{n}.log") for n in range(2)]
-    try:
-        yield procs
-    finally:
-        stop_processes([proc for proc, _ in procs])
-        print((tmp_path / "daphne-0.log").read_text()[-3000:])  # shown when the test fails
 
 
 @pytest.mark.parametrize("modality", ["TEXT", "AUDIO"])

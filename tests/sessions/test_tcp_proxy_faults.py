@@ -21,7 +21,7 @@ from channels.db import database_sync_to_async
 from sessions.models import TranscriptEntry, VoiceSession
 from tests.factories import AgentFactory
 from tests.sessions.conftest import Client, issue_token, open_client, speak
-from tests.sessions.tcp_proxy import TcpProxy
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

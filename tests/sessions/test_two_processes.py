@@ -5,36 +5,23 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 
 import pytest
 import websockets
 from channels.db import database_sync_to_async
 
-from conftest import require_postgres, require_redis
 from sessions.models import VoiceSession
 from tests.factories import AgentFactory
-from tests.processes import live_env, start_daphne, stop_processes, until
+from tests.processes import until
 from tests.sessions.conftest import issue_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def two_daphnes(live_emulator, tmp_path) -> Iterator[list[int]]:
-    require_postgres()
-    env = live_env(live_emulator, require_redis())
-    started = [start_daphne(env, tmp_path / f"daphne-{n}.log") for n in range(2)]
-    try:
-        yield [port for _, port in started]
-    finally:
-        stop_processes([proc for proc, _ in started])
-
-
 async def test_resume_on_another_process_and_supersede_across_processes(
     alice, live_settings, live_emulator, two_daphnes
 ):
-    port_a, port_b = two_daphnes
+    (_, port_a), (_, port_b) = two_daphnes
     agent = await database_sync_to_async(AgentFactory)(
         tenant=alice.tenant, response_modality="TEXT"
     )
@@ -90,7 +77,7 @@ async def test_a_failed_session_really_closes_the_socket_through_daphne(
     once, with a code an application may send (Daphne refused 1011 and left it open)."""
     agent = await database_sync_to_async(AgentFactory)(tenant=alice.tenant)
     live_emulator.fail_next(refuse_code=refusal[0], refuse_reason=refusal[1])
-    url = f"ws://127.0.0.1:{two_daphnes[0]}/ws/v1/live?token={await issue_token(agent)}"
+    url = f"ws://127.0.0.1:{two_daphnes[0][1]}/ws/v1/live?token={await issue_token(agent)}"
     async with websockets.connect(url) as ws:
         await until(ws, "session.ended")
         ended = time.monotonic()

@@ -3,6 +3,7 @@ real Celery worker (``celery_worker_process``, reusable by the bridge's end-to-e
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -256,6 +257,28 @@ def verify_signature(secret: str, request: dict[str, Any]) -> bool:
     return hmac.compare_digest(f"sha256={expected}", request["headers"]["X-Voice-Signature"])
 
 
+@contextlib.contextmanager
+def serve_https(
+    handler: type[BaseHTTPRequestHandler], cert_path: Path, key_path: Path, settings: Any
+) -> Iterator[str]:
+    """A threading HTTPS server on loopback, trusted and allowlisted for webhook tools while
+    it runs; yields its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    server.socket = server_ssl_context(cert_path, key_path).wrap_socket(
+        server.socket, server_side=True
+    )
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    settings.TOOL_WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+    settings.TOOL_WEBHOOK_CA_FILE = str(cert_path)
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def webhook_receiver(
     tmp_path_factory: pytest.TempPathFactory, settings: Any
@@ -291,24 +314,9 @@ def webhook_receiver(
         def log_message(self, format: str, *args: Any) -> None:
             return
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    server.socket = server_ssl_context(cert_path, key_path).wrap_socket(
-        server.socket, server_side=True
-    )
-    receiver = WebhookReceiver(
-        base_url=f"https://127.0.0.1:{server.server_address[1]}", cert_path=cert_path
-    )
-    receiver_ref.append(receiver)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    settings.TOOL_WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
-    settings.TOOL_WEBHOOK_CA_FILE = str(cert_path)
-    try:
-        yield receiver
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_https(Handler, cert_path, key_path, settings) as base_url:
+        receiver_ref.append(WebhookReceiver(base_url=base_url, cert_path=cert_path))
+        yield receiver_ref[0]
 
 
 @dataclass
@@ -452,22 +460,9 @@ def slow_server(tmp_path_factory: pytest.TempPathFactory, settings: Any) -> Iter
         def log_message(self, format: str, *args: Any) -> None:
             return
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    server.socket = server_ssl_context(cert_path, key_path).wrap_socket(
-        server.socket, server_side=True
-    )
-    slow = SlowServer(base_url=f"https://127.0.0.1:{server.server_address[1]}")
-    ref.append(slow)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    settings.TOOL_WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
-    settings.TOOL_WEBHOOK_CA_FILE = str(cert_path)
-    try:
-        yield slow
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_https(Handler, cert_path, key_path, settings) as base_url:
+        ref.append(SlowServer(base_url=base_url))
+        yield ref[0]
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:

@@ -1,8 +1,15 @@
 from __future__ import annotations
 
+import runpy
+import socket
 import threading
+import time
 import uuid
+from pathlib import Path
 
+from django.core.cache import cache
+
+import voice_platform.settings.base as base
 from tools.ratelimit import rate_limit_consume
 
 
@@ -47,3 +54,26 @@ def test_rate_limit_is_atomic_under_concurrency() -> None:
         thread.join()
     assert results.count(True) == 10
     assert len(results) == 40
+
+
+def test_a_black_holed_redis_cache_fails_open_within_the_cache_timeout(monkeypatch, settings):
+    """A Redis that accepts connections and never answers (a black hole, not a refusal):
+    the cache's socket timeouts bound each call, so the rate fails open instead of hanging."""
+
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(16)  # the kernel accepts; nobody ever reads or answers
+    try:
+        monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{hole.getsockname()[1]}/0")
+        configured = runpy.run_path(str(Path(base.__file__)))  # the settings as deployed
+        settings.CACHES = configured["CACHES"]
+        timeout = configured["CACHE_REDIS_TIMEOUT"]
+        started = time.monotonic()
+        assert rate_limit_consume(scope=fresh_scope(), limit=1, period=60)  # failed open
+        elapsed = time.monotonic() - started
+        # redis-py's own default is 5 s per read; each round trip now waits at most this.
+        pool = cache._cache.get_client(write=True).connection_pool
+        assert pool.connection_kwargs["socket_timeout"] == timeout < 5
+        assert timeout <= elapsed < 3 * timeout + 1
+    finally:
+        hole.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+import threading
 import time
 
 import pytest
@@ -100,6 +101,26 @@ def test_webhook_refused_if_any_resolved_address_is_private(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: records)
     with pytest.raises(WebhookRefused, match=r"private address 10\.0\.0\.5"):
         resolve_public("rebind.example.com", 443, allowed_networks=[])
+
+
+def test_webhook_post_a_slow_name_lookup_ends_at_the_deadline(monkeypatch):
+    """getaddrinfo takes no timeout; a resolver that hangs must not hold the tool's thread
+    past the call's timeout (before: the whole resolver timeout, here 8 s)."""
+    release = threading.Event()
+
+    def hanging_lookup(*args, **kwargs):
+        release.wait(8)
+        raise socket.gaierror("resolver gave up")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging_lookup)
+    started = time.monotonic()
+    try:
+        with pytest.raises(WebhookTimeout, match=r"did not resolve within"):
+            webhook_post(url="https://slow-dns.example.com/hook", secret="s", payload=PAYLOAD,
+                         timeout=0.5)  # fmt: skip
+        assert time.monotonic() - started < 4
+    finally:
+        release.set()
 
 
 def test_webhook_localhost_name_is_refused():

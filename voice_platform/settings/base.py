@@ -131,8 +131,19 @@ if REDIS_URL:
             },
         }
     }
+    # The cache holds rate counters and the allowlist version, which fail open without it:
+    # a Redis that stops answering (a black hole, not a refusal) costs each of them at most
+    # this long instead of the kernel's TCP timeout (docs/security.md).
+    CACHE_REDIS_TIMEOUT = env_int("CACHE_REDIS_TIMEOUT", 1)
     CACHES: dict[str, Any] = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {
+                "socket_connect_timeout": CACHE_REDIS_TIMEOUT,
+                "socket_timeout": CACHE_REDIS_TIMEOUT,
+            },
+        }
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}

@@ -1,10 +1,13 @@
-"""A TCP proxy for fault tests: what the network between the platform and Gemini can do.
+"""A TCP proxy for fault tests: what the network between the platform and Gemini (or its
+database) can do.
 
     async with TcpProxy("127.0.0.1", upstream_port) as proxy:
         settings.LIVE_API_BASE_URL = proxy.base_url   # https://127.0.0.1:<proxy port>
         proxy.latency = 0.15     # every byte arrives 150 ms later, each way
         proxy.drop()             # every open connection reset, both sides (RST)
         proxy.black_hole()       # open connections swallow everything, sockets stay open
+        proxy.shut()             # reset all, refuse new ones (a failed-over database) ...
+        proxy.reopen()           # ... until it is back
 
 It forwards bytes and knows nothing of TLS or WebSockets, so the SDK's `wss` handshake
 goes through unchanged: the certificate is checked against the host name of the URL, and
@@ -54,6 +57,7 @@ class TcpProxy:
         self.links: list[Link] = []
         self.connections = 0  # accepted since start
         self.bytes_forwarded = 0
+        self.refusing = False
         self._server: asyncio.Server | None = None
 
     @property
@@ -102,6 +106,15 @@ class TcpProxy:
             _reset(link.upstream)
         return len(links)
 
+    def shut(self) -> int:
+        """Reset every open connection and refuse new ones (accepted, then reset at once), as
+        a restarting or failed-over server does, until ``reopen()``. Returns how many."""
+        self.refusing = True
+        return self.drop()
+
+    def reopen(self) -> None:
+        self.refusing = False
+
     def black_hole(self) -> int:
         """From now on, open connections read and discard everything, both ways, and never
         close: to each side its peer went silent. Returns how many."""
@@ -112,6 +125,9 @@ class TcpProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        if self.refusing:
+            _reset(writer)
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection(
                 self.upstream_host, self.upstream_port

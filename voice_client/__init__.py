@@ -1,0 +1,1 @@
+"""The platform's Python client: the protocol, audio utilities and the `voice-agent` console."""
