@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format typecheck worker emulator bench check-deploy clean
+.PHONY: help install run test browser lint format typecheck worker emulator bench check-deploy clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -22,8 +22,18 @@ install: $(STAMP) ## Install everything into .venv/
 run: install ## Migrate, create demo data, serve on http://127.0.0.1:8000 (+ Live emulator)
 	@scripts/run.sh
 
-test: install ## Run the full test suite (uses DATABASE_URL / REDIS_URL when set)
+test: install browser ## Run the full test suite (uses DATABASE_URL / REDIS_URL when set)
 	$(PY) -m pytest
+
+# The browser tests drive Debian's Chromium through Playwright (never a downloaded browser).
+CHROMIUM ?= /usr/bin/chromium
+browser: ## Install Debian's chromium for the browser tests, if it is missing
+	@test -x $(CHROMIUM) || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+	    || { $$SUDO apt-get update -q >/dev/null && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } \
+	    || echo "could not install chromium: the browser tests will fail in CI (skip locally)" >&2; }
 
 lint: install ## ruff lint + format check
 	$(VENV)/bin/ruff check .

@@ -6,10 +6,12 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
 
 from agents.models import Agent
 from agents.services import AGENT_WRITABLE_FIELDS
+from playground.snippets import playground_url, widget_snippet
 from voice_platform.tenancy.admin_mixins import TenantScopedAdmin
 
 # Rough English average for Gemini's tokenizer; an estimate, shown as one.
@@ -95,6 +97,22 @@ class AgentAdmin(TenantScopedAdmin):
         ),
         ("History", {"fields": ["created_at", "updated_at"]}),
     ]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        # The "Try this agent" button and the widget snippet (templates/admin/agents/agent/).
+        agent = self.get_object(request, object_id)
+        extra = dict(extra_context or {})
+        if agent is not None and self.has_change_permission(request, agent):
+            extra["playground_url"] = playground_url(agent.pk)
+            extra["widget_snippet"] = widget_snippet(request)
+            extra["agent_allowed_origins"] = list(agent.allowed_origins or [])
+        return super().change_view(request, object_id, form_url, extra)
 
     @admin.display(description="System instruction size")
     def instruction_stats(self, obj: Agent) -> str:

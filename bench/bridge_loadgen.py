@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from voice_client.protocol import close_message, parse_event
 from voice_platform.live_emulator.echo import read_stamp
 
 FRAME_S = 0.1
@@ -146,7 +147,7 @@ class WsTransport(Transport):
         async for message in self.ws:
             if isinstance(message, bytes):
                 self.stream.on_echo(message)
-            elif json.loads(message).get("type") == "session.started":
+            elif parse_event(message).type == "session.started":
                 self.started.set()
         self.started.set()  # closed: let open() notice instead of waiting out its timeout
 
@@ -157,7 +158,7 @@ class WsTransport(Transport):
         with contextlib.suppress(Exception):
             if self.say_close:
                 # End the platform session for good (no resume window left behind).
-                await self.ws.send('{"type":"close"}')
+                await self.ws.send(close_message())
                 async with asyncio.timeout(5):
                     await self.ws.wait_closed()
             await self.ws.close()

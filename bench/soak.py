@@ -36,11 +36,9 @@ import asyncio
 import contextlib
 import itertools
 import json
-import math
 import os
 import random
 import re
-import struct
 import subprocess
 import sys
 import tempfile
@@ -55,6 +53,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from bench.bridge_bench import DAPHNE_FLAGS, free_port, rss_kib, stop, wait_for_port
 from bench.bridge_setup import ensure_database
+from voice_client import audio, protocol
 
 ROOT = Path(__file__).resolve().parents[1]
 TENANT_SLUG = "soak"
@@ -240,13 +239,10 @@ def run_state(prefix: str) -> dict[str, Any]:
 
 
 def tone(ms: int, freq: float, amplitude: int = 8000) -> bytes:
-    n = 16 * ms
-    return struct.pack(
-        f"<{n}h", *(int(amplitude * math.sin(2 * math.pi * freq * i / 16000)) for i in range(n))
-    )
+    return audio.float32_to_pcm16(audio.sine(freq, audio.INPUT_RATE, ms / 1000, amplitude / 32767))
 
 
-SILENCE = b"\x00\x00" * 1600  # 100 ms
+SILENCE = bytes(audio.frame_bytes())  # 100 ms
 TONES = {pitch: tone(100, pitch) for pitch in (300, 440, 600, 880)}
 
 
@@ -272,7 +268,7 @@ class Conversation:
         self.turn_times: list[float] = []
         self.reply_times: list[float] = []  # model output: audio, text or transcript
         self.changed = asyncio.Event()
-        self.started: dict[str, Any] | None = None
+        self.started: protocol.SessionStarted | None = None
         self.closed = False
         self.reader = asyncio.create_task(self._read())
 
@@ -283,19 +279,19 @@ class Conversation:
                 if isinstance(message, bytes):
                     self.reply_times.append(now)
                 else:
-                    event = json.loads(message)
-                    kind = event["type"]
+                    event = protocol.parse_event(message)
+                    kind = event.type
                     self.totals.events[kind] += 1
-                    if kind == "session.started":
+                    if isinstance(event, protocol.SessionStarted):
                         self.started = event
                     elif kind == "turn_complete":
                         self.turn_times.append(now)
                     elif kind in ("text", "transcript.output"):
                         self.reply_times.append(now)
-                    elif kind == "session.ended":
-                        self.totals.end_reasons[event.get("reason", "?")] += 1
-                    elif kind == "error":
-                        self.totals.errors[event.get("code", "?")] += 1
+                    elif isinstance(event, protocol.SessionEnded):
+                        self.totals.end_reasons[event.reason or "?"] += 1
+                    elif isinstance(event, protocol.ErrorEvent):
+                        self.totals.errors[event.code or "?"] += 1
                 self.changed.set()
         except Exception as exc:  # a vanished or reset connection ends the reading
             self.totals.errors[f"client: {type(exc).__name__}"] += 1
@@ -338,17 +334,17 @@ async def take_turn(
 ) -> bool:
     moment = time.monotonic()
     if kind == "text":
-        await conv.ws.send(json.dumps({"type": "text", "text": f"soak turn {n}"}))
+        await conv.ws.send(protocol.text_message(f"soak turn {n}"))
     elif kind == "tool":
         zone = rng.choice(TIMEZONES)
         line = 'call get_current_time {"timezone": "%s"}' % zone  # noqa: UP031 (JSON braces)
-        await conv.ws.send(json.dumps({"type": "text", "text": line}))
+        await conv.ws.send(protocol.text_message(line))
     elif kind == "speech":
         moment = await conv.speak(rng.choice((300, 440, 600)), rng.randint(5, 9))
     else:  # barge-in: speak while the model answers a long text turn
         asked = time.monotonic()
         long = "please answer with a long sentence so that I can interrupt you " + str(n)
-        await conv.ws.send(json.dumps({"type": "text", "text": long}))
+        await conv.ws.send(protocol.text_message(long))
         await conv.until(lambda: any(t > asked for t in conv.reply_times), 15)
         # The interrupted turn completes as the speech starts; the answer comes after it.
         moment = await conv.speak(880, rng.randint(5, 8))
@@ -404,7 +400,7 @@ async def user(
             totals.sessions_vanished += 1
             ws.transport.abort()  # the client's network is gone: no close frame
         else:
-            await ws.send(json.dumps({"type": "close"}))
+            await ws.send(protocol.close_message())
             if await conv.until(lambda c=conv: c.closed, 15):
                 totals.sessions_closed += 1
         with contextlib.suppress(Exception):
@@ -502,7 +498,7 @@ async def warm_up(ctx: dict[str, Any]) -> None:
             kinds = ("text", "tool") if modality == "TEXT" else ("speech", "barge_in")
             for n, kind in enumerate(kinds):
                 await take_turn(conv, kind, random.Random(n), n, deadline)
-            await ws.send(json.dumps({"type": "close"}))
+            await ws.send(protocol.close_message())
             await conv.until(lambda: conv.closed, 15)
 
     await asyncio.gather(one("TEXT"), one("AUDIO"))

@@ -1,4 +1,5 @@
-"""Client -> server text frames: parsed and validated into typed messages, or an error."""
+"""Client -> server text frames: parsed, checked against the protocol schema
+(docs/protocol.schema.json) and turned into typed messages, or an error."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from sessions.protocol_schema import client_message_problem, client_validators
 
 MAX_TEXT_CHARS = 10_000
 MIN_AUDIO_BYTES = 2
@@ -15,6 +18,9 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 # A lone UTF-16 surrogate (JSON allows "\ud800" escapes) is not a character: no UTF-8 text,
 # so neither PostgreSQL nor the model service can take it. It becomes U+FFFD.
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# At import, not at a session's first message: a missing or broken schema file stops the
+# server at start-up instead of failing sessions.
+client_validators()
 
 
 class BadMessage(Exception):
@@ -49,9 +55,6 @@ def audio_frame_problem(data: bytes) -> str | None:
     return None
 
 
-_SIMPLE = {"audio_end", "activity_start", "activity_end", "close"}
-
-
 def _no_constants(name: str) -> Any:
     # Python's json takes NaN and Infinity, which are not JSON: a ping's id is echoed in
     # its pong, and a browser's JSON.parse would fail on it.
@@ -59,31 +62,21 @@ def _no_constants(name: str) -> Any:
 
 
 def parse_client_message(raw: str) -> ClientMessage:
+    """A text frame as a message, checked against the protocol schema, its text sanitised."""
     try:
         data = json.loads(raw, parse_constant=_no_constants)
     except (ValueError, RecursionError) as exc:
         raise BadMessage("malformed JSON") from exc
-    if not isinstance(data, dict):
-        raise BadMessage("a message must be a JSON object")
-    kind = data.get("type")
-    if not isinstance(kind, str):
-        raise BadMessage("missing or non-string 'type'")
+    problem = client_message_problem(data)
+    if problem is not None:
+        raise BadMessage(problem)
+    kind = data["type"]
     if kind == "text":
-        text = data.get("text")
-        if not isinstance(text, str):
-            raise BadMessage("'text' must be a string")
-        turn_complete = data.get("turn_complete", True)
-        if not isinstance(turn_complete, bool):
-            raise BadMessage("'turn_complete' must be a boolean")
-        clean = sanitize_text(text)
+        # Sanitising is no schema rule: the cut keeps a long turn, the rest makes it storable.
+        clean = sanitize_text(data["text"])
         if not clean.strip():
             raise BadMessage("'text' is empty")
-        return ClientMessage(type="text", text=clean, turn_complete=turn_complete)
+        return ClientMessage(type="text", text=clean, turn_complete=data.get("turn_complete", True))
     if kind == "ping":
-        ping_id = data.get("id")
-        if isinstance(ping_id, (dict, list)):
-            raise BadMessage("'id' must be a JSON scalar")
-        return ClientMessage(type="ping", ping_id=ping_id)
-    if kind in _SIMPLE:
-        return ClientMessage(type=kind)
-    raise BadMessage(f"unknown message type {kind!r}")
+        return ClientMessage(type="ping", ping_id=data.get("id"))
+    return ClientMessage(type=kind)

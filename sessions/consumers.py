@@ -17,7 +17,7 @@ from sessions import client_events
 from sessions.auth import connection_credentials
 from sessions.bridge import LiveBridge
 from sessions.client_messages import BadMessage, audio_frame_problem, parse_client_message
-from sessions.close_codes import CloseCode
+from sessions.close_codes import CloseCode, close_reason
 from sessions.live import bridge_config, connect_factory, tool_gateway_for
 from sessions.notify import notify_superseded
 from sessions.ratelimit import TokenBucket
@@ -136,7 +136,7 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
                 )
         except SessionRefused as refusal:
             log.info("live connection refused: %s", refusal.reason)
-            await self.close(code=refusal.code)
+            await self.close(code=refusal.code, reason=close_reason(refusal.code, refusal.reason))
             return
         if grant.superseded_channel:
             await notify_superseded(grant.superseded_channel)
@@ -250,4 +250,7 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
         # Autobahn (under Daphne) accepts only a plain int, not our IntEnum close codes.
         plain = int(code) if isinstance(code, int) and not isinstance(code, bool) else code
+        if reason is None:
+            # Every close of ours carries its documented text (daphne_options delivers it).
+            reason = close_reason(plain if isinstance(plain, int) else CloseCode.NORMAL)
         await super().close(code=plain, reason=reason)

@@ -18,6 +18,8 @@ from typing import Any
 
 from django.conf import settings
 
+from sessions.protocol_schema import event_problems
+
 ROOT = Path(__file__).resolve().parents[1]
 DAPHNE = [sys.executable, "-m", "daphne", "-b", "127.0.0.1"]
 
@@ -119,11 +121,15 @@ class PrivateRedis:
 
 
 async def until(ws: Any, kind: str, timeout: float = 15) -> dict[str, Any]:
-    """Read a websockets client until an event of ``kind``; audio frames are skipped."""
+    """Read a websockets client until an event of ``kind``; audio frames are skipped, every
+    JSON event is checked against the protocol schema."""
     async with asyncio.timeout(timeout):
         while True:
             message = await ws.recv()
             if isinstance(message, str):
                 event: dict[str, Any] = json.loads(message)
+                # Every event a real server sends is checked against the protocol schema.
+                problems = event_problems(event)
+                assert not problems, f"event off docs/protocol.schema.json: {event!r}: {problems}"
                 if event["type"] == kind:
                     return event

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -68,3 +69,15 @@ def test_env_example_points_services_at_each_other():
     assert env["LIVE_API_BASE_URL"] == "https://emulator:8765"
     assert env["DJANGO_SETTINGS_MODULE"] == "voice_platform.settings.production"
     assert len(env["SECRET_KEY"]) >= 50
+
+
+def test_the_image_copies_every_package_and_the_protocol_schema():
+    """A package left out of the image imports from nowhere: the web service would not start."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    found = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = [pattern.rstrip("*") for pattern in found]
+    assert packages
+    for package in packages:
+        assert f"COPY {package} ./{package}" in dockerfile, package
+    assert "COPY docs/protocol.schema.json ./docs/protocol.schema.json" in dockerfile

@@ -9,18 +9,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "voice_platform.settings.local")
 django_http = get_asgi_application()  # sets up Django before anything imports models
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from django.conf import settings  # noqa: E402
 
 from voice_platform.daphne_options import install_close_on_protocol_violation  # noqa: E402
 from voice_platform.routing import websocket_urlpatterns  # noqa: E402
 
 # Before Daphne builds its server (it imports this module first): close, don't drop.
 install_close_on_protocol_violation()
-
-if settings.SERVE_STATIC:
-    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
-
-    django_http = ASGIStaticFilesHandler(django_http)  # type: ignore[no-untyped-call]
 
 application = ProtocolTypeRouter(
     {

@@ -3,8 +3,10 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from voice_platform.health import healthz, readyz
+from voice_platform.landing import landing
 
 urlpatterns = [
+    path("", landing, name="landing"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("admin/", admin.site.urls),
@@ -12,6 +14,7 @@ urlpatterns = [
     path("api/v1/", include("sessions.urls")),
     path("api/v1/", include("tools.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("playground/", include("playground.urls")),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]
 

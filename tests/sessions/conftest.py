@@ -14,14 +14,29 @@ import pytest_asyncio
 from channels.db import database_sync_to_async
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
+from jsonschema import Draft202012Validator
 
 from conftest import require_postgres, require_redis
+from sessions.protocol_schema import SCHEMA_PATH, event_problems
 from sessions.routing import websocket_urlpatterns
 from sessions.tokens import client_token_issue
 from tests.processes import live_env, start_daphne, stop_processes
 from voice_platform.tenancy.scope import tenant_scope
 
 APP = URLRouter(websocket_urlpatterns)
+_SCHEMA = json.loads(SCHEMA_PATH.read_text())
+# The whole unions, as a client of the protocol would check frames: any member may match.
+_UNIONS = {
+    union: Draft202012Validator({"$defs": _SCHEMA["$defs"], "$ref": f"#/$defs/{union}"})
+    for union in ("clientMessage", "serverEvent")
+}
+
+
+def assert_protocol(frame: Any, union: str) -> None:
+    """Fail the test when a JSON frame is not a ``union`` member of docs/protocol.schema.json."""
+    if not _UNIONS[union].is_valid(frame):
+        problems = event_problems(frame, union=union) or ["matches no single member"]
+        pytest.fail(f"{union} off the protocol schema: {frame!r}: {'; '.join(problems)}")
 
 
 @pytest_asyncio.fixture
@@ -60,24 +75,30 @@ def issue_token(agent, **kwargs: Any) -> str:
 
 @dataclass
 class Client:
-    """A test end user: a communicator plus everything it received, in order."""
+    """A test end user: a communicator plus everything it received, in order.
+
+    Every JSON frame it sends or receives is checked against docs/protocol.schema.json (a
+    mismatch fails the test); ``send_raw`` is the one way to send a deliberately bad one."""
 
     comm: WebsocketCommunicator
     events: list[dict[str, Any]] = field(default_factory=list)
     audio: list[bytes] = field(default_factory=list)
     order: list[str] = field(default_factory=list)
     close_code: int | None = None
+    close_reason: str | None = None
 
     async def recv(self, timeout: float = 10) -> dict[str, Any] | bytes | None:
         message = await self.comm.receive_output(timeout)
         if message["type"] == "websocket.close":
             self.close_code = message.get("code", 1000)
+            self.close_reason = message.get("reason")
             return None
         if message.get("bytes") is not None:
             self.audio.append(message["bytes"])
             self.order.append("audio")
             return message["bytes"]
         event = json.loads(message["text"])
+        assert_protocol(event, "serverEvent")
         self.events.append(event)
         self.order.append(event["type"])
         return event
@@ -99,7 +120,12 @@ class Client:
         return self.close_code
 
     async def send(self, **event: Any) -> None:
+        assert_protocol(event, "clientMessage")
         await self.comm.send_to(text_data=json.dumps(event))
+
+    async def send_raw(self, text: str) -> None:
+        """A text frame as it is, unchecked: for tests of bad input."""
+        await self.comm.send_to(text_data=text)
 
     async def send_audio(self, pcm: bytes) -> None:
         await self.comm.send_to(bytes_data=pcm)

@@ -18,9 +18,9 @@ import pytest
 import pytest_asyncio
 from channels.db import database_sync_to_async
 
-from sessions.models import TranscriptEntry, VoiceSession
 from tests.factories import AgentFactory
-from tests.sessions.conftest import Client, issue_token, open_client, speak
+from tests.sessions.conftest import Client, speak
+from tests.sessions.test_live_resilience import start, stored
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -55,19 +55,6 @@ def make_agent(tenant: Any, modality: str) -> Any:
         input_transcription=modality == "AUDIO",
         output_transcription=modality == "AUDIO",
     )
-
-
-@database_sync_to_async
-def stored(session_id: str) -> tuple[VoiceSession, list[tuple[str, str]]]:
-    session = VoiceSession.unscoped.get(pk=session_id)
-    entries = TranscriptEntry.unscoped.filter(session=session).order_by("seq")
-    return session, list(entries.values_list("role", "text"))
-
-
-async def start(agent: Any) -> tuple[Client, str]:
-    client = await open_client(f"token={await issue_token(agent)}")
-    started = await client.until("session.started")
-    return client, started["session_id"]
 
 
 async def ask(client: Client, modality: str, text: str) -> None:

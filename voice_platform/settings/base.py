@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and ReDoc served from here, not a CDN
     "channels",
     "axes",
     "voice_platform.tenancy",
@@ -55,10 +56,14 @@ INSTALLED_APPS = [
     "agents",
     "tools",
     "sessions.apps.VoiceSessionsConfig",
+    "playground",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves the browser SDK (static/voice_agent/) with DEBUG off too, with CORS for the
+    # widget on tenants' sites; from the app directories, so it works without collectstatic.
+    "voice_platform.static_serving.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -78,7 +83,8 @@ WSGI_APPLICATION = None
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # The landing page (voice_platform is not an app, so its templates are listed here).
+        "DIRS": [BASE_DIR / "voice_platform" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -203,8 +209,11 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
-# Dev convenience: the ASGI app serves static files itself (admin CSS) when true.
-SERVE_STATIC = env_bool("SERVE_STATIC", DEBUG)
+# The browser SDK (voice_platform is not an app, so its static/ is listed here).
+STATICFILES_DIRS = [BASE_DIR / "voice_platform" / "static"]
+# WhiteNoise (MIDDLEWARE) serves the app and STATICFILES_DIRS files straight from the
+# finders, so the SDK works without collectstatic.
+WHITENOISE_USE_FINDERS = True
 
 # --- Gemini Live -----------------------------------------------------------------------
 GEMINI_API_KEY = env_str("GEMINI_API_KEY")
@@ -250,6 +259,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Manage voice agents and mint ephemeral client tokens. "
     "Authenticate with `Authorization: Bearer <tenant API key>`.",
     "VERSION": "1.0.0",
+    # /api/docs/ works offline: Swagger UI's files come from drf-spectacular-sidecar.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],

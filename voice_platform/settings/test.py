@@ -10,7 +10,6 @@ from voice_platform.settings.base import ALLOWED_HOSTS
 
 ALLOWED_HOSTS = [*ALLOWED_HOSTS, "testserver"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-SERVE_STATIC = False
 
 # A per-run cache prefix: the Redis cache (throttle counters) is shared with other runs.
 import uuid  # noqa: E402

@@ -1,0 +1,1 @@
+"""The "Try this agent" playground: a staff page that talks to an agent from the browser."""

@@ -1,0 +1,86 @@
+"""A tenant's own web site for widget tests: a page with the admin's snippet, and the
+backend endpoint that gets a client token with the tenant's API key (the minimal backend
+of docs/clients.md#widget, in the standard library)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>A tenant's shop</title></head>
+<body><h1>Welcome to the shop</h1><p>Questions? Talk to our assistant:</p>
+{snippet}
+</body></html>"""
+
+
+class TenantSite:
+    """Serves ``snippet`` at ``/`` and a token endpoint at ``POST /voice-token`` on one
+    port, whatever the host name (a test maps several names to 127.0.0.1)."""
+
+    def __init__(self, *, snippet: str, platform_url: str, api_key: str) -> None:
+        self.snippet = snippet
+        self.platform_url = platform_url
+        self.api_key = api_key
+        self.agent_id: int | None = None
+        self.tokens_issued = 0
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                site._answer(self, 200, "text/html", PAGE.format(snippet=site.snippet).encode())
+
+            def do_POST(self) -> None:
+                if self.path != "/voice-token":
+                    site._answer(self, 404, "text/plain", b"not found")
+                    return
+                status, body = site.issue_token()
+                site._answer(self, status, "application/json", body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # quiet test output
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self.server.server_address[1])
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def issue_token(self) -> tuple[int, bytes]:
+        """The tenant's backend: ask the platform for a token (server to server, with the
+        API key, which never reaches the browser) and return it."""
+        request = urllib.request.Request(  # noqa: S310 (the test's own platform URL)
+            f"{self.platform_url}/api/v1/agents/{self.agent_id}/tokens/",
+            data=json.dumps({"user_id": "shop-visitor-1"}).encode(),
+            headers={"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                issued = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return 502, json.dumps({"error": f"platform answered {exc.code}"}).encode()
+        self.tokens_issued += 1
+        return 200, json.dumps({"token": issued["token"]}).encode()
+
+    @staticmethod
+    def _answer(handler: BaseHTTPRequestHandler, status: int, kind: str, body: bytes) -> None:
+        handler.send_response(status)
+        handler.send_header("Content-Type", kind)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.send_header("Cache-Control", "no-store")
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    def __enter__(self) -> TenantSite:
+        self.thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,94 @@
+"""The admin's widget snippet on a tenant's site in headless Chromium: it talks from an
+allowed origin and is refused (4003, shown to the visitor) from one that is not."""
+
+from __future__ import annotations
+
+import pytest
+from channels.db import database_sync_to_async
+
+from agents.models import Agent
+from tests.browser.conftest import write_mic_wav
+from tests.browser.pages import new_page, screenshot, tenant_admin, wait_for
+from tests.browser.tenant_site import TenantSite
+from tests.factories import AgentFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ALLOWED_HOST = "shop.example.test"
+REFUSED_HOST = "evil.example.test"  # resolves to the same server: only the origin differs
+
+
+@database_sync_to_async
+def set_allowed_origins(agent: Agent, origins: list[str]) -> None:
+    Agent.unscoped.filter(pk=agent.pk).update(allowed_origins=origins)
+
+
+async def admin_snippet(browser, platform_url: str, agent: Agent, username: str, artifacts) -> str:  # type: ignore[no-untyped-def]
+    """The snippet exactly as the agent's admin page shows it."""
+    page = await new_page(browser)
+    await page.goto(f"{platform_url}/admin/login/")
+    await page.fill("#id_username", username)
+    await page.fill("#id_password", "pw")
+    await page.click("input[type=submit]")
+    await page.wait_for_url(f"{platform_url}/admin/")
+    await page.goto(f"{platform_url}/admin/agents/agent/{agent.pk}/change/")
+    assert await page.locator("#try-agent").count() == 1
+    snippet = str(await page.inner_text("#widget-snippet-code"))
+    await page.locator("#widget-snippet").scroll_into_view_if_needed()
+    await screenshot(page, artifacts, "agent-admin-snippet")
+    await page.close()
+    return snippet
+
+
+async def test_widget_works_from_an_allowed_origin_and_is_refused_from_another(
+    alice, live_emulator, platform_url, launch_browser, artifacts, tmp_path
+):
+    agent = await database_sync_to_async(AgentFactory)(
+        tenant=alice.tenant, response_modality="AUDIO", input_transcription=True,
+        output_transcription=True,
+    )  # fmt: skip
+    user = await tenant_admin(alice.tenant)
+    with TenantSite(snippet="", platform_url=platform_url, api_key=alice.api_key) as site:
+        site.agent_id = agent.pk
+        allowed = f"http://{ALLOWED_HOST}:{site.port}"
+        refused = f"http://{REFUSED_HOST}:{site.port}"
+        await set_allowed_origins(agent, [allowed])
+        mic = write_mic_wav(tmp_path / "mic.wav", [(0.5, 0), (1.0, 440), (3.0, 0)])
+        browser = await launch_browser(
+            mic,
+            f"--host-resolver-rules=MAP {ALLOWED_HOST} 127.0.0.1, MAP {REFUSED_HOST} 127.0.0.1",
+            # Microphones and worklets need a secure context; these test sites are plain http.
+            f"--unsafely-treat-insecure-origin-as-secure={allowed},{refused}",
+        )
+        site.snippet = await admin_snippet(browser, platform_url, agent, user.username, artifacts)
+        assert 'type="module"' in site.snippet
+        assert "<voice-agent-widget" in site.snippet
+
+        # Allowed: the visitor presses the button and talks to the agent.
+        page = await new_page(browser)
+        await page.goto(allowed + "/")
+        await page.click("voice-agent-widget button")
+        await wait_for(page, "document.querySelector('voice-agent-widget').state === 'live'")
+        await wait_for(
+            page,
+            "document.querySelector('voice-agent-widget').shadowRoot"
+            ".querySelector('.said').textContent.includes('Agent: You said:')",
+        )
+        assert live_emulator.recorder.last().audio_bytes > 0
+        await screenshot(page, artifacts, "widget-allowed-origin")
+        await page.click("voice-agent-widget button")  # End
+        await wait_for(page, "document.querySelector('voice-agent-widget').state === 'ended'")
+        assert set(await page.evaluate("__mediaState().contexts")) == {"closed"}
+        upstream_connections = len(live_emulator.recorder.sessions)
+
+        # Not allowed: the same snippet on another origin is refused at the handshake.
+        page = await new_page(browser)
+        await page.goto(refused + "/")
+        await page.click("voice-agent-widget button")
+        await wait_for(page, "document.querySelector('voice-agent-widget').state === 'refused'")
+        widget = page.locator("voice-agent-widget")
+        assert await widget.evaluate("(w) => w.closeCode") == 4003
+        assert "not allowed" in await page.locator("voice-agent-widget .status").inner_text()
+        await screenshot(page, artifacts, "widget-refused-origin")
+        assert len(live_emulator.recorder.sessions) == upstream_connections  # no session
+        assert site.tokens_issued == 2
