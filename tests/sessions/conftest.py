@@ -21,6 +21,7 @@ from sessions.protocol_schema import SCHEMA_PATH, event_problems
 from sessions.routing import websocket_urlpatterns
 from sessions.tokens import client_token_issue
 from tests.processes import live_env, start_daphne, stop_processes
+from voice_client import audio
 from voice_platform.tenancy.scope import tenant_scope
 
 APP = URLRouter(websocket_urlpatterns)
@@ -146,18 +147,12 @@ async def open_client(query: str, origin: str | None = None) -> Client:
 
 
 def tone(ms: int, amplitude: int = 8000, freq: float = 440.0) -> bytes:
-    """16 kHz PCM16 LE sine: loud enough for any energy VAD."""
-    import math
-    import struct
-
-    n = 16 * ms
-    return struct.pack(
-        f"<{n}h", *(int(amplitude * math.sin(2 * math.pi * freq * i / 16000)) for i in range(n))
-    )
+    """16 kHz PCM16 LE sine: loud enough for any energy VAD (the shared audio utilities)."""
+    return audio.tone(ms / 1000, freq, amplitude / 32767)
 
 
 def silence(ms: int) -> bytes:
-    return b"\x00\x00" * 16 * ms
+    return audio.silence(ms / 1000)
 
 
 async def speak(client: Client, speech_ms: int = 600, silence_ms: int = 700) -> None:
