@@ -41,12 +41,12 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def run_session(client, model, start_at, seconds, speech, gap, stats, phase) -> None:
-    import numpy as np
     from google.genai import types
 
-    t = np.arange(int(FRAME_S * RATE)) / RATE
-    loud = (0.3 * 32767 * np.sin(2 * np.pi * 440 * t)).astype("<i2").tobytes()
-    quiet = bytes(len(loud))
+    from voice_client import audio
+
+    loud = audio.tone(FRAME_S, 440.0, 0.3, RATE)  # one frame; every frame starts in phase
+    quiet = audio.silence(FRAME_S, RATE)
     cycle = round((speech + gap) / FRAME_S)
     speech_frames = round(speech / FRAME_S)
     async with client.aio.live.connect(model=model, config={"response_modalities": ["AUDIO"]}) as s:

@@ -177,6 +177,19 @@ def sine(freq: float, rate: int, seconds: float, amplitude: float = 0.5) -> Floa
     return (amplitude * np.sin(2.0 * math.pi * freq * t)).astype(np.float32)
 
 
+def tone(
+    seconds: float, freq: float = 440.0, amplitude: float = 0.3, rate: int = INPUT_RATE
+) -> bytes:
+    """Mono PCM16 of a sine tone: what the tests and load generators send as speech (the
+    emulator's VAD hears it as a voice; 0.3 of full scale is a loud one)."""
+    return float32_to_pcm16(sine(freq, rate, seconds, amplitude))
+
+
+def silence(seconds: float, rate: int = INPUT_RATE) -> bytes:
+    """Mono PCM16 silence, as long as `sine` makes a tone of the same duration."""
+    return bytes(round(rate * seconds) * SAMPLE_WIDTH)
+
+
 def snr_db(actual: FloatArray, ideal: FloatArray) -> float:
     """Signal-to-noise ratio, in dB, of `actual` against the `ideal` signal (same length)."""
     ideal64 = np.asarray(ideal, dtype=np.float64)

@@ -1,8 +1,10 @@
 """`voice-agent`: the console client.
 
-    voice-agent talk --url ws://127.0.0.1:8000 --token ct_... --text "hello"
-    voice-agent talk --url ws://127.0.0.1:8000 --api-key vp_... --agent 3 \\
+    VOICE_AGENT_TOKEN=ct_... voice-agent talk --url ws://127.0.0.1:8000 --text "hello"
+    VOICE_AGENT_API_KEY=vp_... voice-agent talk --url ws://127.0.0.1:8000 --agent 3 \\
         --wav question.wav --save reply.wav
+
+Credentials come from the environment or a file (credentials.py says why not argv).
 
 Events go to stdout, one per line; problems go to stderr as one `voice-agent: ...` line.
 Exit status: 0 after a normal end, 1 when the session was refused or ended abnormally (or
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 import threading
 import time
@@ -23,6 +26,8 @@ from pathlib import Path
 from typing import TextIO
 
 from voice_client import audio, protocol
+from voice_client.credentials import API_KEY_ENV, TOKEN_ENV, Credential, CredentialError, resolve
+from voice_client.eventlog import EventLog
 from voice_client.render import render
 from voice_client.session import ClientNotice, LiveSession, SessionEnd, SessionRefused
 from voice_client.tokens import TokenRequestFailed, request_token
@@ -106,11 +111,21 @@ def _parser() -> argparse.ArgumentParser:
         help="open a session and talk to an agent",
         description="Open a session, send text, a WAV file or the microphone, print events.",
     )
-    talk.add_argument("--url", required=True, help="ws(s)://host[:port] of the platform")
-    talk.add_argument("--token", help="a client token (ct_...) minted by the tenant's backend")
-    talk.add_argument("--api-key", help="a tenant API key: mint a token for --agent first")
-    talk.add_argument("--agent", type=int, help="the agent id, with --api-key")
-    talk.add_argument("--user-id", default="voice-agent-console", help="end user, with --api-key")
+    talk.add_argument(
+        "--url", required=True, help="ws(s)://host[:port][/prefix/ws/v1/live] of the platform"
+    )
+    talk.add_argument(
+        "--token-file", type=Path, help=f"read the client token from this file ({TOKEN_ENV})"
+    )
+    talk.add_argument(
+        "--api-key-file",
+        type=Path,
+        help=f"read a tenant API key from this file and mint a token for --agent ({API_KEY_ENV})",
+    )
+    talk.add_argument("--token", help=f"a client token (ct_...); visible in ps: prefer {TOKEN_ENV}")
+    talk.add_argument("--api-key", help=f"a tenant API key; visible in ps: prefer {API_KEY_ENV}")
+    talk.add_argument("--agent", type=int, help="the agent id, with an API key")
+    talk.add_argument("--user-id", default="voice-agent-console", help="end user, with an API key")
     talk.add_argument("--origin", help="send this Origin header (as a browser would)")
     talk.add_argument("--wav", type=Path, help="stream this WAV file (any rate, mono or stereo)")
     talk.add_argument("--mic", action="store_true", help="stream the microphone (sounddevice)")
@@ -120,6 +135,11 @@ def _parser() -> argparse.ArgumentParser:
     talk.add_argument("--save", type=Path, help="save the model's audio to this WAV file")
     talk.add_argument("--quiet", action="store_true", help="print only what is said")
     talk.add_argument(
+        "--log-events",
+        type=Path,
+        help="append every JSON event from the server to this file (resume tokens masked)",
+    )
+    talk.add_argument(
         "--max-resumes", type=int, default=6, help="reconnect tries in a row after a drop"
     )
     talk.add_argument(
@@ -128,15 +148,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check(args: argparse.Namespace) -> None:
-    if (args.token is None) == (args.api_key is None):
-        raise UsageError("give either --token or --api-key with --agent")
-    if args.api_key is not None and args.agent is None:
-        raise UsageError("--api-key needs --agent")
+def _credential(args: argparse.Namespace) -> Credential:
+    try:
+        credential = resolve(
+            token=args.token,
+            token_file=args.token_file,
+            api_key=args.api_key,
+            api_key_file=args.api_key_file,
+            environ=os.environ,
+        )
+    except CredentialError as exc:
+        raise UsageError(str(exc)) from None
+    if credential.kind == "api_key" and args.agent is None:
+        raise UsageError(f"an API key (from {credential.source}) needs --agent")
+    return credential
+
+
+def _check(args: argparse.Namespace, credential: Credential) -> None:
     if args.wav is not None and args.mic:
         raise UsageError("give --wav or --mic, not both")
+    if not all(text.strip() for text in args.text):
+        raise UsageError("--text is empty")
     try:
-        protocol.http_base(args.url)  # validates the ws(s):// URL
+        protocol.live_url(args.url, token=credential.value)  # validates the ws(s):// URL
+        if credential.kind == "api_key":
+            protocol.http_base(args.url)  # where the token is minted
     except ValueError as exc:
         raise UsageError(f"--url: {exc}") from None
     if args.mic:
@@ -250,7 +286,7 @@ async def _stdin_lines(session: LiveSession, transcript: Transcript, wait: float
             await _until_reply(transcript, before, wait)
 
 
-async def _talk(args: argparse.Namespace) -> int:
+async def _talk(args: argparse.Namespace, credential: Credential) -> int:
     pcm = b""
     if args.wav is not None:
         try:
@@ -259,13 +295,13 @@ async def _talk(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot read {args.wav}: {exc}") from None
         if not pcm:
             raise UsageError(f"{args.wav} holds no audio")
-    token = args.token
-    if token is None:
+    token = credential.value
+    if credential.kind == "api_key":
         try:
             token = await asyncio.to_thread(
                 request_token,
                 args.url,
-                api_key=args.api_key,
+                api_key=credential.value,
                 agent_id=args.agent,
                 user_id=args.user_id,
             )
@@ -273,7 +309,19 @@ async def _talk(args: argparse.Namespace) -> int:
             print(f"{PROG}: {exc}", file=sys.stderr)
             return EXIT_FAILED
     transcript = Transcript(out=sys.stdout, quiet=args.quiet)
-    session = LiveSession(args.url, token, origin=args.origin, max_attempts=args.max_resumes)
+    events: EventLog | None = None
+    if args.log_events is not None:
+        try:
+            events = EventLog(args.log_events)
+        except OSError as exc:
+            raise UsageError(f"cannot write --log-events {args.log_events}: {exc}") from None
+    session = LiveSession(
+        args.url,
+        token,
+        origin=args.origin,
+        max_attempts=args.max_resumes,
+        on_frame=events.write if events is not None else None,
+    )
     printer: asyncio.Task[None] | None = None
 
     async def show() -> None:
@@ -306,7 +354,11 @@ async def _talk(args: argparse.Namespace) -> int:
         if printer is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await printer
-        if args.save is not None:
+        if events is not None:
+            events.close()
+        # Only a session that started has a reply to save: a refused one would replace the
+        # user's file (maybe the reply of an earlier run) with an empty WAV.
+        if args.save is not None and (session.started is not None or transcript.reply_audio):
             rate = session.started.output_rate if session.started else audio.OUTPUT_RATE
             audio.write_wav(args.save, bytes(transcript.reply_audio), rate=rate)
 
@@ -322,8 +374,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        _check(args)
-        return asyncio.run(_talk(args))
+        credential = _credential(args)
+        _check(args, credential)
+        return asyncio.run(_talk(args, credential))
     except UsageError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -32,7 +32,10 @@ def _message(kind: str, **fields: Any) -> str:
 
 
 def text_message(text: str, *, turn_complete: bool = True) -> str:
-    """A typed user turn (or part of one, with ``turn_complete=False``)."""
+    """A typed user turn (or part of one, with ``turn_complete=False``); ValueError for an
+    empty text, which the schema and the server refuse."""
+    if not text:
+        raise ValueError("a text message needs some text")
     return _message("text", text=text, turn_complete=turn_complete)
 
 
@@ -87,11 +90,25 @@ def live_url(base: str, *, token: str | None = None, resume: str | None = None) 
 
 
 def http_base(ws_url: str) -> str:
-    """The REST base (``http(s)://host[:port]``) of the server a ``ws(s)://`` URL names."""
+    """The REST base (``http(s)://host[:port][/prefix]``) of the server a ``ws(s)://`` URL names.
+
+    The REST API sits under the same prefix as the session endpoint: a base without a path
+    (what `live_url` completes with ``/ws/v1/live``) has none, and a path ending in
+    ``/ws/v1/live`` has what comes before it (``wss://host/voice/ws/v1/live`` ->
+    ``https://host/voice``). Any other path is a proxy's own route to the live endpoint,
+    which says nothing of where the API is: ValueError rather than a guess that 404s.
+    """
     parts = urlsplit(ws_url)
     if parts.scheme not in ("ws", "wss") or not parts.netloc:
         raise ValueError(f"not a ws:// or wss:// URL: {ws_url!r}")
-    return urlunsplit(("https" if parts.scheme == "wss" else "http", parts.netloc, "", "", ""))
+    path = parts.path.rstrip("/")
+    if path and not path.endswith(LIVE_PATH):
+        raise ValueError(
+            f"cannot tell the REST API's address from the path {parts.path!r}: "
+            f"give the URL of the endpoint, ending {LIVE_PATH}"
+        )
+    prefix = path.removesuffix(LIVE_PATH)
+    return urlunsplit(("https" if parts.scheme == "wss" else "http", parts.netloc, prefix, "", ""))
 
 
 def token_request_path(agent_id: int) -> str:
@@ -154,6 +171,14 @@ class ErrorEvent(Event):
 class WarningEvent(Event):
     code: str
     message: str
+    recovering: bool | None  # `reply_stalled` only: whether the turn is asked again
+
+
+@dataclass(frozen=True)
+class Pong(Event):
+    """The answer to a ``ping``: its ``id`` (None when the ping had none)."""
+
+    id: str | int | float | bool | None
 
 
 @dataclass(frozen=True)
@@ -228,7 +253,18 @@ def parse_event(raw: str | bytes) -> Event:
             retry_after=_int(data, "retry_after"),
         )
     if kind == "warning":
-        return WarningEvent(kind, data, code=_text(data, "code"), message=_text(data, "message"))
+        recovering = data.get("recovering")
+        return WarningEvent(
+            kind,
+            data,
+            code=_text(data, "code"),
+            message=_text(data, "message"),
+            recovering=recovering if isinstance(recovering, bool) else None,
+        )
+    if kind == "pong":
+        ping_id = data.get("id")
+        scalar = isinstance(ping_id, str | int | float | bool) or ping_id is None
+        return Pong(kind, data, id=ping_id if scalar else None)
     if kind in ("tool.started", "tool.finished"):
         return ToolEvent(
             kind,

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import random
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -108,6 +108,7 @@ class LiveSession:
         backoff_cap: float = 8.0,
         open_timeout: float = 15.0,
         max_pending_audio_bytes: int = DEFAULT_PENDING_AUDIO_BYTES,
+        on_frame: Callable[[str], None] | None = None,
     ) -> None:
         protocol.live_url(url, token=token)  # fails early on a malformed URL
         self.url = url
@@ -118,6 +119,9 @@ class LiveSession:
         self.backoff_cap = backoff_cap
         self.open_timeout = open_timeout
         self.max_pending_audio_bytes = max_pending_audio_bytes
+        # Sees every text frame as the server sent it, before parsing: the tests check each
+        # against the protocol schema, and `voice-agent --log-events` writes them down.
+        self.on_frame = on_frame
         self.started: SessionStarted | None = None  # the newest `session.started`
         self.end: SessionEnd | None = None
         self.reconnects = 0
@@ -302,6 +306,8 @@ class LiveSession:
                 if isinstance(message, bytes):
                     self._received.put_nowait(message)
                     continue
+                if self.on_frame is not None:
+                    self.on_frame(message)
                 try:
                     event = protocol.parse_event(message)
                 except protocol.ProtocolError as exc:

@@ -1,20 +1,29 @@
 """The console against a real platform: Daphne processes with the Live emulator, and the
-`voice-agent` console script run as a subprocess, as a user runs it."""
+`voice-agent` console script run as a subprocess, as a user runs it.
+
+Every `talk` run logs the server's JSON events (`--log-events`), and each one is checked
+against docs/protocol.schema.json when the console has finished."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from conftest import require_postgres
-from tests.processes import PrivateRedis, live_env, start_daphne, stop_processes
+from tests.processes import PrivateRedis, database_url, live_env, start_daphne, stop_processes
+from tests.sessions.conftest import assert_protocol
+from voice_client.credentials import API_KEY_ENV, TOKEN_ENV
 
 VOICE_AGENT = Path(sys.executable).with_name("voice-agent")
 SETTINGS = "tests.voice_client.daphne_settings"
@@ -30,20 +39,32 @@ class Server:
         return f"ws://127.0.0.1:{self.port}"
 
 
+StartServer = Callable[..., Server]
+
+
 @pytest.fixture
-def start_server(live_emulator: Any, tmp_path: Path) -> Iterator[Callable[[], Server]]:
+def start_server(live_emulator: Any, tmp_path: Path) -> Iterator[StartServer]:
     """Starts Daphne processes of the platform on the test database and one Redis.
 
     Brute-force protection is on in them (daphne_settings.py), and the Redis is private:
-    its cache holds the failed-attempt counters, and the 4030 test blocks 127.0.0.1 there."""
+    its cache holds the failed-attempt counters, and the 4030 test blocks 127.0.0.1 there.
+    ``start(database_port=P)``: the process reaches PostgreSQL through port P (a TcpProxy
+    the test can shut), and gives up waiting for a connection after 2 s."""
     require_postgres()
     redis = PrivateRedis(tmp_path)
     redis.start()
     env = live_env(live_emulator, redis.url, DJANGO_SETTINGS_MODULE=SETTINGS)
     servers: list[Server] = []
 
-    def start() -> Server:
-        proc, port = start_daphne(env, tmp_path / f"daphne-{len(servers)}.log")
+    def start(database_port: int | None = None) -> Server:
+        own = dict(env)
+        if database_port is not None:
+            parts = urlsplit(database_url())
+            auth = parts.netloc.rpartition("@")[0]
+            gated = parts._replace(netloc=f"{auth}@127.0.0.1:{database_port}")
+            own["DATABASE_URL"] = urlunsplit(gated)
+            own["DB_POOL_TIMEOUT"] = "2"
+        proc, port = start_daphne(own, tmp_path / f"daphne-{len(servers)}.log")
         servers.append(Server(proc, port))
         return servers[-1]
 
@@ -57,32 +78,66 @@ def start_server(live_emulator: Any, tmp_path: Path) -> Iterator[Callable[[], Se
 
 
 @pytest.fixture
-def server(start_server: Callable[[], Server]) -> Server:
+def server(start_server: StartServer) -> Server:
     return start_server()
+
+
+def console_env(extra: dict[str, str] | None) -> dict[str, str]:
+    """The test's environment without credentials of its own, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in (TOKEN_ENV, API_KEY_ENV)}
+    return {**env, **(extra or {})}
 
 
 @dataclass
 class Console:
-    """A running `voice-agent` process; its stdout lines are collected as they come."""
+    """A running `voice-agent` process; its stdout lines are collected as they come, and
+    once it finished, the JSON events it logged, each checked against the schema."""
 
     proc: asyncio.subprocess.Process
+    events_path: Path | None = None
     lines: list[str] = field(default_factory=list)
     stderr: str = ""
+    events: list[dict[str, Any]] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     reader: asyncio.Task[None] | None = None
 
     @classmethod
-    async def start(cls, *args: str | Path, stdin: bool = False) -> Console:
+    async def start(
+        cls, *args: str | Path, stdin: bool = False, env: dict[str, str] | None = None
+    ) -> Console:
+        """``env``: variables for the console (credentials), on top of the test's own."""
+        events_path = None
+        if args[:1] == ("talk",):
+            fd, name = tempfile.mkstemp(prefix="voice-agent-events-", suffix=".jsonl")
+            os.close(fd)
+            events_path = Path(name)
+            args = (*args, "--log-events", events_path)
         proc = await asyncio.create_subprocess_exec(
             str(VOICE_AGENT),
             *map(str, args),
             stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            env=console_env(env),
         )
-        console = cls(proc)
+        console = cls(proc, events_path)
         console.reader = asyncio.create_task(console._read())
         return console
+
+    def _check_events(self) -> None:
+        """Every event the real server sent must be on the protocol schema; and the log
+        must be complete: one logged `session.started` per printed one."""
+        if self.events_path is None:
+            return
+        try:
+            logged = self.events_path.read_text().splitlines()
+        finally:
+            self.events_path.unlink(missing_ok=True)
+        self.events = [json.loads(line) for line in logged]
+        for event in self.events:
+            assert_protocol(event, "serverEvent")
+        started = sum(event["type"] == "session.started" for event in self.events)
+        assert started == self.count("session.started"), self.stdout
 
     async def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -134,11 +189,14 @@ class Console:
             self.proc.kill()
             await self.proc.wait()
             raise
+        self._check_events()
         return code
 
 
-async def run_console(*args: str | Path, timeout: float = 40) -> Console:
+async def run_console(
+    *args: str | Path, timeout: float = 40, env: dict[str, str] | None = None
+) -> Console:
     """Run `voice-agent` to its end (stdin empty)."""
-    console = await Console.start(*args)
+    console = await Console.start(*args, env=env)
     await console.finish(timeout)
     return console

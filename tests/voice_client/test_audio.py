@@ -172,3 +172,18 @@ def test_a_file_that_is_not_a_wav_is_a_value_error(tmp_path):
     path.write_bytes(b"RIFF nonsense")
     with pytest.raises(ValueError, match="not a PCM WAV"):
         audio.read_wav(path)
+
+
+@pytest.mark.parametrize(("seconds", "freq", "rate"), [(0.7, 440.0, 16000), (0.1, 300.0, 24000)])
+def test_a_tone_is_pcm16_at_its_frequency_and_loudness_and_silence_matches_its_length(
+    seconds, freq, rate
+):
+    pcm = audio.tone(seconds, freq, 0.3, rate)
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+    assert len(samples) == round(seconds * rate)  # 0.7 s is 11200 samples, not 11199
+    assert np.abs(samples).max() == pytest.approx(0.3 * 32767, rel=0.01)
+    spectrum = np.abs(np.fft.rfft(samples))
+    peak = float(np.fft.rfftfreq(len(samples), 1 / rate)[int(np.argmax(spectrum))])
+    assert peak == pytest.approx(freq, abs=rate / len(samples))  # within one FFT bin
+    quiet = audio.silence(seconds, rate)
+    assert quiet == bytes(len(pcm))

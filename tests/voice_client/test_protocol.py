@@ -1,8 +1,13 @@
-"""voice_client.protocol against the server's own parser, event builders and close codes."""
+"""voice_client.protocol against the server's own parser, event builders and close codes,
+and against the protocol's JSON Schema (docs/protocol.schema.json)."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -16,6 +21,8 @@ from sessions.client_messages import (
     sanitize_text,
 )
 from sessions.close_codes import CloseCode
+from sessions.protocol_schema import client_message_problem, definitions_of, protocol_schema
+from tests.sessions.conftest import assert_protocol
 from voice_client import protocol
 from voice_platform.daphne_options import VIOLATION_CODES
 
@@ -142,9 +149,145 @@ def test_urls():
         protocol.live_url("wss://voice.example/prefix/live", resume="rt_x")
         == "wss://voice.example/prefix/live?resume=rt_x"
     )
-    assert protocol.http_base("wss://voice.example:8443/x") == "https://voice.example:8443"
     assert protocol.http_base("ws://127.0.0.1:8000") == "http://127.0.0.1:8000"
+    assert protocol.http_base("ws://127.0.0.1:8000/") == "http://127.0.0.1:8000"
+    assert protocol.http_base("wss://voice.example:8443/ws/v1/live") == "https://voice.example:8443"
+    with pytest.raises(ValueError, match="REST API"):  # a proxy's own route: no guess
+        protocol.http_base("wss://voice.example/prefix/live")
     with pytest.raises(ValueError, match="ws://"):
         protocol.live_url("http://voice.example", token="t")
     with pytest.raises(ValueError, match="exactly one"):
         protocol.live_url("ws://voice.example", token="t", resume="r")
+
+
+@pytest.mark.parametrize("prefix", ["/voice", "/a/b"])
+def test_the_rest_api_is_under_the_same_prefix_as_the_live_endpoint(prefix):
+    live = protocol.live_url(f"wss://host.example{prefix}/ws/v1/live", token="ct_t")
+    assert live == f"wss://host.example{prefix}/ws/v1/live?token=ct_t"
+    for url in (
+        f"wss://host.example{prefix}/ws/v1/live",
+        f"wss://host.example{prefix}/ws/v1/live/",
+    ):
+        assert protocol.http_base(url) == f"https://host.example{prefix}"
+
+
+# --- the JSON Schema -----------------------------------------------------------------------
+
+
+def builders() -> dict[str, Callable[..., str]]:
+    """Every public ``*_message`` function of voice_client.protocol (found, not listed)."""
+    return {
+        name: function
+        for name, function in inspect.getmembers(protocol, inspect.isfunction)
+        if name.endswith("_message") and not name.startswith("_")
+    }
+
+
+# Arguments for the builders that need some; a new builder with required arguments fails
+# the tests below until it has an entry here.
+BUILDER_ARGS: dict[str, tuple[Any, ...]] = {"text_message": ("hello",)}
+
+
+def test_there_is_a_builder_for_every_client_message_the_schema_defines():
+    built = {
+        json.loads(build(*BUILDER_ARGS.get(name, ())))["type"] for name, build in builders().items()
+    }
+    assert built == set(definitions_of("clientMessage"))
+
+
+@pytest.mark.parametrize("name", sorted(builders()))
+def test_every_builder_makes_a_client_message_valid_under_the_schema(name):
+    frame = json.loads(builders()[name](*BUILDER_ARGS.get(name, ())))
+    assert_protocol(frame, "clientMessage")
+    assert client_message_problem(frame) is None  # and the server's own check agrees
+
+
+@given(st.text(), st.booleans())
+def test_any_text_message_is_valid_under_the_schema_or_refused_by_the_builder(text, complete):
+    try:
+        raw = protocol.text_message(text, turn_complete=complete)
+    except ValueError:
+        assert text == ""
+        return
+    assert_protocol(json.loads(raw), "clientMessage")
+
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+
+
+@given(scalars)
+def test_any_ping_id_makes_a_ping_valid_under_the_schema_and_its_pong_parses(ping_id):
+    assert_protocol(json.loads(protocol.ping_message(ping_id)), "clientMessage")
+    pong = protocol.parse_event(json.dumps({"type": "pong", "id": ping_id}))
+    assert isinstance(pong, protocol.Pong)
+    assert pong.id == ping_id
+
+
+# Events of every serverEvent type, each field of its definition set in one of them at
+# least (the first test checks both against the schema). Values are arbitrary but valid.
+SERVER_EVENT_SAMPLES: list[dict[str, Any]] = [
+    {"type": "session.started", "session_id": "0b7d4d7e-4a0e-4c55-8a43-2f7c2b3c9d10",
+     "resume_token": "rt_sample",
+     "agent": {"id": 7, "name": "Support", "response_modality": "TEXT"},
+     "audio": {"input_rate": 16000, "output_rate": 24000}},
+    {"type": "text", "text": "Hello"},
+    {"type": "transcript.input", "text": "what time"},
+    {"type": "transcript.output", "text": "It is noon"},
+    {"type": "interrupted"},
+    {"type": "turn_complete"},
+    {"type": "usage", "prompt_tokens": 12, "response_tokens": 4, "total_tokens": 16,
+     "context_limit": 128000},
+    {"type": "tool.started", "call_id": "c-1", "name": "lookup_order"},
+    {"type": "tool.finished", "call_id": "c-1", "name": "lookup_order", "status": "timeout"},
+    {"type": "warning", "code": "session_near_limit", "message": "60 s left"},
+    {"type": "warning", "code": "reply_stalled", "message": "asking again", "recovering": False},
+    {"type": "session.reconnecting", "reason": "go_away"},
+    {"type": "session.resumed", "fresh_context": True},
+    {"type": "pong", "id": "p-1"},
+    {"type": "pong", "id": None},
+    {"type": "error", "code": "bad_message", "message": "not JSON"},
+    {"type": "error", "code": "unavailable", "message": "try later", "retry_after": 5},
+    {"type": "session.ended", "reason": "max_duration"},
+]  # fmt: skip
+
+
+def test_the_samples_cover_every_server_event_and_field_the_schema_defines():
+    defs = protocol_schema()["$defs"]
+    for sample in SERVER_EVENT_SAMPLES:
+        assert_protocol(sample, "serverEvent")
+    for kind, name in definitions_of("serverEvent").items():
+        used = {key for sample in SERVER_EVENT_SAMPLES if sample["type"] == kind for key in sample}
+        assert used == set(defs[name]["properties"]), kind
+
+
+def leaves(
+    data: dict[str, Any], path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], Any]]:
+    for key, value in data.items():
+        if isinstance(value, dict):
+            yield from leaves(value, (*path, key))
+        else:
+            yield (*path, key), value
+
+
+@pytest.mark.parametrize("sample", SERVER_EVENT_SAMPLES, ids=lambda s: s["type"])
+def test_parse_event_exposes_every_field_of_every_server_event(sample):
+    """Each field (a nested one as ``agent_id``, or by its own name as ``input_rate``) is an
+    attribute of the parsed event holding the same value, of the same type."""
+    event = protocol.parse_event(json.dumps(sample))
+    assert event.type == sample["type"]
+    assert event.data == sample
+    fields = {f.name for f in dataclasses.fields(event)} - {"type", "data"}
+    for path, value in leaves(sample):
+        if path == ("type",):
+            continue
+        names = [name for name in ("_".join(path), path[-1]) if name in fields]
+        assert names, f"{sample['type']}: {'.'.join(path)} is not exposed"
+        got = getattr(event, names[0])
+        assert (type(got), got) == (type(value), value), f"{sample['type']}: {'.'.join(path)}"

@@ -153,3 +153,23 @@ async def test_audio_queued_during_an_outage_is_bounded_oldest_first(scripted):
     assert end.ok
     assert received == frames[2:]
     assert session.dropped_audio_frames == 2
+
+
+async def test_on_frame_sees_every_text_frame_as_sent_before_it_is_parsed(scripted):
+    sent = [started("rt_one"), "not json", '{"type":"pong","id":7}']
+
+    async def script(ws: ServerConnection, n: int) -> None:
+        for frame in sent:
+            await ws.send(frame)
+        await ws.send(b"\x00\x00")  # audio: not a text frame
+        await ws.close(4011)
+
+    scripted.script = script
+    frames: list[str] = []
+    session = session_for(scripted, on_frame=frames.append)
+    await session.start()
+    end = await session.wait_end()
+    assert end.code == 4011
+    assert frames == sent
+    kinds = [type(item).__name__ async for item in session.received()]
+    assert kinds == ["SessionStarted", "ClientNotice", "Pong", "bytes"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import random
-import struct
 
 import pytest
 
@@ -15,6 +14,7 @@ from sessions.relay.liveness import Liveness
 from sessions.relay.pacer import AudioPacer
 from sessions.relay.speech import SpeechDetector, SpeechEvent, is_silent, rms
 from sessions.uplink import ItemKind, Uplink, UplinkItem
+from voice_client import audio
 
 
 class Clock:
@@ -26,12 +26,12 @@ class Clock:
 
 
 def tone(ms: int, amplitude: int = 8000) -> bytes:
-    n = 16 * ms
-    return struct.pack(f"<{n}h", *(int(amplitude * math.sin(i / 5)) for i in range(n)))
+    # sin(i / 5) per sample at 16 kHz: 16000 / (10 pi) Hz.
+    return audio.tone(ms / 1000, 16000 / (10 * math.pi), amplitude / 32767)
 
 
 def silence(ms: int) -> bytes:
-    return b"\x00\x00" * 16 * ms
+    return audio.silence(ms / 1000)
 
 
 # --- backoff and budget -----------------------------------------------------------------------

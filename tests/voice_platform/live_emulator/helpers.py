@@ -7,22 +7,14 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from google.genai import types
 
+from voice_client.audio import silence as silence  # re-exported: the tests' speech and pauses
+from voice_client.audio import tone as tone
 from voice_platform.live_emulator.testing import RunningEmulator, running_emulator
 
 RATE = 16_000
 FRAME_S = 0.1
-
-
-def tone(seconds: float, freq: float = 440.0, amplitude: float = 0.3) -> bytes:
-    t = np.arange(int(seconds * RATE)) / RATE
-    return (amplitude * 32767 * np.sin(2 * np.pi * freq * t)).astype("<i2").tobytes()
-
-
-def silence(seconds: float) -> bytes:
-    return bytes(int(seconds * RATE) * 2)
 
 
 async def send_audio(session, pcm: bytes, frame_s: float = FRAME_S) -> None:
