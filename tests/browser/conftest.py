@@ -107,11 +107,10 @@ async def launch_browser() -> AsyncIterator[Launch]:
         from playwright.async_api import async_playwright
     except ImportError as exc:  # pragma: no cover - playwright is a test dependency
         _cannot(f"playwright is not installed: {exc}")
+    _require_chromium()  # before the driver starts: a skip or failure must not leak it
     manager = async_playwright()
     playwright = await manager.start()
     browsers: list[Any] = []
-
-    _require_chromium()
 
     async def launch(mic: Path | None, *extra: str) -> Any:
         try:

@@ -62,10 +62,14 @@ async def test_speak_hear_barge_in_and_close(
     page = await open_playground(browser, platform_url, agent.pk, user.username, "?processing=off")
     await page.click("#start")
     await wait_for(page, "playground.events.some((e) => e.type === 'sessionStarted')")
+    # The level meter follows the microphone: up while the tone plays (0.35 RMS, shown x4)...
+    await wait_for(page, "document.getElementById('level').value > 0.5")
 
     # Turn 1: what the emulator heard is 2.0 s at 440 Hz, so the worklet's 16 kHz is right
     # (a wrong rate changes both the duration and the pitch).
     await wait_for(page, TURN_ENDS.format(n=1), timeout=20)
+    # ... and down in the silence after it.
+    await wait_for(page, "document.getElementById('level').value < 0.05")
     assert await page.evaluate(heard(2.0, 440))
     said = await transcript(page, "user")
     assert f"You said: {said}" in await transcript(page, "model")

@@ -1,7 +1,13 @@
 """The admin's widget snippet on a tenant's site in headless Chromium: it talks from an
-allowed origin and is refused (4003, shown to the visitor) from one that is not."""
+allowed origin (its token request passing the site's CSRF check, an ending on the server
+shown and one click starting anew) and is refused (4003, shown to the visitor) from one
+that is not."""
 
 from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
 
 import pytest
 from channels.db import database_sync_to_async
@@ -21,6 +27,19 @@ REFUSED_HOST = "evil.example.test"  # resolves to the same server: only the orig
 @database_sync_to_async
 def set_allowed_origins(agent: Agent, origins: list[str]) -> None:
     Agent.unscoped.filter(pk=agent.pk).update(allowed_origins=origins)
+
+
+def end_over_rest(platform_url: str, api_key: str, session_id: str) -> None:
+    request = urllib.request.Request(  # noqa: S310 (the test's own platform URL)
+        f"{platform_url}/api/v1/sessions/{session_id}/end/",
+        headers={"Authorization": f"Bearer {api_key}"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        assert json.loads(response.read())["end_reason"] == "ended_by_api"
+
+
+WIDGET = "document.querySelector('voice-agent-widget')"
 
 
 async def admin_snippet(browser, platform_url: str, agent: Agent, username: str, artifacts) -> str:  # type: ignore[no-untyped-def]
@@ -76,9 +95,20 @@ async def test_widget_works_from_an_allowed_origin_and_is_refused_from_another(
         )
         assert live_emulator.recorder.last().audio_bytes > 0
         await screenshot(page, artifacts, "widget-allowed-origin")
+
+        # Ended on the server: the visitor is told, and one click starts a new conversation.
+        session_id = await page.evaluate(f"{WIDGET}.agent.sessionId")
+        await asyncio.to_thread(end_over_rest, platform_url, alice.api_key, session_id)
+        await wait_for(page, f"{WIDGET}.state === 'ended' && {WIDGET}.agent === null")
+        assert "ended_by_api" in await page.locator("voice-agent-widget .status").inner_text()
+        await page.click("voice-agent-widget button")
+        await wait_for(page, f"{WIDGET}.state === 'live'")
+        assert await page.evaluate(f"{WIDGET}.agent.sessionId") != session_id
         await page.click("voice-agent-widget button")  # End
         await wait_for(page, "document.querySelector('voice-agent-widget').state === 'ended'")
-        assert set(await page.evaluate("__mediaState().contexts")) == {"closed"}
+        # Shown at once; released once the server answered `close` (1 s at most).
+        await wait_for(page, "__mediaState().contexts.every((c) => c === 'closed')")
+        assert len(await page.evaluate("__mediaState().contexts")) == 2
         upstream_connections = len(live_emulator.recorder.sessions)
 
         # Not allowed: the same snippet on another origin is refused at the handshake.
@@ -91,4 +121,6 @@ async def test_widget_works_from_an_allowed_origin_and_is_refused_from_another(
         assert "not allowed" in await page.locator("voice-agent-widget .status").inner_text()
         await screenshot(page, artifacts, "widget-refused-origin")
         assert len(live_emulator.recorder.sessions) == upstream_connections  # no session
-        assert site.tokens_issued == 2
+        # Every token request carried the page's CSRF cookie back in X-CSRFToken.
+        assert site.csrf_refusals == 0
+        assert site.tokens_issued == 3

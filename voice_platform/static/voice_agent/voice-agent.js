@@ -1,5 +1,7 @@
-// The browser SDK of the voice platform: one class, VoiceAgent. Plain ES module, no build
-// step. Protocol: docs/protocol.md; the API is documented in docs/clients.md.
+// The browser SDK of the voice platform: one class, VoiceAgent (its connection, resume and
+// close-code policy are connection.js and close-codes.js). Plain ES modules, no build step.
+// Protocol: docs/protocol.md; the API is documented in docs/clients.md#browser-sdk.
+import { Connection } from "./connection.js";
 import { PcmPlayer } from "./player.js";
 
 /**
@@ -50,26 +52,18 @@ import { PcmPlayer } from "./player.js";
  * @property {import("./player.js").PlayerStats} playback
  */
 
-// Close codes after which reconnecting cannot help (docs/protocol.md).
-const FINAL_CLOSES = new Set([4000, 4001, 4003, 4008, 4009, 4011, 4013, 4029, 4030]);
-const SERVER_RESTART = 4012;
 const FRAME_BACKLOG = 20; // 2 s of 100 ms frames kept while the socket is down
 const MAX_BUFFERED_BYTES = 64 * 1024;
 
-export class VoiceAgent {
+/**
+ * A conversation with an agent. The connection (token, socket, close codes, resume) is
+ * the base class in connection.js: `connect()`, `close()`, `on()`, `state`, `sessionId`,
+ * `debugDropConnection()` are documented there and in docs/clients.md#browser-sdk.
+ */
+export class VoiceAgent extends Connection {
   /** @param {VoiceAgentOptions} options */
   constructor(options) {
-    this.options = { autoResume: true, maxResumeAttempts: 6, ...options };
-    /** @type {"idle"|"connecting"|"open"|"reconnecting"|"closed"} */
-    this.state = "idle";
-    /** @type {string | null} */
-    this.sessionId = null;
-    /** @type {object | null} */
-    this.agentInfo = null;
-    this.resumeToken = null;
-    this.ended = false;
-    /** @type {WebSocket | null} */
-    this.socket = null;
+    super(options);
     /** @type {AudioContext | null} */
     this.context = null;
     /** @type {PcmPlayer | null} */
@@ -80,13 +74,8 @@ export class VoiceAgent {
     this.source = null;
     /** @type {ArrayBuffer[]} */
     this.backlog = [];
-    this.listeners = new Map();
     this.turn = { userDoneAt: 0, firstReplyAt: 0, usage: null };
     this.lastVoiceAt = 0;
-    this.resumeAttempt = 0;
-    this.resumeTimer = null;
-    /** @type {{code: number, reason: string} | null} */
-    this.lastClose = null;
     /** @type {VoiceAgentStats} */
     this.stats = {
       framesSent: 0,
@@ -97,36 +86,6 @@ export class VoiceAgent {
       reconnects: 0,
       playback: null,
     };
-  }
-
-  /**
-   * Listen to an event (same names as the callbacks without "on": "transcript", "tool", ...).
-   * @param {string} type
-   * @param {(detail: any) => void} listener
-   */
-  on(type, listener) {
-    if (!this.listeners.has(type)) this.listeners.set(type, new Set());
-    this.listeners.get(type).add(listener);
-    return () => this.listeners.get(type).delete(listener);
-  }
-
-  _emit(type, detail) {
-    const callback = this.options["on" + type[0].toUpperCase() + type.slice(1)];
-    const listeners = [...(callback ? [callback] : []), ...(this.listeners.get(type) || [])];
-    for (const listener of listeners) {
-      try {
-        listener(detail);
-      } catch (error) {
-        // A bug in the page's handler must not stop the session's own handling.
-        console.error(`VoiceAgent ${type} handler failed`, error);
-      }
-    }
-  }
-
-  _setState(state) {
-    if (this.state === state) return;
-    this.state = state;
-    this._emit("state", state);
   }
 
   /** The AudioContext (created on first use; call from a click so the browser allows it). */
@@ -140,110 +99,21 @@ export class VoiceAgent {
     return this.context;
   }
 
-  async _url() {
-    const o = this.options;
-    if (o.url) {
-      const url = o.url;
-      o.url = undefined; // a token opens one session; reconnects use the resume token
-      return url;
-    }
-    let answer;
-    if (o.getToken) {
-      answer = await o.getToken();
-    } else if (o.tokenUrl) {
-      const response = await fetch(o.tokenUrl, {
-        method: "POST",
-        credentials: "same-origin",
-        headers: { Accept: "application/json", ...(o.tokenHeaders || {}) },
-      });
-      if (!response.ok) throw new Error(`token request failed: HTTP ${response.status}`);
-      answer = await response.json();
+  _beforeConnect() {
+    this._audio(); // from the click that called connect(): browsers start audio only then
+  }
+
+  _sessionStarted(event, resumed) {
+    this._flushBacklog();
+    if (resumed) {
+      this._emit("resumed", { source: "client" });
     } else {
-      throw new Error("VoiceAgent needs url, tokenUrl or getToken");
+      this._emit("sessionStarted", { sessionId: event.session_id, agent: event.agent, resumed });
     }
-    const token = typeof answer === "string" ? answer : answer.token;
-    if (!o.server && typeof answer === "object" && answer.websocket_url) {
-      return answer.websocket_url;
-    }
-    return `${this._server()}?token=${encodeURIComponent(token)}`;
-  }
-
-  _server() {
-    if (this.options.server) return this.options.server.split("?")[0];
-    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    return `${scheme}//${location.host}/ws/v1/live`;
-  }
-
-  /** Open the session. Resolves on `session.started`, rejects if it is refused. */
-  async connect() {
-    this.ended = false;
-    this._audio();
-    this._setState("connecting");
-    let url;
-    try {
-      url = await this._url();
-    } catch (error) {
-      this._setState("closed");
-      await this._release();
-      throw error;
-    }
-    this._resumeBase = url.split("?")[0];
-    return this._open(url);
-  }
-
-  _open(url) {
-    return new Promise((resolve, reject) => {
-      const socket = new WebSocket(url);
-      socket.binaryType = "arraybuffer";
-      this.socket = socket;
-      let started = false;
-      socket.onmessage = (message) => {
-        if (typeof message.data !== "string") {
-          this._onAudio(message.data);
-          return;
-        }
-        let event;
-        try {
-          event = JSON.parse(message.data);
-        } catch {
-          return;
-        }
-        if (event.type === "session.started" && !started) {
-          started = true;
-          resolve(event);
-        }
-        this._onEvent(event);
-      };
-      socket.onclose = (close) => {
-        if (this.socket !== socket) return;
-        this.socket = null;
-        this._onClose(close.code, close.reason);
-        if (!started) {
-          const error = new Error(`connection closed (${close.code})`);
-          error.code = close.code;
-          reject(error);
-        }
-      };
-    });
   }
 
   _onEvent(event) {
     switch (event.type) {
-      case "session.started": {
-        const resumed = this.sessionId === event.session_id;
-        this.sessionId = event.session_id;
-        this.resumeToken = event.resume_token;
-        this.agentInfo = event.agent;
-        this.resumeAttempt = 0;
-        this._setState("open");
-        this._flushBacklog();
-        if (resumed) {
-          this._emit("resumed", { source: "client" });
-        } else {
-          this._emit("sessionStarted", { sessionId: event.session_id, agent: event.agent, resumed });
-        }
-        break;
-      }
       case "transcript.input":
         this._emit("transcript", { role: "user", text: event.text });
         break;
@@ -289,8 +159,6 @@ export class VoiceAgent {
         this._emit("resumed", { source: "server", fresh_context: event.fresh_context });
         break;
       case "session.ended":
-        // server_restart is the one ending that is not final: resume elsewhere at once.
-        if (event.reason !== "server_restart") this.ended = true;
         this._emit("sessionEnded", { reason: event.reason });
         break;
       default:
@@ -313,49 +181,18 @@ export class VoiceAgent {
     if (this.player) this.player.enqueue(data);
   }
 
-  _onClose(code, reason) {
-    this.lastClose = { code, reason };
-    const resumable =
-      this.options.autoResume &&
-      !this.ended &&
-      this.resumeToken &&
-      this.state !== "closed" &&
-      // A 1000 without `session.ended` is not an ending either (a proxy or the browser
-      // closed the socket); the server always says session.ended before its own 1000.
-      (code === SERVER_RESTART || !FINAL_CLOSES.has(code));
-    if (resumable && this.resumeAttempt < this.options.maxResumeAttempts) {
-      this._scheduleResume(code === SERVER_RESTART ? 0 : null, `closed_${code}`);
-      return;
-    }
-    const byUs = this.state === "closed"; // close() was called: it releases everything
-    this._setState("closed");
-    this._emit("close", { code, reason });
-    if (!byUs) this._release();
-  }
-
-  _scheduleResume(fixedDelay, reason) {
-    this.resumeAttempt += 1;
-    // Full jitter: uniform in [0, min(8 s, 0.5 s * 2^attempt)], so clients dropped together
-    // do not all come back in the same instant.
-    const cap = Math.min(8000, 500 * 2 ** this.resumeAttempt);
-    const delayMs = fixedDelay ?? Math.round(Math.random() * cap);
-    this._setState("reconnecting");
-    this._emit("reconnecting", { reason, source: "client", attempt: this.resumeAttempt, delayMs });
-    this.resumeTimer = setTimeout(() => {
-      this.resumeTimer = null;
-      if (this.state !== "reconnecting") return;
-      this.stats.reconnects += 1;
-      const url = `${this._resumeBase || this._server()}?resume=${encodeURIComponent(this.resumeToken)}`;
-      this._open(url).catch(() => {}); // a failed try ends in _onClose, which tries again
-    }, delayMs);
-  }
-
-  /** Start the microphone: capture runs in an AudioWorklet, frames go to the socket. */
+  /**
+   * Start the microphone: capture runs in an AudioWorklet, frames go to the socket.
+   * Rejects once the session is closed (`close()` called, or the session is over), also
+   * when that happens while the browser is still asking for the microphone.
+   * @returns {Promise<void>}
+   */
   async startMicrophone() {
+    this._refuseIfClosed();
     const context = this._audio();
     if (this.stream) return;
     const o = this.options;
-    this.stream = await navigator.mediaDevices.getUserMedia({
+    const stream = await navigator.mediaDevices.getUserMedia({
       audio: {
         channelCount: 1,
         echoCancellation: o.echoCancellation ?? true,
@@ -363,8 +200,19 @@ export class VoiceAgent {
         autoGainControl: o.autoGainControl ?? true,
       },
     });
+    if (this.state === "closed" || this.stream) {
+      for (const track of stream.getTracks()) track.stop();
+      this._refuseIfClosed();
+      return; // a second call won the race
+    }
+    this.stream = stream;
     await context.audioWorklet.addModule(new URL("./capture-worklet.js", import.meta.url));
-    this.source = context.createMediaStreamSource(this.stream);
+    if (this.state === "closed" || this.stream !== stream) {
+      if (this.stream === stream) this.stopMicrophone();
+      this._refuseIfClosed();
+      return;
+    }
+    this.source = context.createMediaStreamSource(stream);
     this.worklet = new AudioWorkletNode(context, "voice-agent-capture", {
       processorOptions: { targetRate: 16000, frameMs: 100 },
     });
@@ -373,7 +221,14 @@ export class VoiceAgent {
     // Not connected to the speakers: a worklet with no output still runs while referenced.
   }
 
-  /** Stop the microphone (the session stays open for text). */
+  _refuseIfClosed() {
+    if (this.state === "closed") throw new Error("the session is closed");
+  }
+
+  /**
+   * Stop the microphone (the session stays open for text).
+   * @returns {void}
+   */
   stopMicrophone() {
     if (this.source) this.source.disconnect();
     if (this.worklet) {
@@ -430,39 +285,6 @@ export class VoiceAgent {
     this.turn.firstReplyAt = 0;
   }
 
-  _send(message) {
-    if (!this.socket || this.socket.readyState !== WebSocket.OPEN) {
-      throw new Error("the session is not open");
-    }
-    this.socket.send(JSON.stringify(message));
-  }
-
-  /**
-   * End the session: `close` to the server, then the microphone's tracks stopped, the
-   * AudioContext closed and the socket closed. Safe to call more than once.
-   */
-  async close() {
-    if (this.resumeTimer) clearTimeout(this.resumeTimer);
-    this.resumeTimer = null;
-    const socket = this.socket;
-    this.ended = true;
-    this._setState("closed");
-    if (socket && socket.readyState === WebSocket.OPEN) {
-      socket.send(JSON.stringify({ type: "close" }));
-      // The server answers session.ended and closes; do not wait long for it.
-      await new Promise((resolve) => {
-        const timer = setTimeout(resolve, 1000);
-        socket.addEventListener("close", () => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
-    if (socket && socket.readyState !== WebSocket.CLOSED) socket.close(1000);
-    this.socket = null;
-    await this._release();
-  }
-
   async _release() {
     this.stopMicrophone();
     if (this.player) this.player.stopAll();
@@ -470,7 +292,10 @@ export class VoiceAgent {
     if (context && context.state !== "closed") await context.close();
   }
 
-  /** For tests and the playground: a snapshot of what the SDK holds. */
+  /**
+   * For tests and the playground: a snapshot of what the SDK holds.
+   * @returns {object}
+   */
   debugState() {
     const player = this.player;
     return {
@@ -485,10 +310,5 @@ export class VoiceAgent {
       lastClose: this.lastClose,
       stats: JSON.parse(JSON.stringify(this.stats)),
     };
-  }
-
-  /** For tests: drop the connection as a network failure would (the SDK then resumes). */
-  debugDropConnection() {
-    if (this.socket) this.socket.close(4900, "test: connection dropped");
   }
 }

@@ -1,6 +1,8 @@
 // <voice-agent-widget token-url="/voice-token" server="wss://platform.example/ws/v1/live">
 // A talk button for a tenant's own site. The token comes from the tenant's backend
-// (`token-url`, POST, answers {"token": ...}); the page never holds an API key.
+// (`token-url`, POST with the page's cookies and an X-CSRFToken header from the
+// `csrf-token` attribute or the `csrftoken` cookie; answers {"token": ...}); the page never
+// holds an API key. docs/clients.md#widget.
 import { VoiceAgent } from "./voice-agent.js";
 
 const REFUSALS = {
@@ -22,6 +24,15 @@ const STYLE = `
   .said { margin: 6px 0 0; max-height: 8em; overflow: auto; }
 `;
 
+/** The value of a cookie of this page, or null. */
+function cookie(name) {
+  for (const part of document.cookie.split(";")) {
+    const [key, ...value] = part.trim().split("=");
+    if (key === name) return decodeURIComponent(value.join("="));
+  }
+  return null;
+}
+
 export class VoiceAgentWidget extends HTMLElement {
   static get observedAttributes() {
     return ["label"];
@@ -29,11 +40,15 @@ export class VoiceAgentWidget extends HTMLElement {
 
   constructor() {
     super();
-    /** @type {VoiceAgent | null} */
+    /** @type {VoiceAgent | null} the conversation in progress */
     this.agent = null;
-    /** idle, connecting, live, ended, refused, error */
+    /** @type {"idle"|"connecting"|"live"|"ended"|"refused"|"error"} */
     this.state = "idle";
+    /** @type {number | null} the close code of the last conversation */
     this.closeCode = null;
+    // Only the shadow tree here: an element being created may not get attributes in its
+    // constructor (document.createElement would throw), so data-state waits for
+    // connectedCallback.
     const root = this.attachShadow({ mode: "open" });
     root.innerHTML = `<style>${STYLE}</style>
       <div class="box" part="box">
@@ -45,7 +60,11 @@ export class VoiceAgentWidget extends HTMLElement {
     this.statusLine = root.querySelector(".status");
     this.said = root.querySelector(".said");
     this.button.addEventListener("click", () => this.toggle());
-    this._render("idle", "");
+    this.button.textContent = "Talk to us";
+  }
+
+  connectedCallback() {
+    this._render(this.state, this.statusLine.textContent);
   }
 
   attributeChangedCallback() {
@@ -53,53 +72,84 @@ export class VoiceAgentWidget extends HTMLElement {
   }
 
   disconnectedCallback() {
-    if (this.agent) this.agent.close();
+    const agent = this.agent;
+    this.agent = null;
+    if (agent) agent.close();
+  }
+
+  /**
+   * The CSRF header for `token-url`: the `csrf-token` attribute, else (a same-origin
+   * token-url only) the `csrftoken` cookie, as Django expects (docs/clients.md#widget).
+   * @returns {Record<string, string>}
+   */
+  _tokenHeaders(tokenUrl) {
+    let token = this.getAttribute("csrf-token");
+    if (!token && tokenUrl && new URL(tokenUrl, location.href).origin === location.origin) {
+      token = cookie("csrftoken");
+    }
+    return token ? { "X-CSRFToken": token } : {};
   }
 
   /** Start a conversation, or end the one in progress. */
   async toggle() {
-    if (this.agent) {
-      await this.agent.close();
-      this.agent = null;
+    const current = this.agent;
+    this.agent = null; // its late callbacks are ignored from here on
+    if (current && !current.ended) {
       this._render("ended", "Conversation ended.");
+      await current.close();
       return;
     }
+    if (current) current.close(); // the server ended it, its close is not here yet: start anew
+    const tokenUrl = this.getAttribute("token-url") || undefined;
+    let lastError = null;
+    let endReason = null;
+    // Callbacks of a conversation that is no longer this widget's are ignored.
+    const mine = (fn) => (e) => {
+      if (this.agent === agent) fn(e);
+    };
     const agent = new VoiceAgent({
-      tokenUrl: this.getAttribute("token-url") || undefined,
+      tokenUrl,
+      tokenHeaders: this._tokenHeaders(tokenUrl),
       server: this.getAttribute("server") || undefined,
-      onTranscript: ({ role, text }) => this._said(role, text),
-      onText: ({ text }) => this._said("model", text),
-      onTurnComplete: () => this._endOfTurn(),
-      onInterrupted: () => this._endOfTurn(),
-      onSessionEnded: ({ reason }) => this._render("ended", `Conversation ended (${reason}).`),
-      onReconnecting: () => this._render("connecting", "Reconnecting…"),
-      onResumed: () => this._render("live", "Listening…"),
-      onClose: ({ code }) => this._closed(code),
+      onTranscript: mine(({ role, text }) => this._said(role, text)),
+      onText: mine(({ text }) => this._said("model", text)),
+      onTurnComplete: mine(() => this._endOfTurn()),
+      onInterrupted: mine(() => this._endOfTurn()),
+      onError: mine((e) => (lastError = e)),
+      onSessionEnded: mine(({ reason }) => {
+        endReason = reason;
+        this._render("ended", `Conversation ended (${reason}).`);
+      }),
+      onReconnecting: mine(() => this._render("connecting", "Reconnecting…")),
+      onResumed: mine(() => this._render("live", "Listening…")),
+      onClose: mine(({ code }) => this._closed(agent, code, { lastError, endReason })),
     });
     this.agent = agent;
+    this.closeCode = null;
     this._render("connecting", "Connecting…");
     try {
       await agent.connect();
       await agent.startMicrophone();
-      this._render("live", "Listening…");
+      if (this.agent === agent) this._render("live", "Listening…");
     } catch (error) {
-      const code = error && error.code;
-      this._closed(code, error);
+      this._closed(agent, error && error.code, { error, lastError, endReason });
     }
   }
 
-  _closed(code, error) {
-    if (this.state === "refused" || this.state === "ended" || this.state === "error") return;
-    this.closeCode = code ?? null;
-    const agent = this.agent;
+  /** The conversation is over (whoever ended it): say why; the next click starts anew. */
+  _closed(agent, code, { error = null, lastError = null, endReason = null } = {}) {
+    if (this.agent !== agent) return; // ended by the button, or already told
     this.agent = null;
-    if (agent && agent.state !== "closed") agent.close();
+    this.closeCode = code ?? null;
+    if (agent.state !== "closed") agent.close();
+    const started = agent.sessionId !== null;
     if (code in REFUSALS) {
       this._render("refused", REFUSALS[code]);
     } else if (code === 1000) {
-      this._render("ended", "Conversation ended.");
+      this._render("ended", `Conversation ended${endReason ? ` (${endReason})` : ""}.`);
     } else {
-      this._render("error", `Could not connect${error ? `: ${error.message}` : ` (${code})`}.`);
+      const why = lastError?.message || error?.message || `code ${code}`;
+      this._render("error", `${started ? "The conversation stopped" : "Could not connect"}: ${why}.`);
     }
     this.dispatchEvent(new CustomEvent("voice-agent-closed", { detail: { code } }));
   }
