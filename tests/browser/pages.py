@@ -32,13 +32,19 @@ async def new_page(browser: Any, console: list[str] | None = None) -> Any:
 async def open_playground(
     browser: Any, platform_url: str, agent_id: int, username: str, query: str = ""
 ) -> Any:
+    page = await admin_login(browser, platform_url, username)
+    await page.goto(f"{platform_url}/playground/agents/{agent_id}/{query}")
+    return page
+
+
+async def admin_login(browser: Any, platform_url: str, username: str) -> Any:
+    """A new page logged in to the admin as ``username`` (every test user's password: pw)."""
     page = await new_page(browser)
     await page.goto(f"{platform_url}/admin/login/")
     await page.fill("#id_username", username)
     await page.fill("#id_password", "pw")
     await page.click("input[type=submit]")
     await page.wait_for_url(f"{platform_url}/admin/")
-    await page.goto(f"{platform_url}/playground/agents/{agent_id}/{query}")
     return page
 
 

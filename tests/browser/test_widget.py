@@ -14,7 +14,7 @@ from channels.db import database_sync_to_async
 
 from agents.models import Agent
 from tests.browser.conftest import write_mic_wav
-from tests.browser.pages import new_page, screenshot, tenant_admin, wait_for
+from tests.browser.pages import admin_login, new_page, screenshot, tenant_admin, wait_for
 from tests.browser.tenant_site import TenantSite
 from tests.factories import AgentFactory
 
@@ -44,12 +44,7 @@ WIDGET = "document.querySelector('voice-agent-widget')"
 
 async def admin_snippet(browser, platform_url: str, agent: Agent, username: str, artifacts) -> str:  # type: ignore[no-untyped-def]
     """The snippet exactly as the agent's admin page shows it."""
-    page = await new_page(browser)
-    await page.goto(f"{platform_url}/admin/login/")
-    await page.fill("#id_username", username)
-    await page.fill("#id_password", "pw")
-    await page.click("input[type=submit]")
-    await page.wait_for_url(f"{platform_url}/admin/")
+    page = await admin_login(browser, platform_url, username)
     await page.goto(f"{platform_url}/admin/agents/agent/{agent.pk}/change/")
     assert await page.locator("#try-agent").count() == 1
     snippet = str(await page.inner_text("#widget-snippet-code"))
