@@ -8,8 +8,6 @@ COPY tools ./tools
 COPY sessions ./sessions
 COPY playground ./playground
 COPY voice_client ./voice_client
-# The protocol's JSON Schema: the server validates client messages with it.
-COPY docs/protocol.schema.json ./docs/protocol.schema.json
 COPY manage.py ./
 RUN pip install --no-cache-dir . && mkdir -p /app/var
 EXPOSE 8000

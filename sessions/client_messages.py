@@ -1,5 +1,5 @@
 """Client -> server text frames: parsed, checked against the protocol schema
-(docs/protocol.schema.json) and turned into typed messages, or an error."""
+(sessions/protocol.schema.json) and turned into typed messages, or an error."""
 
 from __future__ import annotations
 

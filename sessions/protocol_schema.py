@@ -1,4 +1,4 @@
-"""The client protocol's JSON Schema (docs/protocol.schema.json), as the server applies it.
+"""The client protocol's JSON Schema (sessions/protocol.schema.json), as the server applies it.
 
 The committed schema is the one definition of the JSON text frames: the server checks each
 client message with it here, and the tests check every frame they send and receive with
@@ -17,7 +17,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "docs" / "protocol.schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parent / "protocol.schema.json"
 
 # How a schema type reads in an error message (no value is echoed: it may be huge).
 _TYPE_WORDS = {

@@ -130,6 +130,6 @@ async def until(ws: Any, kind: str, timeout: float = 15) -> dict[str, Any]:
                 event: dict[str, Any] = json.loads(message)
                 # Every event a real server sends is checked against the protocol schema.
                 problems = event_problems(event)
-                assert not problems, f"event off docs/protocol.schema.json: {event!r}: {problems}"
+                assert not problems, f"event off the protocol schema: {event!r}: {problems}"
                 if event["type"] == kind:
                     return event

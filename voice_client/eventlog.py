@@ -1,7 +1,7 @@
 """`voice-agent --log-events FILE`: every JSON frame the server sent, one per line.
 
 For debugging a client or an agent, and for the console's tests, which check each line
-against docs/protocol.schema.json. Credentials are masked: a resume token keeps its first
+against sessions/protocol.schema.json. Credentials are masked: a resume token keeps its first
 three characters (the ``rt_`` the schema asks for, so a wrong prefix still shows) and
 loses the rest. A frame that is not JSON is written as a JSON string, still one line.
 """

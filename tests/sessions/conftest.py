@@ -34,7 +34,7 @@ _UNIONS = {
 
 
 def assert_protocol(frame: Any, union: str) -> None:
-    """Fail the test when a JSON frame is not a ``union`` member of docs/protocol.schema.json."""
+    """Fail the test when a JSON frame is not a ``union`` member of the protocol schema."""
     if not _UNIONS[union].is_valid(frame):
         problems = event_problems(frame, union=union) or ["matches no single member"]
         pytest.fail(f"{union} off the protocol schema: {frame!r}: {'; '.join(problems)}")
@@ -78,7 +78,7 @@ def issue_token(agent, **kwargs: Any) -> str:
 class Client:
     """A test end user: a communicator plus everything it received, in order.
 
-    Every JSON frame it sends or receives is checked against docs/protocol.schema.json (a
+    Every JSON frame it sends or receives is checked against sessions/protocol.schema.json (a
     mismatch fails the test); ``send_raw`` is the one way to send a deliberately bad one."""
 
     comm: WebsocketCommunicator

@@ -1,4 +1,4 @@
-"""docs/protocol.schema.json and docs/protocol.md against the code that speaks the protocol:
+"""sessions/protocol.schema.json and docs/protocol.md against the code that speaks the protocol:
 the schema is valid, covers every event the code can emit, the document gives every close
 code with its reason text, its examples follow the schema, and it points nowhere outside
 the repository."""

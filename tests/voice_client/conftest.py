@@ -2,7 +2,7 @@
 `voice-agent` console script run as a subprocess, as a user runs it.
 
 Every `talk` run logs the server's JSON events (`--log-events`), and each one is checked
-against docs/protocol.schema.json when the console has finished."""
+against sessions/protocol.schema.json when the console has finished."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """voice_client.protocol against the server's own parser, event builders and close codes,
-and against the protocol's JSON Schema (docs/protocol.schema.json)."""
+and against the protocol's JSON Schema (sessions/protocol.schema.json)."""
 
 from __future__ import annotations
 
