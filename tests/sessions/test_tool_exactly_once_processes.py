@@ -19,6 +19,7 @@ import pytest
 import websockets
 from channels.db import database_sync_to_async
 
+from conftest import require_postgres
 from sessions.models import VoiceSession
 from tests.processes import (
     DAPHNE,
@@ -38,6 +39,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def worker_and_daphnes(live_emulator, tools_ready, tmp_path) -> Iterator[list[subprocess.Popen]]:
     """Two Daphne processes routed to this test's Celery worker (``tools_ready`` starts it)."""
+    require_postgres()  # processes share the database: not SQLite's in-memory test database
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "voice_platform.settings.test",
