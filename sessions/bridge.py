@@ -59,7 +59,11 @@ from sessions.services import (
     voice_session_set_status,
 )
 from sessions.tool_gateway import NoTools, ToolGateway
+from sessions.turn_timing import TurnClock, TurnTiming
 from sessions.uplink import ItemKind, Uplink, UplinkItem
+from voice_platform.observability import log_context
+from voice_platform.observability.labels import SessionLabels
+from voice_platform.observability.telemetry import SessionTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +138,28 @@ class LiveBridge:
         self.channel_name = channel_name
         self.config = config or BridgeConfig()
         self.tools: ToolGateway = tools or NoTools()
+        self.tools.observe(self)
+        self.telemetry = SessionTelemetry(
+            SessionLabels(
+                tenant_id=grant.tenant.pk,
+                tenant_slug=grant.tenant.slug,
+                agent_id=grant.agent.pk,
+                session_id=str(grant.session.pk),
+                model=grant.agent.model,
+                modality=grant.agent.response_modality,
+            ),
+            resumed=grant.resumed,
+        )
+        # Every log line of this connection's tasks carries these ids (and the turn).
+        self._log = log_context.bind_session(
+            tenant=grant.tenant.pk, agent=grant.agent.pk, session=str(grant.session.pk)
+        )
+        # Turns are numbered per session: a resumed connection goes on from the stored count.
+        self.clock = TurnClock(
+            on_finished=self._turn_timed, first_turn=len(grant.session.turn_timings) + 1
+        )
+        self._vad_end_taken = 0.0  # the speech end (VAD) a turn was already opened at
+        self._log_turn = 0
         # What this connection measured since its last flush (flushed as deltas).
         self.counters = dict.fromkeys(COUNTER_FIELDS, 0)
         self.progress = SessionProgress(counters=self.counters)
@@ -172,10 +198,6 @@ class LiveBridge:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._db_jobs: asyncio.Queue[Callable[[], Any] | None] = asyncio.Queue()
         self._handle_to_save: str | None = None
-        # When the user's turn ended (a text turn, audio_end/activity_end, or the input
-        # transcription the server sends at its end of turn); one latency sample per turn.
-        self._user_turn_ended_at: float | None = None
-        self._responded_this_turn = False
         self._in_outage = False
         self._context_warned = False
         self._utterances: dict[tuple[str, str], _Utterance] = {}
@@ -230,6 +252,7 @@ class LiveBridge:
         """End the session for good: upstream closed, row ended, client told and closed."""
         if not await self._begin_shutdown():
             return
+        self.telemetry.closed(ended_reason=reason, failed=status == VoiceSession.Status.FAILED)
         try:
             progress = self._final_progress()
             await db_write_retrying(
@@ -316,6 +339,7 @@ class LiveBridge:
             return False
         self._closing = True
         held_sessions.discard(self.session_id)
+        self.telemetry.closed()  # unless end() said why first
         await self.upstream.stop()
         await self.tools.close()
         await self._db_jobs.put(None)
@@ -339,6 +363,7 @@ class LiveBridge:
         self._finish_utterances()
         if self._outage is not None:  # ended mid-outage: the reconnect never completed
             self._record_reconnect(False, resumed=False)
+        self.clock.close()
         return self._snapshot()
 
     def _snapshot(self) -> SessionProgress:
@@ -347,16 +372,20 @@ class LiveBridge:
         dropped = self.uplink.dropped_audio_frames
         self.counters["dropped_audio_frames"] += dropped - self._dropped_flushed
         self._dropped_flushed = dropped
+        self.clock.tick()
+        self.telemetry.traffic(self.counters)
         snapshot = SessionProgress(
             counters=self.counters,
             first_response_ms=self.progress.first_response_ms,
             transcript=self.progress.transcript,
             reconnects=self.progress.reconnects,
+            turn_timings=self.progress.turn_timings,
         )
         self.counters = self.progress.counters = dict.fromkeys(COUNTER_FIELDS, 0)
         self.progress.first_response_ms = []
         self.progress.transcript = []
         self.progress.reconnects = []
+        self.progress.turn_timings = []
         return snapshot
 
     # --- client -> upstream ---------------------------------------------------------------------
@@ -397,17 +426,44 @@ class LiveBridge:
         self._append_utterance("user", "text", text)
         if turn_complete:
             self._finish_utterance("user", "text")
-            self._user_turn_ended()
+            self._speech_ended("text")
         self.uplink.put(UplinkItem(ItemKind.TEXT, (text, turn_complete)))
 
     def client_control(self, kind: ItemKind) -> None:
-        if kind in (ItemKind.AUDIO_END, ItemKind.ACTIVITY_END):
-            self._user_turn_ended()
+        if kind is ItemKind.AUDIO_END:
+            self._speech_ended("audio_end")
+        elif kind is ItemKind.ACTIVITY_END:
+            self._speech_ended("activity_end")
         self.uplink.put(UplinkItem(kind))
 
-    def _user_turn_ended(self) -> None:
-        self._user_turn_ended_at = time.monotonic()
-        self._responded_this_turn = False
+    def client_playback_started(self) -> None:
+        """The client began playing the reply: voice-to-voice for its turn."""
+        self.clock.playback_started()
+
+    def _speech_ended(self, source: str, at: float | None = None) -> None:
+        """The user's turn ended (docs/observability.md: where each source comes from)."""
+        self.clock.speech_ended(source, at)
+        if self.clock.turn_number != self._log_turn:
+            self._log_turn = self.clock.turn_number
+            self._log.update(turn=self._log_turn)
+            self.telemetry.turn_started(self._log_turn)
+
+    def _turn_timed(self, timing: TurnTiming) -> None:
+        """A turn's timing is final: stored with the next flush, and reported."""
+        self.progress.turn_timings.append(timing.as_dict())
+        if timing.reply_in_ms is not None:
+            self.progress.first_response_ms.append(timing.reply_in_ms)
+        self.telemetry.turn_finished(timing)
+
+    # --- tools (the gateway reports each call it starts and settles) ---------------------
+
+    def tool_started(self, key: str, name: str) -> None:
+        self.clock.tool_started()
+        self.telemetry.tool_started(key, name)
+
+    def tool_finished(self, key: str, name: str, status: str, seconds: float) -> None:
+        self.clock.tool_finished()
+        self.telemetry.tool_finished(key, name, status, seconds)
 
     async def _uplink_loop(self) -> None:
         while True:
@@ -453,6 +509,7 @@ class LiveBridge:
             if event is SpeechEvent.START:
                 self.upstream.speech_resumed()
             elif event is SpeechEvent.END and speech is not None:
+                self._vad_speech_ended(speech.last_speech_at)
                 # With transcription on, the service shows it heard speech by transcribing
                 # it; until then the turn is only our estimate (perhaps a noise).
                 confirmed = not self.agent.input_transcription or bool(self._turn_heard)
@@ -475,6 +532,7 @@ class LiveBridge:
             # reply replaces it (below, when ready); if not, it is kept as it was.
             self._turn_usage = (0, 0, 0)  # a replayed turn reports its usage afresh
             if self._started and not self._in_outage:  # once per outage, not per retry
+                self.clock.outage_began()
                 self._in_outage = True
                 self._outage = (reason, time.monotonic())
                 self._db(self._set_status(VoiceSession.Status.RECONNECTING))
@@ -504,6 +562,7 @@ class LiveBridge:
                     modality=self.agent.response_modality,
                 )
             )
+            self.telemetry.started()
         else:
             self._pacer.reset()
             self._silent_run = 0.0
@@ -534,6 +593,7 @@ class LiveBridge:
             self._turn_heard = []  # the replayed turn is heard again
             if self._in_outage:
                 self._in_outage = False
+                self.clock.outage_ended()
                 self.counters["reconnects"] += 1
                 self._record_reconnect(fresh)
                 await self.emit(client_events.simple("session.resumed", fresh_context=fresh))
@@ -571,6 +631,7 @@ class LiveBridge:
         else:
             message = "The model did not answer this turn; please say it again."
             self._finish_utterances()  # the given-up turn's words stay with it
+            self.clock.turn_complete()  # unanswered
         await self.emit(client_events.warning("reply_stalled", message, recovering=recovering))
 
     def _record_reconnect(self, fresh: bool, *, resumed: bool = True) -> None:
@@ -578,22 +639,26 @@ class LiveBridge:
             return
         cause, began = self._outage
         self._outage = None
+        gap = time.monotonic() - began if resumed else None
         self.progress.reconnects.append(
             {
                 "at": timezone.now().isoformat(),
                 "cause": cause,
-                "gap_ms": round((time.monotonic() - began) * 1000) if resumed else None,
+                "gap_ms": round(gap * 1000) if gap is not None else None,
                 "fresh_context": fresh,
                 "resumed": resumed,
             }
         )
+        self.telemetry.reconnected(cause=cause, gap_seconds=gap)
 
     async def on_upstream_audio(self, pcm: bytes) -> None:
-        self._first_output()
+        first = self._first_output(audio=True)
         self.counters["model_frames_out"] += 1
         self.counters["model_bytes_out"] += len(pcm)
         if not self.closed.is_set():
             await self.sink.send_audio(pcm)
+            if first:
+                self.clock.reply_out()
 
     async def on_upstream_message(self, message: types.LiveServerMessage) -> None:
         content = message.server_content
@@ -631,13 +696,13 @@ class LiveBridge:
                 if part.inline_data is not None and part.inline_data.data:
                     await self.on_upstream_audio(part.inline_data.data)
                 elif part.text and not part.thought:
-                    self._first_output()
+                    first = self._first_output(audio=False)
                     self._append_utterance("model", "text", part.text)
                     await self.emit(client_events.simple("text", text=part.text))
+                    if first:
+                        self.clock.reply_out()
         if content.input_transcription is not None and content.input_transcription.text:
             text = content.input_transcription.text
-            if not self._responded_this_turn:
-                self._user_turn_ended()  # the server heard the user: the latest turn end
             # Pieces stream in during speech and may lag into the reply: the user's words
             # stay one utterance until the turn completes, stored before the model's.
             self._append_utterance("user", "speech", text)
@@ -646,11 +711,11 @@ class LiveBridge:
             await self.emit(client_events.simple("transcript.input", text=text))
         if content.output_transcription is not None and content.output_transcription.text:
             text = content.output_transcription.text
-            self._first_output()
             self._append_utterance("model", "speech", text)
             await self.emit(client_events.simple("transcript.output", text=text))
         if content.interrupted:
             self.counters["interruptions"] += 1
+            self.clock.turn_complete(interrupted=True)
             # The user's words of the cut turn, then the cut reply; the barge-in's words
             # start a new utterance.
             self._finish_utterances()
@@ -658,7 +723,7 @@ class LiveBridge:
 
     async def _on_turn_complete(self) -> None:
         self.counters["turns"] += 1
-        self._user_turn_ended_at = None
+        self.clock.turn_complete()
         self.uplink.turn_complete()
         self._turn_heard = []
         self._finish_utterances()
@@ -721,11 +786,20 @@ class LiveBridge:
             len(responses), reply_expected=any(r.scheduling != silent for r in responses)
         )
 
-    def _first_output(self) -> None:
-        since = self._user_turn_ended_at
-        if since is not None and not self._responded_this_turn:
-            self._responded_this_turn = True
-            self.progress.first_response_ms.append(round((time.monotonic() - since) * 1000, 1))
+    def _first_output(self, *, audio: bool) -> bool:
+        """Model output reached us; True for its turn's first (``reply_out`` follows)."""
+        if not self.clock.in_turn:
+            speech = self._speech
+            # The service's VAD may end the turn before ours does: the speech we saw end
+            # is the turn this reply answers.
+            if speech is not None and speech.last_speech_at > self._vad_end_taken:
+                self._vad_speech_ended(speech.last_speech_at)
+        return self.clock.reply_in(audio=audio)
+
+    def _vad_speech_ended(self, at: float) -> None:
+        if at > self._vad_end_taken:
+            self._vad_end_taken = at
+            self._speech_ended("vad", at)
 
     # --- transcript -------------------------------------------------------------------------
 

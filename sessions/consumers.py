@@ -203,6 +203,8 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
             await bridge.emit(client_events.simple("pong", id=message.ping_id))
         elif message.type == "close":
             await bridge.end(reason="client_closed", code=CloseCode.NORMAL)
+        elif message.type == "playback.started":
+            bridge.client_playback_started()
         else:
             bridge.client_control(_CONTROL[message.type])
 

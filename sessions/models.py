@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import math
 import uuid
 from typing import ClassVar
 
 from django.db import models
 
 from agents.models import Agent
+from sessions.turn_timing import percentile
 from voice_platform.tenancy.models import ApiKey, TenantOwnedModel
 
 FIRST_RESPONSE_SAMPLES = 500
 RECONNECT_LOG_ENTRIES = 500
-
-
-def percentile(samples: list[float], pct: float) -> float | None:
-    """Nearest-rank percentile; None without samples."""
-    if not samples:
-        return None
-    ordered = sorted(samples)
-    rank = max(1, math.ceil(pct / 100 * len(ordered)))
-    return float(ordered[rank - 1])
+TURN_TIMINGS_KEPT = 500
+# The per-turn figures a session summarises as p50/p95 (docs/observability.md).
+TIMING_FIGURES = ("reply_in_ms", "reply_out_ms", "playback_ms", "tool_ms", "reconnect_gap_ms")
 
 
 class ClientToken(TenantOwnedModel):
@@ -108,10 +102,19 @@ class VoiceSession(TenantOwnedModel):  # type: ignore[django-manager-missing]
     # Every upstream reconnect (the newest RECONNECT_LOG_ENTRIES): when, why (its cause, see
     # docs/live-resilience.md), how long the user waited, whether the context was rebuilt.
     reconnect_log = models.JSONField(default=list, blank=True)
+    # Every turn's timing (``sessions.turn_timing.TurnTiming``), the newest TURN_TIMINGS_KEPT.
+    turn_timings = models.JSONField(default=list, blank=True)
+    # Counts of every turn's reply latency in LATENCY_BUCKETS_MS buckets (all turns, not only
+    # the kept ones): what usage analytics merge into percentiles per day.
+    latency_histogram = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering: ClassVar = ["-started_at"]
-        indexes: ClassVar = [models.Index(fields=["tenant", "status"])]
+        indexes: ClassVar = [
+            models.Index(fields=["tenant", "status"]),
+            # The dashboard's and the rollup's reads: a tenant's sessions by start time.
+            models.Index(fields=["tenant", "started_at"], name="session_tenant_started"),
+        ]
 
     def __str__(self) -> str:
         return f"session {self.id} ({self.status})"
@@ -127,6 +130,18 @@ class VoiceSession(TenantOwnedModel):  # type: ignore[django-manager-missing]
     @property
     def first_response_ms_p95(self) -> float | None:
         return percentile(self.first_response_ms, 95)
+
+    def timing_summary(self) -> dict[str, dict[str, float | None]]:
+        """p50/p95 of each per-turn figure over the kept turns (docs/observability.md)."""
+        summary = {}
+        for figure in TIMING_FIGURES:
+            samples = [t[figure] for t in self.turn_timings if t.get(figure) is not None]
+            summary[figure.removesuffix("_ms")] = {
+                "p50_ms": percentile(samples, 50),
+                "p95_ms": percentile(samples, 95),
+                "turns": len(samples),  # type: ignore[dict-item]
+            }
+        return summary
 
 
 class TranscriptEntry(TenantOwnedModel):

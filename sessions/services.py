@@ -24,11 +24,13 @@ from sessions.close_codes import CloseCode
 from sessions.models import (
     FIRST_RESPONSE_SAMPLES,
     RECONNECT_LOG_ENTRIES,
+    TURN_TIMINGS_KEPT,
     TranscriptEntry,
     VoiceSession,
 )
 from sessions.notify import notify_end
 from sessions.tokens import client_token_consume, client_token_find
+from sessions.turn_timing import histogram_add
 from voice_platform.tenancy.models import Tenant
 from voice_platform.tenancy.services import hash_secret
 
@@ -63,6 +65,8 @@ class SessionProgress:
     transcript: list[tuple[str, str, str, datetime]] = field(default_factory=list)
     # Upstream reconnects since the last flush: {"at", "cause", "gap_ms", ...} each.
     reconnects: list[dict[str, Any]] = field(default_factory=list)
+    # Turns timed since the last flush (``TurnTiming.as_dict()`` each).
+    turn_timings: list[dict[str, Any]] = field(default_factory=list)
 
 
 COUNTER_FIELDS = (
@@ -277,6 +281,15 @@ def voice_session_flush(*, session_id: uuid.UUID, progress: SessionProgress) -> 
         if progress.reconnects:
             log = [*session.reconnect_log, *progress.reconnects]
             deltas["reconnect_log"] = log[-RECONNECT_LOG_ENTRIES:]
+        if progress.turn_timings:
+            timings = [*session.turn_timings, *progress.turn_timings]
+            deltas["turn_timings"] = timings[-TURN_TIMINGS_KEPT:]
+            histogram = session.latency_histogram
+            for timing in progress.turn_timings:
+                latency = _reply_ms(timing)
+                if latency is not None:
+                    histogram = histogram_add(histogram, latency)
+            deltas["latency_histogram"] = histogram
         if deltas:
             VoiceSession.objects.filter(pk=session_id).update(**deltas)
         if progress.transcript:
@@ -297,6 +310,15 @@ def voice_session_flush(*, session_id: uuid.UUID, progress: SessionProgress) -> 
     progress.first_response_ms.clear()
     progress.transcript.clear()
     progress.reconnects.clear()
+    progress.turn_timings.clear()
+
+
+def _reply_ms(timing: dict[str, Any]) -> float | None:
+    """A turn's latency as the user met it: heard (client report), else sent."""
+    value = timing.get("playback_ms")
+    if value is None:
+        value = timing.get("reply_out_ms")
+    return float(value) if value is not None else None
 
 
 def voice_session_detach(

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
@@ -51,7 +52,25 @@ OUTCOME_LOST = "the tool call's outcome could not be read (the platform is unava
 SETTLED_KEPT = 64
 
 
+class ToolObserver(Protocol):
+    """Told of every request a gateway starts and settles (timing, metrics, traces)."""
+
+    def tool_started(self, key: str, name: str) -> None: ...
+
+    def tool_finished(self, key: str, name: str, status: str, seconds: float) -> None: ...
+
+
+class _Unobserved:
+    def tool_started(self, key: str, name: str) -> None:
+        return None
+
+    def tool_finished(self, key: str, name: str, status: str, seconds: float) -> None:
+        return None
+
+
 class ToolGateway(Protocol):
+    def observe(self, observer: ToolObserver) -> None: ...
+
     def function_declarations(self) -> list[types.FunctionDeclaration]: ...
 
     def first_turn(self) -> int: ...
@@ -72,6 +91,11 @@ class ToolGateway(Protocol):
 class NoTools:
     """An agent without an allowlist: every call is refused."""
 
+    observer: ToolObserver = _Unobserved()
+
+    def observe(self, observer: ToolObserver) -> None:
+        self.observer = observer
+
     def function_declarations(self) -> list[types.FunctionDeclaration]:
         return []
 
@@ -84,6 +108,8 @@ class NoTools:
         responses = []
         for call in calls:
             name = call.name or ""
+            self.observer.tool_started(call.id or "", name)
+            self.observer.tool_finished(call.id or "", name, "rejected", 0.0)
             responses.append(
                 types.FunctionResponse(
                     id=call.id,
@@ -111,10 +137,11 @@ class NoTools:
 class _Request:
     """One request (idempotency key): its settling task and the asks that wait for it."""
 
-    __slots__ = ("call_id", "call_ids", "event", "name", "outcome", "settled", "task",
-                 "withdrawn")  # fmt: skip
+    __slots__ = ("call_id", "call_ids", "event", "name", "outcome", "settled", "started",
+                 "task", "withdrawn")  # fmt: skip
 
     def __init__(self, call_id: str, name: str) -> None:
+        self.started = time.monotonic()
         self.call_id = call_id  # the first ask's id: what the client's events carry
         self.call_ids = [call_id]  # every ask's id
         self.name = name
@@ -144,6 +171,10 @@ class ServiceToolGateway:
         self._key_of: dict[str, str] = {}  # call id -> key
         self._occurrences: Counter[tuple[int, str, str]] = Counter()
         self._asks: dict[str, asyncio.Task[None]] = {}  # call id -> its pending answer
+        self.observer: ToolObserver = _Unobserved()
+
+    def observe(self, observer: ToolObserver) -> None:
+        self.observer = observer
 
     def function_declarations(self) -> list[types.FunctionDeclaration]:
         return self.allowlist.declarations
@@ -176,6 +207,7 @@ class ServiceToolGateway:
 
     def _start(self, request: ToolCallRequest, emit: Emit) -> _Request:
         entry = self._requests[request.key] = _Request(request.call_id, request.name)
+        self.observer.tool_started(request.key, request.name)
         entry.task = asyncio.create_task(
             self._settle(request.key, request, entry, emit), name="bridge-tool-settle"
         )
@@ -234,6 +266,9 @@ class ServiceToolGateway:
         entry.settled = outcome
         self._forget_settled()
         status = FINISHED_STATUS.get(str(outcome.get("status")), "error")
+        audited = str(outcome.get("status"))  # the audit log's status, e.g. "succeeded"
+        audited = audited if audited in FINISHED_STATUS else "failed"
+        self.observer.tool_finished(key, entry.name, audited, time.monotonic() - entry.started)
         with contextlib.suppress(Exception):  # the client may be gone; the model is answered
             await emit(
                 {"type": "tool.finished", "call_id": entry.call_id, "name": entry.name,

@@ -17,6 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 from voice_platform.settings.env import (
     dev_secret_key,
     env_bool,
+    env_float,
     env_int,
     env_list,
     env_str,
@@ -57,6 +58,7 @@ INSTALLED_APPS = [
     "tools",
     "sessions.apps.VoiceSessionsConfig",
     "playground",
+    "analytics",
 ]
 
 MIDDLEWARE = [
@@ -363,3 +365,33 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_restore_interval": env_int("CELERY_RESTORE_INTERVAL", 10),
     "unacked_restore_throttle": 1,
 }
+
+# --- Observability and analytics (docs/observability.md) ---------------------------------
+# /metrics answers a request carrying "Authorization: Bearer <METRICS_TOKEN>", or one from
+# an address in METRICS_ALLOWED_NETWORKS (CIDRs); with neither set it answers 404 to all.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", [])
+# Several server processes on one host: each writes its metrics under this directory and
+# every /metrics sums them (prometheus_client's multiprocess mode). Empty: this process only.
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR")
+# A process labels metrics with at most this many tenants; later ones count as "_other".
+METRICS_TENANT_LABEL_LIMIT = env_int("METRICS_TENANT_LABEL_LIMIT", 50)
+# Traces (OpenTelemetry): off unless enabled; exported over OTLP/HTTP when an endpoint is
+# set (OTEL_EXPORTER_OTLP_ENDPOINT, read by the SDK); user content only when allowed.
+TRACING_ENABLED = env_bool("TRACING_ENABLED", False)
+TRACING_INCLUDE_CONTENT = env_bool("TRACING_INCLUDE_CONTENT", False)
+OTEL_SERVICE_NAME = env_str("OTEL_SERVICE_NAME", "voice-platform")
+# Logs: "json" (one object per line) or "console" (readable); json unless DEBUG.
+LOG_FORMAT = env_str("LOG_FORMAT", "console" if DEBUG else "json")
+# Error-rate alerts: over the last ALERT_WINDOW_SECONDS of session and tool outcomes per
+# agent (and per tenant), at least ALERT_MIN_EVENTS of them and a failure rate of at least
+# ALERT_ERROR_RATE raise one alert; it clears below ALERT_CLEAR_RATE. A scope whose alert
+# cleared is not raised again for ALERT_COOLDOWN_SECONDS.
+ALERT_WINDOW_SECONDS = env_int("ALERT_WINDOW_SECONDS", 300)
+ALERT_MIN_EVENTS = env_int("ALERT_MIN_EVENTS", 10)
+ALERT_ERROR_RATE = env_float("ALERT_ERROR_RATE", 0.2)
+ALERT_CLEAR_RATE = env_float("ALERT_CLEAR_RATE", 0.1)
+ALERT_COOLDOWN_SECONDS = env_int("ALERT_COOLDOWN_SECONDS", 600)
+# How often every server process evaluates alerts and rolls usage up (seconds).
+ALERT_EVALUATE_INTERVAL = env_int("ALERT_EVALUATE_INTERVAL", 30)
+USAGE_ROLLUP_INTERVAL = env_int("USAGE_ROLLUP_INTERVAL", 300)

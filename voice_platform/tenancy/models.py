@@ -24,6 +24,10 @@ class Tenant(models.Model):
     )
     # Fernet token (voice_platform.crypto); never the plain key.
     gemini_api_key_encrypted = models.TextField(blank=True, default="", editable=False)
+    # Where error-rate alerts are POSTed (docs/observability.md), signed with the secret
+    # below (a Fernet token, voice_platform.crypto; never the plain secret).
+    alert_webhook_url = models.URLField(max_length=500, blank=True, default="")
+    alert_webhook_secret_encrypted = models.TextField(blank=True, default="", editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -1,0 +1,103 @@
+"""``SessionTelemetry``: what one live connection reports, to metrics and traces at once.
+
+The bridge and the tool gateway call it at the moments that matter (never per audio
+frame: traffic arrives as deltas at each flush). Telemetry must never break a call, so
+every output is guarded: a failing exporter costs its figures, not the conversation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from voice_platform.observability import metrics, tracing
+from voice_platform.observability.labels import SessionLabels
+
+if TYPE_CHECKING:
+    from sessions.turn_timing import TurnTiming
+
+log = logging.getLogger(__name__)
+
+
+def _guarded(what: str, call: Callable[[], Any]) -> None:
+    try:
+        call()
+    except Exception:
+        log.warning("telemetry: %s failed", what, exc_info=True)
+
+
+class SessionTelemetry:
+    def __init__(self, labels: SessionLabels, *, resumed: bool) -> None:
+        self.labels = labels
+        self.resumed = resumed
+        self.trace = tracing.session_trace(labels, resumed=resumed)
+        self._open = False
+
+    def started(self) -> None:
+        self._open = True
+        _guarded("started", lambda: metrics.session_started(self.labels, resumed=self.resumed))
+
+    def closed(self, *, ended_reason: str | None = None, failed: bool = False) -> None:
+        """The connection stops serving the session; ``ended_reason`` when it ended."""
+        if not self._open:
+            return
+        self._open = False
+        labels = self.labels
+        _guarded("closed", lambda: metrics.connection_closed(labels))
+        if ended_reason is not None:
+            _guarded(
+                "ended", lambda: metrics.session_ended(labels, reason=ended_reason, failed=failed)
+            )
+        _guarded("trace end", lambda: self.trace.end(reason=ended_reason or "detached"))
+
+    def reconnected(self, *, cause: str, gap_seconds: float | None) -> None:
+        labels = self.labels
+        _guarded(
+            "reconnected",
+            lambda: metrics.reconnected(labels, cause=cause, gap_seconds=gap_seconds),
+        )
+        _guarded(
+            "trace reconnect",
+            lambda: self.trace.reconnected(cause=cause, gap_seconds=gap_seconds),
+        )
+
+    def traffic(self, counters: dict[str, int]) -> None:
+        labels = self.labels
+        _guarded(
+            "traffic",
+            lambda: metrics.traffic(
+                labels,
+                frames_in=counters.get("client_frames_in", 0),
+                bytes_in=counters.get("client_bytes_in", 0),
+                frames_out=counters.get("model_frames_out", 0),
+                bytes_out=counters.get("model_bytes_out", 0),
+            ),
+        )
+        if counters.get("prompt_tokens") or counters.get("response_tokens"):
+            _guarded(
+                "tokens",
+                lambda: metrics.tokens(
+                    labels,
+                    input_tokens=counters.get("prompt_tokens", 0),
+                    output_tokens=counters.get("response_tokens", 0),
+                ),
+            )
+
+    def turn_started(self, turn: int) -> None:
+        _guarded("trace turn", lambda: self.trace.turn_started(turn))
+
+    def turn_finished(self, timing: TurnTiming) -> None:
+        _guarded("turn", lambda: metrics.turn_timed(self.labels, timing))
+        _guarded("trace turn end", lambda: self.trace.turn_finished(timing))
+
+    def tool_started(self, key: str, name: str) -> None:
+        _guarded("trace tool", lambda: self.trace.tool_started(key, name))
+
+    def tool_finished(self, key: str, name: str, status: str, seconds: float) -> None:
+        labels = self.labels
+        _guarded(
+            "tool",
+            lambda: metrics.tool_finished(labels, name=name, status=status, seconds=seconds),
+        )
+        _guarded("trace tool end", lambda: self.trace.tool_finished(key, status=status))
