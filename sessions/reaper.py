@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from sessions.models import VoiceSession
 from tools.stranded import FIRST_SWEEP_LOOKBACK, SWEEP_LOOKBACK, tool_calls_finish_stranded
+from voice_platform.periodic import run_due
 from voice_platform.tenancy.scope import all_tenants
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,8 @@ def maintain_once() -> None:
     lookback = SWEEP_LOOKBACK if _tools_swept["once"] else FIRST_SWEEP_LOOKBACK
     tool_calls_finish_stranded(lookback=lookback)
     _tools_swept["once"] = True
+    # Other apps' jobs (alert evaluation, usage rollup), each at its own interval.
+    run_due()
 
 
 async def _maintain_forever() -> None:
