@@ -823,6 +823,7 @@ class LiveBridge:
             if text:
                 self.progress.transcript.append((role, kind, text, utterance.at))
                 self._turn_entries.append((role, text))
+                self.telemetry.turn_words(role, text)
 
     # --- timers ---------------------------------------------------------------------------
 

@@ -91,6 +91,10 @@ class SessionTelemetry:
         _guarded("turn", lambda: metrics.turn_timed(self.labels, timing))
         _guarded("trace turn end", lambda: self.trace.turn_finished(timing))
 
+    def turn_words(self, role: str, text: str) -> None:
+        """An utterance of the turn (user content: traced only when a setting allows)."""
+        _guarded("trace words", lambda: self.trace.turn_words(role, text))
+
     def tool_started(self, key: str, name: str) -> None:
         _guarded("trace tool", lambda: self.trace.tool_started(key, name))
 

@@ -21,6 +21,10 @@ class SessionTrace:
     def turn_finished(self, timing: TurnTiming) -> None:
         """The turn is over: its span closes with the timing's figures as attributes."""
 
+    def turn_words(self, role: str, text: str) -> None:
+        """One utterance of the open turn ("user" or "model"): user content, recorded on the
+        turn span only when TRACING_INCLUDE_CONTENT allows it."""
+
     def tool_started(self, key: str, name: str) -> None:
         """A tool call began: a span opens under the open turn (or the session)."""
 
