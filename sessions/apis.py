@@ -20,6 +20,7 @@ from sessions.serializers import (
     ClientTokenIssuedSerializer,
     ClientTokenSerializer,
     TranscriptEntrySerializer,
+    VoiceSessionDetailSerializer,
     VoiceSessionSerializer,
 )
 from sessions.services import voice_session_end_by_api
@@ -108,7 +109,7 @@ class VoiceSessionListApi(TenantViewMixin, generics.ListAPIView[VoiceSession]):
 
 
 class VoiceSessionDetailApi(TenantViewMixin, generics.RetrieveAPIView[VoiceSession]):
-    serializer_class = VoiceSessionSerializer
+    serializer_class = VoiceSessionDetailSerializer
 
     def get_queryset(self) -> QuerySet[VoiceSession]:
         return voice_session_list(tenant=request_tenant(self.request))

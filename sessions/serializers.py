@@ -6,6 +6,7 @@ from rest_framework import serializers
 
 from sessions.models import ClientToken, TranscriptEntry, VoiceSession
 from sessions.tokens import MAX_EXPIRE_SECONDS, MAX_USES
+from sessions.turn_timing import SPEECH_END_SOURCES
 
 
 class ClientTokenCreateSerializer(serializers.Serializer[dict[str, Any]]):
@@ -52,8 +53,42 @@ class ReconnectEntrySerializer(serializers.Serializer[dict[str, Any]]):
     resumed = serializers.BooleanField(read_only=True)
 
 
+class TurnTimingSerializer(serializers.Serializer[dict[str, Any]]):
+    """One turn's timing, in ms from the end of the user's speech (docs/observability.md)."""
+
+    turn = serializers.IntegerField(read_only=True)
+    at = serializers.DateTimeField(read_only=True)
+    speech_end_source = serializers.ChoiceField(choices=SPEECH_END_SOURCES, read_only=True)
+    reply_in_ms = serializers.FloatField(read_only=True, allow_null=True)
+    reply_out_ms = serializers.FloatField(read_only=True, allow_null=True)
+    playback_ms = serializers.FloatField(read_only=True, allow_null=True)
+    tool_ms = serializers.FloatField(read_only=True)
+    reconnect_gap_ms = serializers.FloatField(read_only=True)
+    audio = serializers.BooleanField(read_only=True)
+    outcome = serializers.ChoiceField(
+        choices=["complete", "interrupted", "unanswered"], read_only=True
+    )
+
+
+class PercentilesSerializer(serializers.Serializer[dict[str, Any]]):
+    p50_ms = serializers.FloatField(read_only=True, allow_null=True)
+    p95_ms = serializers.FloatField(read_only=True, allow_null=True)
+    turns = serializers.IntegerField(read_only=True, help_text="Turns with this figure.")
+
+
+class TimingSummarySerializer(serializers.Serializer[dict[str, Any]]):
+    """p50/p95 of each per-turn figure over the session's kept turns."""
+
+    reply_in = PercentilesSerializer(read_only=True)
+    reply_out = PercentilesSerializer(read_only=True)
+    playback = PercentilesSerializer(read_only=True)
+    tool = PercentilesSerializer(read_only=True)
+    reconnect_gap = PercentilesSerializer(read_only=True)
+
+
 class VoiceSessionSerializer(serializers.ModelSerializer[VoiceSession]):
     reconnect_log = ReconnectEntrySerializer(many=True, read_only=True)
+    timing = TimingSummarySerializer(source="timing_summary", read_only=True)
     agent_id = serializers.IntegerField(read_only=True, allow_null=True)
     user_id = serializers.CharField(source="end_user_id", read_only=True)
     first_response_ms_p50 = serializers.FloatField(read_only=True, allow_null=True)
@@ -61,14 +96,24 @@ class VoiceSessionSerializer(serializers.ModelSerializer[VoiceSession]):
 
     class Meta:
         model = VoiceSession
-        fields = (
+        fields: tuple[str, ...] = (
             "id", "agent_id", "user_id", "metadata", "status", "end_reason", "started_at",
             "ended_at", "client_detached_at", "client_frames_in", "client_bytes_in",
             "model_frames_out", "model_bytes_out", "dropped_audio_frames", "turns",
             "interruptions", "tool_calls", "errors", "reconnects", "prompt_tokens",
             "response_tokens", "total_tokens", "first_response_ms_p50", "first_response_ms_p95",
-            "reconnect_log",
+            "timing", "reconnect_log",
         )  # fmt: skip
+        read_only_fields = fields
+
+
+class VoiceSessionDetailSerializer(VoiceSessionSerializer):
+    """One session: with every kept turn's timing (lists carry only the summary)."""
+
+    turn_timings = TurnTimingSerializer(many=True, read_only=True)
+
+    class Meta(VoiceSessionSerializer.Meta):
+        fields = (*VoiceSessionSerializer.Meta.fields, "turn_timings")
         read_only_fields = fields
 
 
