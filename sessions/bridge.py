@@ -250,9 +250,9 @@ class LiveBridge:
         error: dict[str, Any] | None = None,
     ) -> None:
         """End the session for good: upstream closed, row ended, client told and closed."""
-        if not await self._begin_shutdown():
+        failed = status == VoiceSession.Status.FAILED
+        if not await self._begin_shutdown(ended_reason=reason, failed=failed):
             return
-        self.telemetry.closed(ended_reason=reason, failed=status == VoiceSession.Status.FAILED)
         try:
             progress = self._final_progress()
             await db_write_retrying(
@@ -333,13 +333,13 @@ class LiveBridge:
         finally:
             await self._close_client("superseded", CloseCode.SUPERSEDED, None)
 
-    async def _begin_shutdown(self) -> bool:
+    async def _begin_shutdown(self, ended_reason: str | None = None, failed: bool = False) -> bool:
         if self._closing:
             await self.closed.wait()
             return False
         self._closing = True
         held_sessions.discard(self.session_id)
-        self.telemetry.closed()  # unless end() said why first
+        self.telemetry.closed(ended_reason=ended_reason, failed=failed)
         await self.upstream.stop()
         await self.tools.close()
         await self._db_jobs.put(None)
