@@ -339,7 +339,6 @@ class LiveBridge:
             return False
         self._closing = True
         held_sessions.discard(self.session_id)
-        self.telemetry.closed(ended_reason=ended_reason, failed=failed)
         await self.upstream.stop()
         await self.tools.close()
         await self._db_jobs.put(None)
@@ -349,6 +348,13 @@ class LiveBridge:
             if task.get_name() != "bridge-db":
                 task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # What the connection still holds is final now: its words, an outage that never
+        # ended, the turn in progress; telemetry hears of them before its spans close.
+        self._finish_utterances()
+        if self._outage is not None:  # ended mid-outage: the reconnect never completed
+            self._record_reconnect(False, resumed=False)
+        self.clock.close()
+        self.telemetry.closed(ended_reason=ended_reason, failed=failed)
         return True
 
     async def _close_client(self, reason: str, code: int, error: dict[str, Any] | None) -> None:
@@ -360,11 +366,7 @@ class LiveBridge:
         self.closed.set()
 
     def _final_progress(self) -> SessionProgress:
-        self._finish_utterances()
-        if self._outage is not None:  # ended mid-outage: the reconnect never completed
-            self._record_reconnect(False, resumed=False)
-        self.clock.close()
-        return self._snapshot()
+        return self._snapshot()  # _begin_shutdown finished what was in progress
 
     def _snapshot(self) -> SessionProgress:
         """Hand what accumulated to the database thread as deltas; the loop goes on with
@@ -457,9 +459,9 @@ class LiveBridge:
 
     # --- tools (the gateway reports each call it starts and settles) ---------------------
 
-    def tool_started(self, key: str, name: str) -> None:
+    def tool_started(self, key: str, name: str, call_id: str | None = None) -> None:
         self.clock.tool_started()
-        self.telemetry.tool_started(key, name)
+        self.telemetry.tool_started(key, name, call_id)
 
     def tool_finished(self, key: str, name: str, status: str, seconds: float) -> None:
         self.clock.tool_finished()
@@ -715,18 +717,18 @@ class LiveBridge:
             await self.emit(client_events.simple("transcript.output", text=text))
         if content.interrupted:
             self.counters["interruptions"] += 1
-            self.clock.turn_complete(interrupted=True)
             # The user's words of the cut turn, then the cut reply; the barge-in's words
-            # start a new utterance.
+            # start a new utterance. Before the turn's timing: its trace span takes them.
             self._finish_utterances()
+            self.clock.turn_complete(interrupted=True)
             await self.emit(client_events.simple("interrupted"))
 
     async def _on_turn_complete(self) -> None:
         self.counters["turns"] += 1
+        self._finish_utterances()  # before the turn's timing: its trace span takes the words
         self.clock.turn_complete()
         self.uplink.turn_complete()
         self._turn_heard = []
-        self._finish_utterances()
         self._answered_since_handle += self._turn_entries
         self._turn_entries = []
         if not self.agent.session_resumption:
