@@ -55,13 +55,13 @@ SETTLED_KEPT = 64
 class ToolObserver(Protocol):
     """Told of every request a gateway starts and settles (timing, metrics, traces)."""
 
-    def tool_started(self, key: str, name: str) -> None: ...
+    def tool_started(self, key: str, name: str, call_id: str | None = None) -> None: ...
 
     def tool_finished(self, key: str, name: str, status: str, seconds: float) -> None: ...
 
 
 class _Unobserved:
-    def tool_started(self, key: str, name: str) -> None:
+    def tool_started(self, key: str, name: str, call_id: str | None = None) -> None:
         return None
 
     def tool_finished(self, key: str, name: str, status: str, seconds: float) -> None:
@@ -207,7 +207,7 @@ class ServiceToolGateway:
 
     def _start(self, request: ToolCallRequest, emit: Emit) -> _Request:
         entry = self._requests[request.key] = _Request(request.call_id, request.name)
-        self.observer.tool_started(request.key, request.name)
+        self.observer.tool_started(request.key, request.name, request.call_id)
         entry.task = asyncio.create_task(
             self._settle(request.key, request, entry, emit), name="bridge-tool-settle"
         )

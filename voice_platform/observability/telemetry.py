@@ -40,16 +40,18 @@ class SessionTelemetry:
 
     def closed(self, *, ended_reason: str | None = None, failed: bool = False) -> None:
         """The connection stops serving the session; ``ended_reason`` when it ended."""
-        if not self._open:
-            return
-        self._open = False
         labels = self.labels
-        _guarded("closed", lambda: metrics.connection_closed(labels))
-        if ended_reason is not None:
-            _guarded(
-                "ended", lambda: metrics.session_ended(labels, reason=ended_reason, failed=failed)
-            )
-        _guarded("trace end", lambda: self.trace.end(reason=ended_reason or "detached"))
+        if self._open:  # a connection that never became ready was never counted
+            self._open = False
+            _guarded("closed", lambda: metrics.connection_closed(labels))
+            if ended_reason is not None:
+                _guarded(
+                    "ended",
+                    lambda: metrics.session_ended(labels, reason=ended_reason, failed=failed),
+                )
+        reason = ended_reason or "detached"
+        # Its span ends either way (a second end does nothing).
+        _guarded("trace end", lambda: self.trace.end(reason=reason, failed=failed))
 
     def reconnected(self, *, cause: str, gap_seconds: float | None) -> None:
         labels = self.labels
@@ -95,8 +97,9 @@ class SessionTelemetry:
         """An utterance of the turn (user content: traced only when a setting allows)."""
         _guarded("trace words", lambda: self.trace.turn_words(role, text))
 
-    def tool_started(self, key: str, name: str) -> None:
-        _guarded("trace tool", lambda: self.trace.tool_started(key, name))
+    def tool_started(self, key: str, name: str, call_id: str | None = None) -> None:
+        """``key``: the request's idempotency key; ``call_id``: the model's id for it."""
+        _guarded("trace tool", lambda: self.trace.tool_started(key, name, call_id))
 
     def tool_finished(self, key: str, name: str, status: str, seconds: float) -> None:
         labels = self.labels
