@@ -4,11 +4,13 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from voice_platform.health import healthz, readyz
 from voice_platform.landing import landing
+from voice_platform.observability.metrics_view import metrics_view
 
 urlpatterns = [
     path("", landing, name="landing"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("agents.urls")),
     path("api/v1/", include("sessions.urls")),
