@@ -13,6 +13,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from agents.models import Agent
+from analytics.models import Alert, UsageDaily
 from sessions.models import ClientToken, TranscriptEntry, VoiceSession
 from tools.models import AgentTool, LookupRecord, OutboxEmail, ToolCallRecord, WebhookTool
 from voice_platform.tenancy.models import ApiKey, Membership, Tenant
@@ -187,3 +188,29 @@ class LookupRecordFactory(TenantOwnedFactory):
 
     key = factory.Sequence(lambda n: f"key-{n}")
     value = "value"
+
+
+class AlertFactory(TenantOwnedFactory):
+    class Meta:
+        model = Alert
+
+    agent = _same_tenant(AgentFactory)
+    scope = factory.LazyAttribute(lambda o: f"agent:{o.agent.pk}")
+    raised_at = factory.LazyFunction(timezone.now)
+    window_seconds = 300
+    threshold = 0.2
+    events = 10
+    failures = 5
+    error_rate = 0.5
+    peak_error_rate = 0.5
+
+
+class UsageDailyFactory(TenantOwnedFactory):
+    class Meta:
+        model = UsageDaily
+
+    agent = _same_tenant(AgentFactory)
+    agent_ref = factory.LazyAttribute(lambda o: o.agent.pk)
+    day = factory.LazyFunction(lambda: timezone.now().date())
+    sessions = 3
+    turns = 12

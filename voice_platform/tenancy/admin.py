@@ -9,6 +9,12 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from analytics.alert_webhooks import (
+    alert_webhook_secret_generate,
+    alert_webhook_secret_valid,
+    alert_webhook_url_problem,
+    tenant_set_alert_webhook_secret,
+)
 from voice_platform.tenancy.admin_mixins import TenantScopedAdmin, TenantSelfAdminMixin, _role
 from voice_platform.tenancy.models import ApiKey, Membership, Tenant
 from voice_platform.tenancy.services import api_key_create, api_key_revoke, tenant_set_gemini_key
@@ -25,22 +31,63 @@ class TenantAdminForm(forms.ModelForm):  # type: ignore[type-arg]
     clear_gemini_api_key = forms.BooleanField(
         required=False, help_text="Remove the tenant's own key and use the platform key."
     )
+    alert_webhook_url = forms.URLField(
+        required=False,
+        max_length=500,
+        assume_scheme="https",
+        help_text="Where error-rate alerts are POSTed (alert.raised, alert.cleared), signed "
+        "to the Standard Webhooks convention (docs/alerts.md). Empty: no webhook.",
+    )
+    # Write-only, like the Gemini key: the stored secret is never rendered back.
+    alert_webhook_secret = forms.CharField(
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="Your own signing secret (whsec_ followed by base64), stored encrypted. "
+        "Leave blank to keep the current one; one is generated when a URL is first set.",
+    )
+    new_alert_webhook_secret = forms.BooleanField(
+        required=False,
+        help_text="Generate a new signing secret (shown once) and stop signing with the old.",
+    )
 
     class Meta:
         model = Tenant
-        fields = ["name", "slug", "status", "max_concurrent_sessions"]
+        fields = ["name", "slug", "status", "max_concurrent_sessions", "alert_webhook_url"]
+
+    def clean_alert_webhook_url(self) -> str:
+        url: str = self.cleaned_data.get("alert_webhook_url", "")
+        problem = alert_webhook_url_problem(url) if url else None
+        if problem:
+            raise forms.ValidationError(problem)
+        return url
+
+    def clean_alert_webhook_secret(self) -> str:
+        secret: str = self.cleaned_data.get("alert_webhook_secret", "")
+        if secret and not alert_webhook_secret_valid(secret):
+            raise forms.ValidationError(
+                "Expected whsec_ followed by the base64 of at least 24 random bytes."
+            )
+        return secret
 
 
 @admin.register(Tenant)
 class TenantAdmin(TenantSelfAdminMixin):
     form = TenantAdminForm
-    list_display = ["name", "slug", "status", "max_concurrent_sessions", "has_own_gemini_key"]
+    list_display = [
+        "name", "slug", "status", "max_concurrent_sessions", "has_own_gemini_key",
+        "has_alert_webhook",
+    ]  # fmt: skip
     list_filter = ["status"]
     search_fields = ["name", "slug"]
 
     @admin.display(boolean=True, description="Own Gemini key")
     def has_own_gemini_key(self, obj: Tenant) -> bool:
         return obj.has_own_gemini_key
+
+    @admin.display(boolean=True, description="Alert webhook")
+    def has_alert_webhook(self, obj: Tenant) -> bool:
+        return bool(obj.alert_webhook_url)
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return bool(request.user.is_superuser or _role(request) is not None)
@@ -69,6 +116,21 @@ class TenantAdmin(TenantSelfAdminMixin):
             tenant_set_gemini_key(tenant=obj, api_key="")
         elif form.cleaned_data.get("gemini_api_key"):
             tenant_set_gemini_key(tenant=obj, api_key=form.cleaned_data["gemini_api_key"])
+        self._save_alert_webhook_secret(request, obj, form)
+
+    def _save_alert_webhook_secret(self, request: HttpRequest, obj: Tenant, form: Any) -> None:
+        given = form.cleaned_data.get("alert_webhook_secret")
+        if given:
+            tenant_set_alert_webhook_secret(tenant=obj, secret=given)
+            return
+        first_url = obj.alert_webhook_url and not obj.alert_webhook_secret_encrypted
+        if form.cleaned_data.get("new_alert_webhook_secret") or first_url:
+            secret = alert_webhook_secret_generate()
+            tenant_set_alert_webhook_secret(tenant=obj, secret=secret)
+            messages.warning(
+                request,
+                f"Copy this alert webhook signing secret now; it will not be shown again: {secret}",
+            )
 
 
 @admin.register(Membership)
