@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
-from django.urls import URLPattern
+from django.urls import URLPattern, path
 
-urlpatterns: list[URLPattern] = []
+from analytics.apis import UsageDailyListApi, UsageSummaryApi
+
+urlpatterns: list[URLPattern] = [
+    path("usage/", UsageDailyListApi.as_view(), name="usage-list"),
+    path("usage/summary/", UsageSummaryApi.as_view(), name="usage-summary"),
+]

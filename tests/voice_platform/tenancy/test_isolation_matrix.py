@@ -98,8 +98,8 @@ ROUTE_PK_MODELS: dict[str, type[models.Model]] = {
     "session-transcript": VoiceSession,
     "session-end": VoiceSession,
 }
-# Naming rules for read-only aggregate routes (route name or path). None match analytics
-# today; a route that matches joins the matrix without editing it.
+# Naming rules for read-only aggregate routes (route name or path): /api/v1/usage/ and its
+# summary match the analytics rule; a route that matches joins the matrix without editing it.
 EXPORT_RULE = re.compile(r"export|download|\.csv$|\.xlsx$|\.jsonl?$", re.IGNORECASE)
 ANALYTICS_RULE = re.compile(r"analytic|stats|statistic|metric|usage|report|summary", re.I)
 # The two WebSocket credentials (sessions.auth.resolve_tenant): a client token opens a
