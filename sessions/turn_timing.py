@@ -18,7 +18,7 @@ from typing import Any
 from django.utils import timezone
 
 # Where the end of the user's speech was taken from, best first.
-SPEECH_END_SOURCES = ("activity_end", "audio_end", "vad", "text", "transcription")
+SPEECH_END_SOURCES = ("activity_end", "audio_end", "vad", "text")
 # A finished audio turn waits this long for the client's playback report.
 PLAYBACK_WAIT_SECONDS = 10.0
 # Upper bounds (ms) of the latency histogram a session keeps for usage analytics; the

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import Any
 
@@ -38,6 +39,7 @@ from tools.pool import ToolPool, ToolPoolBusy
 from tools.registry import ToolContext, get_tool
 from tools.webhooks import WebhookTimeout, webhook_post
 from voice_platform.crypto import decrypt_str
+from voice_platform.observability import log_context
 from voice_platform.tenancy.scope import tenant_scope
 
 logger = logging.getLogger(__name__)
@@ -65,26 +67,40 @@ def tool_call_execute(*, record_id: int, notify: Notify | None = None) -> ToolCa
     never raises because of the tool. The tool runs in a tool thread, waited for at most the
     call's timeout. ``notify`` replaces the channel-layer wake-up (``tool_result_notify``)."""
     record = _load(record_id)
-    if record.status == Status.QUEUED:
-        try:
-            future = tool_pool().submit(record.tenant_id, _claim_run_finish, record)
-            wrote = future.result(timeout=record.timeout_seconds)
-        except ToolPoolBusy as exc:
-            tool_call_finish_early(record=record, status="failed", error=str(exc))
-            wrote = False
-        except FutureTimeout:
-            tool_call_finish_early(record=record, status="timeout")
-            wrote = False
-        if not wrote:
-            # Finished by someone else, or overrunning: a fresh copy (the overrunning thread
-            # may still write to the one it holds). Otherwise the record says what committed.
+    with _log_ids(record):
+        if record.status == Status.QUEUED:
+            try:
+                future = tool_pool().submit(record.tenant_id, _claim_run_finish, record)
+                wrote = future.result(timeout=record.timeout_seconds)
+            except ToolPoolBusy as exc:
+                tool_call_finish_early(record=record, status="failed", error=str(exc))
+                wrote = False
+            except FutureTimeout:
+                tool_call_finish_early(record=record, status="timeout")
+                wrote = False
+            if not wrote:
+                # Finished by someone else, or overrunning: a fresh copy (the overrunning
+                # thread may still write to the one it holds). Otherwise the record says what
+                # committed.
+                record = _load(record_id)
+        elif record.status == Status.RUNNING:
+            _finish_orphan(record)
             record = _load(record_id)
-    elif record.status == Status.RUNNING:
-        _finish_orphan(record)
-        record = _load(record_id)
-    if record.is_finished:  # a redelivered task too: the waiting session may never have heard
-        (notify or _notify)(record)
+        if record.is_finished:  # a redelivered task too: its session may never have heard
+            (notify or _notify)(record)
     return record
+
+
+def _log_ids(record: ToolCallRecord) -> AbstractContextManager[log_context.LogContext]:
+    """The call's ids on every line logged while it is handled. Bound in each thread that
+    handles it (the task's, the tool thread): a thread starts with an empty context.
+    ``turn_position`` is the conversation position the call answers (``sessions.uplink``),
+    not the session's ``turn`` number."""
+    return log_context.bound(
+        tenant=record.tenant_id, agent=record.agent_id, session=str(record.session_ref),
+        turn_position=record.turn, call_id=record.call_id, tool=record.tool_name,
+        tool_call=record.pk,
+    )  # fmt: skip
 
 
 # How long past its timeout a running call must be before a redelivered task finishes it:
@@ -150,10 +166,11 @@ def _run_inprocess(
     try:
         with tenant_scope(tenant_id):  # a tool thread starts without the scope
             record = _load(record_id)  # its own copy: the caller keeps the admission's
-            if record.status == Status.QUEUED and not _claim_run_finish(record):
-                record = _load(record_id)
-            if record.is_finished:
-                notify(record)
+            with _log_ids(record):  # ... and without the session's log context
+                if record.status == Status.QUEUED and not _claim_run_finish(record):
+                    record = _load(record_id)
+                if record.is_finished:
+                    notify(record)
     except Exception:
         logger.exception("in-process tool execution failed (call %s)", record_id)
     finally:
@@ -182,7 +199,7 @@ def _claim_run_finish(record: ToolCallRecord) -> bool:
     wrote the outcome (and ``record`` holds it, committed)."""
     wrote = False
     try:
-        with tenant_scope(record.tenant_id):
+        with tenant_scope(record.tenant_id), _log_ids(record):
             now = timezone.now()
             claim = {"status": Status.RUNNING, "started_at": now,
                      "queue_ms": elapsed_ms(record.queued_at, now)}  # fmt: skip

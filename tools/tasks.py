@@ -8,6 +8,7 @@ from celery import Task, shared_task
 from django.conf import settings
 
 from tools.execution import tool_call_execute
+from voice_platform.observability import log_context
 from voice_platform.tenancy.scope import tenant_scope
 
 # Above the largest tool timeout: the service's own timeout fires first; these are backstops.
@@ -31,5 +32,9 @@ TIME_LIMIT = int(settings.TOOL_TIMEOUT_MAX) + 30
 def tool_call_execute_task(self: Task[Any, Any], *, tenant_id: int, record_id: int) -> None:
     """Run the ``queued`` call ``record_id``; its row holds everything the call needs (its
     arguments encrypted), so the message carries ids only."""
-    with tenant_scope(tenant_id):  # workers start with no scope; another tenant's id: 404
+    # Until the record is read (its session, call id...), a line names the call by its row.
+    with (
+        log_context.bound(tenant=tenant_id, tool_call=record_id),
+        tenant_scope(tenant_id),  # workers start with no scope; another tenant's id: 404
+    ):
         tool_call_execute(record_id=record_id)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 PRODUCTION_ENV = {
@@ -84,3 +86,14 @@ def test_settings_bad_boolean_is_a_clear_error(tmp_path):
     )
     assert result.returncode != 0
     assert "DEBUG must be a boolean" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("METRICS_ALLOWED_NETWORKS", "10.0.0.0/8,intranet"), ("ALERT_ERROR_RATE", "lots")],
+)
+def test_a_bad_observability_setting_fails_start_up_naming_it(tmp_path, variable, value):
+    result = run_manage("check", env={"VAR_DIR": str(tmp_path), variable: value})
+    assert result.returncode != 0
+    assert variable in result.stderr
+    assert repr(value.split(",")[-1]) in result.stderr

@@ -36,6 +36,7 @@ class SessionTelemetry:
 
     def started(self) -> None:
         self._open = True
+        log.info("session started", extra={"resumed": self.resumed})
         _guarded("started", lambda: metrics.session_started(self.labels, resumed=self.resumed))
 
     def closed(self, *, ended_reason: str | None = None, failed: bool = False) -> None:
@@ -43,6 +44,10 @@ class SessionTelemetry:
         labels = self.labels
         if self._open:  # a connection that never became ready was never counted
             self._open = False
+            if ended_reason is not None:
+                log.info("session ended: %s", ended_reason, extra={"reason": ended_reason})
+            else:
+                log.info("session left this connection (resumable)")
             _guarded("closed", lambda: metrics.connection_closed(labels))
             if ended_reason is not None:
                 _guarded(
@@ -90,6 +95,13 @@ class SessionTelemetry:
         _guarded("trace turn", lambda: self.trace.turn_started(turn))
 
     def turn_finished(self, timing: TurnTiming) -> None:
+        log.info(
+            "turn %d %s in %s ms",
+            timing.turn,
+            timing.outcome,
+            timing.reply_ms,
+            extra={"timing": timing.as_dict()},
+        )
         _guarded("turn", lambda: metrics.turn_timed(self.labels, timing))
         _guarded("trace turn end", lambda: self.trace.turn_finished(timing))
 
@@ -102,6 +114,13 @@ class SessionTelemetry:
         _guarded("trace tool", lambda: self.trace.tool_started(key, name, call_id))
 
     def tool_finished(self, key: str, name: str, status: str, seconds: float) -> None:
+        log.info(
+            "tool %s %s after %.3f s",
+            name,
+            status,
+            seconds,
+            extra={"tool": name, "status": status, "seconds": round(seconds, 3)},
+        )
         labels = self.labels
         _guarded(
             "tool",

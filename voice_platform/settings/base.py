@@ -269,7 +269,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {"VadSensitivityEnum": "agents.models.Agent.Sensitivity"},
+    "ENUM_NAME_OVERRIDES": {
+        "VadSensitivityEnum": "agents.models.Agent.Sensitivity",
+        # Its status is in two components (the session list and the session detail).
+        "VoiceSessionStatusEnum": "sessions.models.VoiceSession.Status",
+    },
     # Every operation's error answers (400/401/403/404/413/429/503) in one hook.
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
@@ -277,16 +281,30 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
-LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise ImproperlyConfigured(f"LOG_LEVEL must be a level name like INFO, not {LOG_LEVEL!r}.")
+# Logs (docs/logging.md): "json" (one object per line) or "console" (readable); json unless
+# DEBUG. Both carry the session's ids and are cleaned of credentials.
+LOG_FORMAT = env_str("LOG_FORMAT", "console" if DEBUG else "json")
+if LOG_FORMAT not in {"json", "console"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or console, not {LOG_FORMAT!r}.")
+# Their DEBUG output is wire content (handshake headers with API keys, every frame with user
+# speech and tool arguments): never below INFO, whatever LOG_LEVEL says.
+_WIRE_LOGGERS = ("websockets", "httpx", "httpcore", "hpack", "h2", "urllib3", "google_genai")
+_WIRE_LEVEL = "INFO" if LOG_LEVEL == "DEBUG" else LOG_LEVEL
 LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"redact": {"()": "voice_platform.logging.RedactSecretsFilter"}},
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {
+        kind: {"()": "voice_platform.logging.formatter", "kind": kind}
+        for kind in ("json", "console")
+    },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "plain",
+            "formatter": LOG_FORMAT,
             "filters": ["redact"],
         }
     },
@@ -295,6 +313,7 @@ LOGGING: dict[str, Any] = {
         # Daphne logs every request line including the query string (?token=...): the
         # redact filter on the handler strips credentials from it.
         "django.db.backends": {"level": "WARNING"},
+        **{name: {"level": _WIRE_LEVEL} for name in _WIRE_LOGGERS},
     },
 }
 
@@ -371,6 +390,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 # an address in METRICS_ALLOWED_NETWORKS (CIDRs); with neither set it answers 404 to all.
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", [])
+for _cidr in METRICS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_cidr, strict=False)
+    except ValueError as _exc:
+        raise ImproperlyConfigured(f"METRICS_ALLOWED_NETWORKS: {_cidr!r} is not a CIDR") from _exc
 # Several server processes on one host: each writes its metrics under this directory and
 # every /metrics sums them (prometheus_client's multiprocess mode). Empty: this process only.
 PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR")
@@ -381,8 +405,6 @@ METRICS_TENANT_LABEL_LIMIT = env_int("METRICS_TENANT_LABEL_LIMIT", 50)
 TRACING_ENABLED = env_bool("TRACING_ENABLED", False)
 TRACING_INCLUDE_CONTENT = env_bool("TRACING_INCLUDE_CONTENT", False)
 OTEL_SERVICE_NAME = env_str("OTEL_SERVICE_NAME", "voice-platform")
-# Logs: "json" (one object per line) or "console" (readable); json unless DEBUG.
-LOG_FORMAT = env_str("LOG_FORMAT", "console" if DEBUG else "json")
 # Error-rate alerts: over the last ALERT_WINDOW_SECONDS of session and tool outcomes per
 # agent (and per tenant), at least ALERT_MIN_EVENTS of them and a failure rate of at least
 # ALERT_ERROR_RATE raise one alert; it clears below ALERT_CLEAR_RATE. A scope whose alert
