@@ -28,6 +28,7 @@ from typing import TextIO
 from voice_client import audio, protocol
 from voice_client.credentials import API_KEY_ENV, TOKEN_ENV, Credential, CredentialError, resolve
 from voice_client.eventlog import EventLog
+from voice_client.playback import PlaybackReporter
 from voice_client.render import render
 from voice_client.session import ClientNotice, LiveSession, SessionEnd, SessionRefused
 from voice_client.tokens import TokenRequestFailed, request_token
@@ -138,6 +139,12 @@ def _parser() -> argparse.ArgumentParser:
         "--log-events",
         type=Path,
         help="append every JSON event from the server to this file (resume tokens masked)",
+    )
+    talk.add_argument(
+        "--no-playback-report",
+        dest="playback_report",
+        action="store_false",
+        help="do not send playback.started when a reply's audio arrives",
     )
     talk.add_argument(
         "--max-resumes", type=int, default=6, help="reconnect tries in a row after a drop"
@@ -323,9 +330,14 @@ async def _talk(args: argparse.Namespace, credential: Credential) -> int:
         on_frame=events.write if events is not None else None,
     )
     printer: asyncio.Task[None] | None = None
+    # The console plays nothing (it may save the reply): a reply's first audio counts as
+    # heard the moment it arrives, as with a player that has no buffer.
+    reporter = PlaybackReporter() if args.playback_report else None
 
     async def show() -> None:
         async for item in session.received():
+            if reporter is not None and reporter.take(item):
+                await session.playback_started()
             transcript.take(item)
         transcript.finish()
 

@@ -57,6 +57,12 @@ def ping_message(ping_id: str | int | float | bool | None = None) -> str:
     return _message("ping", id=ping_id)
 
 
+def playback_started_message() -> str:
+    """Optional: the client started playing a reply's first audio (once per reply); the
+    server times voice-to-voice latency as the user hears it from it."""
+    return _message("playback.started")
+
+
 def close_message() -> str:
     """End the session for good (``session.ended`` ``client_closed``, close 1000)."""
     return _message("close")

@@ -4,7 +4,8 @@
     started = await session.start()          # SessionRefused if the handshake is refused
     await session.send_text("hello")
     async for item in session.received():    # Event, bytes (model audio) or ClientNotice
-        ...
+        ...                                  # when a reply starts playing (playback.py):
+        await session.playback_started()     #   voice-to-voice latency as heard
     end = await session.close()              # SessionEnd: code, reason, what it means
 
 A connection that ends without a close frame (a network drop), or with a code the protocol
@@ -130,6 +131,7 @@ class LiveSession:
         self._pending_audio = 0
         self._outbox_ready = asyncio.Event()
         self._closing = False
+        self._live = False  # a connection's session has started and is still open
         self._received: asyncio.Queue[Received | _EndOfStream] = asyncio.Queue()
         self._first_start = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
@@ -228,6 +230,15 @@ class LiveSession:
     async def ping(self, ping_id: str | int | None = None) -> None:
         self._queue(protocol.ping_message(ping_id))
 
+    async def playback_started(self) -> bool:
+        """Tell the server the reply's first audio started playing (once per reply: see
+        `voice_client.playback`). Sent only on a live connection: a report held through a
+        reconnect would arrive late and time the wrong moment. True when it was queued."""
+        if self._closing or not self._live:
+            return False
+        self._queue(protocol.playback_started_message())
+        return True
+
     # --- the connection loop -----------------------------------------------------------
 
     def _backoff(self, attempt: int) -> float:
@@ -316,6 +327,7 @@ class LiveSession:
                 if isinstance(event, SessionStarted):
                     self.started = event
                     started_here = True
+                    self._live = True
                     self._first_start.set()
                     if writer is None:
                         writer = asyncio.create_task(self._write(ws), name="voice-client-writer")
@@ -327,6 +339,7 @@ class LiveSession:
         except ConnectionClosed:
             pass
         finally:
+            self._live = False
             if writer is not None:
                 writer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -37,6 +37,15 @@ async def emulator_audio_at_least(live_emulator, seconds: float) -> float:  # ty
 
 
 TURN_ENDS = "playground.events.filter((e) => e.type === 'turnComplete').length >= {n}"
+# Records the type of every JSON message the page sends, below the SDK.
+SENT_SPY = """() => {
+  window.__sent = [];
+  const send = WebSocket.prototype.send;
+  WebSocket.prototype.send = function (data) {
+    if (typeof data === "string") window.__sent.push(JSON.parse(data).type);
+    return send.call(this, data);
+  };
+}"""
 
 
 @database_sync_to_async
@@ -60,6 +69,7 @@ async def test_speak_hear_barge_in_and_close(
     )
     browser = await launch_browser(mic)
     page = await open_playground(browser, platform_url, agent.pk, user.username, "?processing=off")
+    await page.evaluate(SENT_SPY)
     await page.click("#start")
     await wait_for(page, "playground.events.some((e) => e.type === 'sessionStarted')")
     # The level meter follows the microphone: up while the tone plays (0.35 RMS, shown x4)...
@@ -129,6 +139,19 @@ async def test_speak_hear_barge_in_and_close(
     session = await database_sync_to_async(VoiceSession.unscoped.get)(pk=session_id)
     assert session.end_reason == "client_closed"
     assert session.interruptions == 1
+
+    # playback.started: once per reply that played, and the server timed each turn's
+    # voice-to-voice latency as heard from it (after the reply was sent, by the jitter
+    # buffer and the way back at least).
+    sent = await page.evaluate("window.__sent")
+    reports = sent.count("playback.started")
+    heard_turns = [t for t in session.turn_timings if t["playback_ms"] is not None]
+    assert reports == await page.evaluate("playground.agent.stats.playbackReports")
+    assert reports == len(heard_turns), (sent, session.turn_timings)
+    assert reports >= 2  # the first reply and the barge-in's, at least
+    assert session.turn_timings[0]["playback_ms"] is not None
+    for timing in heard_turns:
+        assert timing["playback_ms"] >= timing["reply_out_ms"] + 50, session.turn_timings
 
     # The link to the stored session opens its admin page.
     link = await page.get_attribute("#session-link a", "href")

@@ -1,6 +1,7 @@
 """The SDK's connection lifecycle in Chromium against a scripted fake platform (a
 WebSocket server in this process): close() at every stage of connecting, the close-code
-policy, the handshake retries of 4012 and 4013, and the widget after a server-side end."""
+policy, the handshake retries of 4012 and 4013, the widget after a server-side end, and
+the `playback.started` reports of spoken replies."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ class FakePlatform:
     - "restart": refused at the handshake with 4012;
     - "unavailable": `error` `unavailable` (retry_after 1), then 4013;
     - "end:<reason>:<code>:<error code>": started, 0.5 s later the error, session.ended and
-      the close.
+      the close;
+    - "speak": "serve", while four replies are spoken (`speak`).
     """
 
     def __init__(self) -> None:
@@ -48,7 +50,10 @@ class FakePlatform:
 
     async def handler(self, ws: ServerConnection) -> None:
         behaviour = self.script.pop(0) if self.script else "serve"
-        record: dict[str, Any] = {"path": ws.request.path, "at": time.monotonic(), "texts": []}
+        record: dict[str, Any] = {
+            "path": ws.request.path, "at": time.monotonic(), "texts": [], "text_at": [],
+            "replies": [],
+        }  # fmt: skip
         self.connections.append(record)
         n = len(self.connections)
         if behaviour == "restart":
@@ -78,15 +83,46 @@ class FakePlatform:
             await ws.send(json.dumps({"type": "session.ended", "reason": reason}))
             await ws.close(int(code), "session failed")
             return
+        speaking = asyncio.create_task(self.speak(ws, record)) if behaviour == "speak" else None
         with contextlib.suppress(ConnectionClosed):  # a dropped client (4900, 1006)
             async for message in ws:
                 if isinstance(message, str):
                     kind = json.loads(message)["type"]
                     record["texts"].append(kind)
+                    record["text_at"].append(time.monotonic())
                     if kind == "close":
                         ended = {"type": "session.ended", "reason": "client_closed"}
                         await ws.send(json.dumps(ended))
                         await ws.close(1000, "session ended")
+        if speaking is not None:
+            speaking.cancel()
+
+    async def speak(self, ws: ServerConnection, record: dict[str, Any]) -> None:
+        """Four replies of 100 ms chunks; ``record["replies"]``: when each one's first chunk
+        went out. 1: two chunks 0.5 s apart (an underrun inside the reply), turn_complete.
+        2: `interrupted` 0.7 s after it came (it played for about 0.45 s). 3: `interrupted`
+        as soon as it came, before the player's jitter buffer ran out (never heard).
+        4: turn_complete."""
+        chunk = bytes(4800)  # 100 ms of 24 kHz PCM16
+
+        async def reply(chunks: int, gap: float = 0.0) -> None:
+            record["replies"].append(time.monotonic())
+            for n in range(chunks):
+                if n:
+                    await asyncio.sleep(gap)
+                await ws.send(chunk)
+
+        with contextlib.suppress(ConnectionClosed):
+            await reply(2, gap=0.5)
+            await ws.send(json.dumps({"type": "turn_complete"}))
+            await asyncio.sleep(0.3)
+            await reply(2)
+            await asyncio.sleep(0.7)
+            await ws.send(json.dumps({"type": "interrupted"}))
+            await reply(1)
+            await ws.send(json.dumps({"type": "interrupted"}))
+            await reply(2)
+            await ws.send(json.dumps({"type": "turn_complete"}))
 
 
 @pytest_asyncio.fixture
@@ -322,3 +358,45 @@ async def test_widget_shows_server_endings_and_restarts_with_one_click(
     assert len(fake_platform.connections) == 3
     assert fake_platform.connections[-1]["texts"] == ["close"]
     assert site.token_requests == ["from-the-attribute"] * 3
+
+
+async def test_each_spoken_reply_is_reported_once_when_it_starts_to_play(
+    launch_browser, site, fake_platform
+):
+    fake_platform.script = ["speak", "speak"]
+    page = await sdk_page(launch_browser, site)
+    # Two sessions at once: the default, and one with the reports turned off. A jitter
+    # buffer of 250 ms sets playing apart from receiving.
+    result = await page.evaluate(
+        """async (url) => {
+          const on = new VoiceAgent({ url: url + '?token=ct_on', jitterMs: 250 });
+          const off = new VoiceAgent({ url: url + '?token=ct_off', jitterMs: 250,
+                                       reportPlayback: false });
+          await Promise.all([on.connect(), off.connect()]);
+          const heard = () => on.stats.playback.runs.filter((r) => r.startedAt).length;
+          for (let i = 0; i < 100 && heard() < 3; i++) await sleep(50);
+          await sleep(300);  // a second report of a reply would have gone out by now
+          const stats = [on, off].map((a) => JSON.parse(JSON.stringify(a.stats)));
+          await Promise.all([on.close(), off.close()]);
+          return stats;
+        }""",
+        fake_platform.url,
+    )
+    on, off = sorted(fake_platform.connections, key=lambda c: "ct_off" in c["path"])
+    assert on["path"].endswith("?token=ct_on")
+    # Replies 1, 2 and 4 were heard; 3 was cut off before it played.
+    assert on["texts"] == ["playback.started"] * 3 + ["close"]
+    assert result[0]["playbackReports"] == 3
+    runs = result[0]["playback"]["runs"]
+    assert [bool(r.get("startedAt")) for r in runs] == [True, True, False, True]
+    assert runs[0]["gaps"] == 1  # the underrun did not start a second report
+    # Each report came when the reply started to play: after the jitter buffer, not when
+    # its first chunk arrived; and reply 2's before its interruption.
+    reports = on["text_at"][:3]
+    for report, reply in zip(reports, [on["replies"][i] for i in (0, 1, 3)], strict=True):
+        assert 0.2 <= report - reply <= 1.0
+    assert reports[1] < on["replies"][2]
+    # Turned off: nothing reported, although its replies played just the same.
+    assert off["texts"] == ["close"]
+    assert result[1]["playbackReports"] == 0
+    assert sum(bool(r.get("startedAt")) for r in result[1]["playback"]["runs"]) == 3

@@ -14,6 +14,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from sessions.close_codes import close_reason
+from sessions.models import VoiceSession
 from tests.factories import AgentFactory
 from tests.sessions.conftest import issue_token
 from tests.tcp_proxy import TcpProxy
@@ -66,6 +67,15 @@ async def test_a_wav_goes_up_as_16k_audio_and_the_spoken_reply_is_saved(
     assert float(np.abs(saved.mono()).max()) > 0.05  # a voice, not silence
     heard = sum(record.audio_seconds for record in live_emulator.recorder.sessions)
     assert heard == pytest.approx(seconds, abs=0.1)
+    # The console reported playback.started for the spoken reply as its audio arrived: the
+    # server timed the turn's voice-to-voice latency from it (after the reply went out).
+    [session_id] = session_ids(console)
+    session = await database_sync_to_async(VoiceSession.unscoped.get)(pk=session_id)
+    spoken = [t for t in session.turn_timings if t["audio"]]
+    assert spoken, session.turn_timings
+    for timing in spoken:
+        assert timing["playback_ms"] is not None, session.turn_timings
+        assert timing["playback_ms"] >= timing["reply_out_ms"]
 
 
 async def test_text_turns_with_a_token_minted_from_an_api_key_in_the_environment(

@@ -1,6 +1,7 @@
 // Playback of the model's 24 kHz PCM16 audio on the AudioContext clock: each chunk starts
 // exactly where the previous one ends (no gaps, no overlaps), after a small jitter buffer
 // at the start of a reply; `stopAll()` silences every queued and playing chunk at once.
+// `onStarted` is called once per reply, when its first chunk actually begins to play.
 import { pcm16ToFloat32 } from "./pcm.js";
 
 /**
@@ -10,15 +11,18 @@ import { pcm16ToFloat32 } from "./pcm.js";
  * @property {number} gapSeconds total silence those underruns caused
  * @property {number} secondsScheduled audio scheduled, in seconds
  * @property {Array<[number, number]>} schedule [start, end] of recent chunks (context time)
- * @property {Array<{start: number, end: number, buffers: number, gaps: number}>} runs one
- *   entry per reply played: from its first chunk's start to its last chunk's end
+ * @property {Array<{start: number, end: number, buffers: number, gaps: number, startedAt?: number}>} runs
+ *   one entry per reply played: from its first chunk's start to its last chunk's end;
+ *   `startedAt`: the context time `onStarted` was called (the reply began to play)
  * @property {Array<{at: number, stopped: number, queuedSeconds: number}>} stops
  */
 
 export class PcmPlayer {
   /**
    * @param {AudioContext} context
-   * @param {{sampleRate?: number, jitterMs?: number}} [options]
+   * @param {{sampleRate?: number, jitterMs?: number, onStarted?: () => void}} [options]
+   *   `onStarted`: the first chunk of a reply began to play (its start time on the
+   *   AudioContext clock has passed, plus the output latency the browser reports)
    */
   constructor(context, options = {}) {
     this.context = context;
@@ -31,6 +35,9 @@ export class PcmPlayer {
     this.output = this._newOutput();
     this.nextTime = 0;
     this.inRun = false; // a reply is being played: a late chunk is a gap, not a new start
+    this.onStarted = options.onStarted || null;
+    /** @type {Set<number>} timers waiting for a reply's first chunk to play */
+    this.startWatches = new Set();
     /** @type {PlayerStats} */
     this.stats = {
       buffersScheduled: 0,
@@ -72,6 +79,7 @@ export class PcmPlayer {
       this.inRun = true;
       this.stats.runs.push({ start: this.nextTime, end: this.nextTime, buffers: 0, gaps: 0 });
       if (this.stats.runs.length > 200) this.stats.runs.splice(0, 100);
+      this._watchStart(this.stats.runs[this.stats.runs.length - 1]);
     } else if (this.nextTime < now + 0.005) {
       // Underrun: the previous chunk has (nearly) finished; start again after the buffer.
       const restart = now + this.jitter;
@@ -97,6 +105,37 @@ export class PcmPlayer {
     if (this.stats.schedule.length > 2000) this.stats.schedule.splice(0, 1000);
   }
 
+  /**
+   * Call `onStarted` once the run's first chunk is playing: not when it is scheduled, nor
+   * while the context is suspended (a page without a user gesture yet). A timer, checked
+   * against the context's clock when it fires; `stopAll()` cancels it (nothing was heard).
+   */
+  _watchStart(run) {
+    if (!this.onStarted) return;
+    const at = run.start + (this.context.outputLatency || 0);
+    const check = (timer) => {
+      this.startWatches.delete(timer);
+      const context = this.context;
+      if (context.state === "closed") return;
+      const left = at - context.currentTime;
+      if (context.state !== "running") {
+        watch(50); // its clock stands still: look again later
+        return;
+      }
+      if (left > 0.001) {
+        watch(Math.max(5, left * 1000));
+        return;
+      }
+      run.startedAt = context.currentTime;
+      this.onStarted();
+    };
+    const watch = (ms) => {
+      const timer = setTimeout(() => check(timer), ms);
+      this.startWatches.add(timer);
+    };
+    watch(Math.max(0, (at - this.context.currentTime) * 1000));
+  }
+
   /** The reply is complete: the next chunk starts a new reply (after the jitter buffer). */
   endOfReply() {
     this.inRun = false;
@@ -106,6 +145,8 @@ export class PcmPlayer {
   stopAll() {
     const stopped = this.active.size;
     const queuedSeconds = this.queuedSeconds;
+    for (const timer of this.startWatches) clearTimeout(timer);
+    this.startWatches.clear();
     for (const source of this.active) {
       source.onended = null;
       try {

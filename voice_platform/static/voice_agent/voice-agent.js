@@ -24,6 +24,8 @@ import { PcmPlayer } from "./player.js";
  * @property {number} [jitterMs] playback jitter buffer (default 80)
  * @property {boolean} [autoResume] resume after a lost connection (default true)
  * @property {number} [maxResumeAttempts] (default 6)
+ * @property {boolean} [reportPlayback] tell the server when each reply starts to play
+ *   (`playback.started`: voice-to-voice latency as the user hears it; default true)
  * @property {(state: string) => void} [onState] idle, connecting, open, reconnecting, closed
  * @property {(e: {sessionId: string, agent: object, resumed: boolean}) => void} [onSessionStarted]
  * @property {(e: {role: "user" | "model", text: string}) => void} [onTranscript]
@@ -49,6 +51,7 @@ import { PcmPlayer } from "./player.js";
  * @property {number} framesDropped frames dropped (socket down over 2 s, or backed up)
  * @property {number} audioChunksReceived
  * @property {number} reconnects client-side reconnects (resumes with the resume token)
+ * @property {number} playbackReports `playback.started` reports sent (one per reply played)
  * @property {import("./player.js").PlayerStats} playback
  */
 
@@ -84,6 +87,7 @@ export class VoiceAgent extends Connection {
       framesDropped: 0,
       audioChunksReceived: 0,
       reconnects: 0,
+      playbackReports: 0,
       playback: null,
     };
   }
@@ -92,7 +96,10 @@ export class VoiceAgent extends Connection {
   _audio() {
     if (!this.context || this.context.state === "closed") {
       this.context = new AudioContext({ latencyHint: "interactive" });
-      this.player = new PcmPlayer(this.context, { jitterMs: this.options.jitterMs });
+      this.player = new PcmPlayer(this.context, {
+        jitterMs: this.options.jitterMs,
+        onStarted: () => this._playbackStarted(),
+      });
       this.stats.playback = this.player.stats;
     }
     if (this.context.state === "suspended") this.context.resume();
@@ -105,6 +112,9 @@ export class VoiceAgent extends Connection {
 
   _sessionStarted(event, resumed) {
     this._flushBacklog();
+    // A new connection: the server times its turns afresh, so the next audio that plays
+    // is reported again (docs/protocol.md, playback reports).
+    if (this.player) this.player.endOfReply();
     if (resumed) {
       this._emit("resumed", { source: "client" });
     } else {
@@ -173,6 +183,17 @@ export class VoiceAgent extends Connection {
       // text just sent).
       if (!this.turn.userDoneAt) this.turn.userDoneAt = this.lastVoiceAt;
     }
+  }
+
+  /** A reply's first audio began to play: `playback.started`, once per reply (player.js). */
+  _playbackStarted() {
+    if (this.options.reportPlayback === false) return;
+    const socket = this.socket;
+    // Not on a socket that is down or not started: a report held until a reconnect would
+    // time the wrong moment.
+    if (!socket || socket.readyState !== WebSocket.OPEN || this.state !== "open") return;
+    socket.send(JSON.stringify({ type: "playback.started" }));
+    this.stats.playbackReports += 1;
   }
 
   _onAudio(data) {
