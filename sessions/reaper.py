@@ -87,8 +87,6 @@ def maintain_once() -> None:
     lookback = SWEEP_LOOKBACK if _tools_swept["once"] else FIRST_SWEEP_LOOKBACK
     tool_calls_finish_stranded(lookback=lookback)
     _tools_swept["once"] = True
-    # Other apps' jobs (alert evaluation, usage rollup), each at its own interval.
-    run_due()
 
 
 async def _maintain_forever() -> None:
@@ -98,6 +96,11 @@ async def _maintain_forever() -> None:
             await database_sync_to_async(maintain_once)()
         except Exception:  # a database hiccup must not stop the sweep
             log.exception("session maintenance failed")
+        # Other apps' jobs (alert evaluation, usage rollup), each at its own interval, on a
+        # thread of their own: a long rollup must not hold the one database thread every
+        # live session's writes go through.
+        with contextlib.suppress(Exception):  # run_due logs each job's own failure
+            await database_sync_to_async(run_due, thread_sensitive=False)()
 
 
 def ensure_reaper() -> None:

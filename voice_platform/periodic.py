@@ -9,6 +9,7 @@ database constraint): every server process runs them.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ class PeriodicJob:
 
 
 _jobs: dict[str, PeriodicJob] = {}
+_running = threading.Lock()  # one round at a time per process
 
 
 def register(name: str, interval: Callable[[], float], run: Callable[[], object]) -> None:
@@ -33,8 +35,17 @@ def register(name: str, interval: Callable[[], float], run: Callable[[], object]
 
 
 def run_due(now: float | None = None) -> list[str]:
-    """Run every job whose interval has passed (synchronously); the names of those run."""
-    now = time.monotonic() if now is None else now
+    """Run every job whose interval has passed (synchronously); the names of those run.
+    A round still running (a slow rollup) makes this one a no-op."""
+    if not _running.acquire(blocking=False):
+        return []
+    try:
+        return _run_due(time.monotonic() if now is None else now)
+    finally:
+        _running.release()
+
+
+def _run_due(now: float) -> list[str]:
     ran = []
     for job in list(_jobs.values()):
         if job.last_run is not None and now - job.last_run < job.interval():
