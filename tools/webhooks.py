@@ -12,6 +12,10 @@ is refused. The connection then goes to that validated address (TLS still verifi
 hostname), so DNS cannot be re-pointed between the check and the connect. Redirects are
 never followed. Connect, send and the whole answer share the tool's timeout as one deadline
 (``tools.deadlines``); the answer is read in chunks up to ``TOOL_WEBHOOK_MAX_RESPONSE_BYTES``.
+
+``pinned_post`` is that connection alone, with the caller's body and headers: alert
+webhooks (``analytics.webhook_post``, Standard Webhooks signatures) send through it too, so
+the outbound rules live in one place.
 """
 
 from __future__ import annotations
@@ -48,6 +52,16 @@ class WebhookRefused(WebhookError):
 
 class WebhookTimeout(WebhookError):
     """No complete answer within the tool's timeout."""
+
+
+class WebhookStatusError(WebhookError):
+    """The endpoint answered, but not with a 2xx."""
+
+    def __init__(self, status: int) -> None:
+        # Redirects are never followed: a 3xx could point the call at a private address.
+        what = f"a redirect (HTTP {status})" if 300 <= status < 400 else f"HTTP {status}"
+        super().__init__(f"webhook answered {what}")
+        self.status = status
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -150,10 +164,63 @@ def webhook_post(
 ) -> dict[str, Any]:
     """POST ``payload`` to ``url`` and return the JSON object it answers.
 
+    Sent with ``pinned_post``: the URL and address checks, the one deadline over the whole
+    call and the error mapping are its. Past the deadline: ``WebhookTimeout``.
+    """
+    limit = settings.TOOL_WEBHOOK_MAX_RESPONSE_BYTES if max_bytes is None else max_bytes
+    body = json.dumps(dict(payload), separators=(",", ":"), sort_keys=True).encode()
+    timestamp = str(int(time.time()))
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "X-Voice-Timestamp": timestamp,
+        "X-Voice-Signature": sign(secret, timestamp, body),
+    }
+    if idempotency_key:
+        # The same for every attempt at the same request: the endpoint can deduplicate.
+        headers["Idempotency-Key"] = idempotency_key
+    _, answer = pinned_post(
+        url=url,
+        body=body,
+        headers=headers,
+        timeout=timeout,
+        max_bytes=limit,
+        allowed_networks=allowed_networks,
+    )
+    try:
+        result = json.loads(answer)
+    except ValueError as exc:
+        raise WebhookError("webhook response is not JSON") from exc
+    if not isinstance(result, dict):
+        raise WebhookError("webhook response is not a JSON object")
+    return result
+
+
+def pinned_post(
+    *,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    timeout: float,
+    max_bytes: int | None,
+    allowed_networks: Iterable[str] | None = None,
+) -> tuple[int, bytes]:
+    """POST ``body`` to ``url`` under this module's outbound rules; the 2xx status and the
+    answer, at most ``max_bytes`` of it (``max_bytes=None``: only the status is read, the
+    answer is ``b""``).
+
+    The one path out for every webhook the platform sends (tools here, alerts in
+    ``analytics.webhook_post``): callers bring the body and their signed ``headers``; the
+    ``Host`` header is added from the URL. HTTPS only, no credentials in the URL, the host
+    checked by ``resolve_public`` and the connection pinned to that address.
+
     Connect, TLS handshake, send and the whole answer share one deadline, ``timeout``
     seconds from now: socket timeouts only bound each read, so the connection is also
     armed with ``tools.deadlines`` and shut down at the deadline (a peer trickling a byte a
-    second cannot hold the thread). Past it: ``WebhookTimeout``.
+    second cannot hold the thread). Raises ``WebhookRefused`` (a URL or address the
+    platform does not call), ``WebhookTimeout`` (past the deadline), ``WebhookStatusError``
+    (a non-2xx answer, a redirect included) or ``WebhookError`` (TLS or connection failure,
+    an answer larger than ``max_bytes``). Messages never contain the URL's path or query.
     """
     parts = urlsplit(url)
     if parts.scheme != "https" or not parts.hostname:
@@ -161,25 +228,14 @@ def webhook_post(
     if parts.username or parts.password:
         raise WebhookRefused("credentials in the URL are not allowed")
     host, port = parts.hostname, parts.port or 443
-    limit = settings.TOOL_WEBHOOK_MAX_RESPONSE_BYTES if max_bytes is None else max_bytes
     deadline = time.monotonic() + timeout
     too_slow = f"webhook did not answer within {timeout:g}s"
 
     address = resolve_public(
         host, port, allowed_networks=allowed_networks, timeout=_left(deadline, too_slow)
     )
-    body = json.dumps(dict(payload), separators=(",", ":"), sort_keys=True).encode()
-    timestamp = str(int(time.time()))
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        "Host": host if parts.port is None else f"{host}:{port}",
-        "X-Voice-Timestamp": timestamp,
-        "X-Voice-Signature": sign(secret, timestamp, body),
-    }
-    if idempotency_key:
-        # The same for every attempt at the same request: the endpoint can deduplicate.
-        headers["Idempotency-Key"] = idempotency_key
+    # No credentials in netloc (refused above); it keeps an IPv6 literal's brackets.
+    sent = {**headers, "Host": parts.netloc}
     path = parts.path or "/"
     if parts.query:
         path = f"{path}?{parts.query}"
@@ -192,7 +248,7 @@ def webhook_post(
         try:
             armed = socket_deadlines.arm(raw, deadline)
             with _ssl_context().wrap_socket(raw, server_hostname=host) as tls:
-                raw_answer = _exchange(tls, path, body, headers, deadline, limit, too_slow)
+                status, answer = _exchange(tls, path, body, sent, deadline, max_bytes, too_slow)
         finally:
             raw.close()  # a no-op once ssl took it over; closes it if the handshake failed
             if armed is not None:
@@ -209,13 +265,7 @@ def webhook_post(
         raise WebhookError(f"webhook connection failed: {type(exc).__name__}") from exc
     if fired:  # an answer cut short by the deadline may still look complete
         raise WebhookTimeout(too_slow)
-    try:
-        result = json.loads(raw_answer)
-    except ValueError as exc:
-        raise WebhookError("webhook response is not JSON") from exc
-    if not isinstance(result, dict):
-        raise WebhookError("webhook response is not a JSON object")
-    return result
+    return status, answer
 
 
 def _left(deadline: float, too_slow: str) -> float:
@@ -232,11 +282,12 @@ def _exchange(
     body: bytes,
     headers: dict[str, str],
     deadline: float,
-    limit: int,
+    limit: int | None,
     too_slow: str,
-) -> bytes:
-    """Send the request on the connected socket and read a 2xx answer of at most ``limit``
-    bytes, in chunks, checking the deadline between them."""
+) -> tuple[int, bytes]:
+    """Send the request on the connected socket and read a 2xx status and then (unless
+    ``limit`` is None) an answer of at most ``limit`` bytes, in chunks, checking the
+    deadline between them."""
     # http.client on a socket of ours (it never connects itself when ``sock`` is set):
     # the connection stays pinned and armed. Its own host is never used (the explicit Host
     # header is sent as is), so a placeholder: an IPv6 literal would be parsed for a port.
@@ -247,10 +298,10 @@ def _exchange(
         connection.request("POST", path, body=body, headers=headers)
         tls.settimeout(_left(deadline, too_slow))
         response = connection.getresponse()
-        if 300 <= response.status < 400:
-            raise WebhookError(f"webhook answered a redirect (HTTP {response.status})")
         if not 200 <= response.status < 300:
-            raise WebhookError(f"webhook answered HTTP {response.status}")
+            raise WebhookStatusError(response.status)
+        if limit is None:
+            return response.status, b""
         declared = response.getheader("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise WebhookError(f"webhook response larger than {limit} bytes")
@@ -262,7 +313,7 @@ def _exchange(
             # reads (read(n) would wait for all n bytes from a trickling peer).
             chunk = response.read1(16_384)
             if not chunk:
-                return b"".join(chunks)
+                return response.status, b"".join(chunks)
             size += len(chunk)
             if size > limit:
                 raise WebhookError(f"webhook response larger than {limit} bytes")
