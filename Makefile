@@ -59,6 +59,7 @@ bench: install ## Benchmarks (needs local PostgreSQL and Redis); figures in docs
 	$(PY) -m bench.emulator_bench --sessions 200 --seconds 20
 	$(PY) -m bench.bridge_bench --sessions 1,50,200 --seconds 15
 	$(PY) -m bench.tool_bench --calls 1000
+	$(PY) -m bench.dashboard_bench --sessions 100000 --requests 30
 
 .PHONY: fuzz
 fuzz: install ## schemathesis against the OpenAPI schema, 200 cases per operation and mode

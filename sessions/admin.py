@@ -6,8 +6,9 @@ from typing import Any
 
 from django.contrib import admin
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
+from analytics.session_timeline import session_timeline
 from sessions.models import ClientToken, TranscriptEntry, VoiceSession
 from sessions.services import voice_session_end_by_api
 from sessions.tokens import client_token_revoke
@@ -58,6 +59,21 @@ class VoiceSessionAdmin(ReadOnlyMixin, TenantScopedAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Needed for the "end" action only; every field stays read-only.
         return TenantScopedAdmin.has_change_permission(self, request, obj)
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: VoiceSession | None = None,
+    ) -> HttpResponse:
+        # The call's timeline (turns, tool calls, reconnects) above the transcript; obj was
+        # read through this admin's scoped queryset, so it is the user's tenant's session.
+        if obj is not None:
+            context["timeline"] = session_timeline(session=obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     @admin.action(description="End selected live sessions", permissions=["change"])
     def end_sessions(self, request: HttpRequest, queryset: QuerySet[VoiceSession]) -> None:

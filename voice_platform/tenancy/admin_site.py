@@ -18,7 +18,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.http import Http404, HttpRequest, HttpResponseRedirect
-from django.urls import URLPattern, URLResolver, path
+from django.urls import URLPattern, URLResolver, path, reverse
 
 from voice_platform.tenancy.models import Membership
 from voice_platform.tenancy.scope import all_tenants, tenant_scope
@@ -75,6 +75,11 @@ class PlatformAdminSite(admin.AdminSite):
         return update_wrapper(scoped, view)
 
     def get_urls(self) -> list[URLResolver | URLPattern]:
+        # Imported here: analytics imports this module (the admin door) itself.
+        from analytics.dashboard import dashboard_view
+
+        # The tenant dashboard (docs/dashboard.md), behind the same door as every admin page.
+        dashboard = path("dashboard/", self.admin_view(dashboard_view), name="dashboard")
         # Django's shortcut reads the model's unscoped base manager: another tenant's id
         # answered differently from a missing one, and a malformed UUID was a 500.
         ours = path(
@@ -82,10 +87,28 @@ class PlatformAdminSite(admin.AdminSite):
             self.admin_view(self.view_on_site),
             name="view_on_site",
         )
-        return [
+        return [dashboard] + [
             ours if getattr(url, "name", None) == "view_on_site" else url
             for url in super().get_urls()
         ]
+
+    def get_app_list(
+        self, request: HttpRequest, app_label: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The apps of the index and the nav sidebar, led by a "Dashboard" entry."""
+        apps: list[dict[str, Any]] = super().get_app_list(request, app_label)
+        if app_label is not None or not self.has_permission(request):
+            return apps
+        url = reverse("admin:dashboard", current_app=self.name)
+        entry = {
+            "name": "Dashboard", "object_name": "Dashboard", "admin_url": url, "add_url": None,
+            "view_only": True, "perms": {"view": True},
+        }  # fmt: skip
+        section = {
+            "name": "Analytics", "app_label": "vp_dashboard", "app_url": url,
+            "has_module_perms": True, "models": [entry],
+        }  # fmt: skip
+        return [section, *apps]
 
     def view_on_site(
         self, request: HttpRequest, content_type_id: str, object_id: str
