@@ -20,6 +20,7 @@ import ipaddress
 import json
 import logging
 import secrets
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -276,7 +277,12 @@ def alert_deliver(
 
 # Evaluation runs in the server's database thread, which every session's ORM work shares:
 # a POST waiting up to TIMEOUT_SECONDS must not hold it, so deliveries run here.
-_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alert-webhooks")
+# A few threads: alerts come in bulk exactly when something is wrong everywhere (one slow
+# endpoint must not hold every other tenant's), and a delivery already queued or running
+# here is not queued again by the next round (its claim would refuse it anyway).
+_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="alert-webhooks")
+_queued: set[tuple[int, str]] = set()
+_queued_lock = threading.Lock()
 
 
 def _deliver_in_thread(tenant_id: int, alert_id: int, event: str) -> None:
@@ -286,9 +292,15 @@ def _deliver_in_thread(tenant_id: int, alert_id: int, event: str) -> None:
     except Exception:  # a database hiccup: the next round retries what is still due
         log.exception("alert %s: %s delivery failed", alert_id, event)
     finally:
+        with _queued_lock:
+            _queued.discard((alert_id, event))
         connections.close_all()  # this thread's connections only
 
 
-def alert_deliver_later(tenant_id: int, alert_id: int, event: str) -> Future[None]:
-    """Queue the delivery on the process's delivery thread."""
+def alert_deliver_later(tenant_id: int, alert_id: int, event: str) -> Future[None] | None:
+    """Queue the delivery on the process's delivery threads (None: already queued)."""
+    with _queued_lock:
+        if (alert_id, event) in _queued:
+            return None
+        _queued.add((alert_id, event))
     return _pool.submit(_deliver_in_thread, tenant_id, alert_id, event)

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Q
 from django.db.models.functions import Greatest
@@ -68,9 +67,6 @@ TOOL_CALL_OUTCOMES = (
     ToolCallRecord.Status.TIMEOUT,
 )
 TOOL_CALL_FAILURES = (ToolCallRecord.Status.FAILED, ToolCallRecord.Status.TIMEOUT)
-# Other processes skip a round that one of them started within the interval (a lease in
-# the shared cache); correctness does not depend on it, only the work saved.
-LEASE_KEY = "analytics:alerts:evaluate"
 
 Deliver = Callable[[int, int, str], object]  # (tenant id, alert id, event)
 
@@ -308,10 +304,6 @@ def alerts_evaluate(
 
 
 def evaluate_all() -> None:
-    """The periodic job: a round, unless another process ran one within the interval."""
-    try:
-        leased = cache.add(LEASE_KEY, 1, timeout=max(1, settings.ALERT_EVALUATE_INTERVAL - 1))
-    except Exception:  # no cache (a Redis outage): evaluate anyway, the constraint guards
-        leased = True
-    if leased:
-        alerts_evaluate()
+    """The periodic job (registered ``shared``: one process per interval runs a round;
+    correctness does not depend on that, only the work saved)."""
+    alerts_evaluate()

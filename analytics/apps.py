@@ -11,7 +11,11 @@ class AnalyticsConfig(AppConfig):
         from voice_platform import periodic
 
         # Every server process runs these from its maintenance loop (voice_platform.periodic).
-        periodic.register("alerts", lambda: settings.ALERT_EVALUATE_INTERVAL, alerts.evaluate_all)
+        # Shared: one process per interval runs each (a lease in the cache).
         periodic.register(
-            "usage_rollup", lambda: settings.USAGE_ROLLUP_INTERVAL, rollup.rollup_recent
+            "alerts", lambda: settings.ALERT_EVALUATE_INTERVAL, alerts.evaluate_all, shared=True
         )
+        periodic.register(
+            "usage_rollup", lambda: settings.USAGE_ROLLUP_INTERVAL, rollup.rollup_recent,
+            shared=True,
+        )  # fmt: skip

@@ -117,7 +117,13 @@ def _session_rows(
         )
     # The histograms are JSON lists: merged here, one day of one tenant's sessions at a time.
     histograms: dict[int | None, list[list[int]]] = defaultdict(list)
-    timed = sessions.filter(turns__gt=0).order_by().values_list("agent_id", "latency_histogram")
+    # Every session with a timed turn: an interrupted or cut reply has a latency too, though
+    # no turn of it completed.
+    timed = (
+        sessions.exclude(latency_histogram=[])
+        .order_by()
+        .values_list("agent_id", "latency_histogram")
+    )
     for agent_id, histogram in timed.iterator(chunk_size=2000):
         if histogram:
             histograms[agent_id].append(histogram)

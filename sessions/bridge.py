@@ -59,7 +59,7 @@ from sessions.services import (
     voice_session_set_status,
 )
 from sessions.tool_gateway import NoTools, ToolGateway
-from sessions.turn_timing import TurnClock, TurnTiming
+from sessions.turn_timing import PLAYBACK_WAIT_SECONDS, TurnClock, TurnTiming
 from sessions.uplink import ItemKind, Uplink, UplinkItem
 from voice_platform.observability import log_context
 from voice_platform.observability.labels import SessionLabels
@@ -155,11 +155,12 @@ class LiveBridge:
             tenant=grant.tenant.pk, agent=grant.agent.pk, session=str(grant.session.pk)
         )
         # Turns are numbered per session: a resumed connection goes on from the stored count.
-        self.clock = TurnClock(
-            on_finished=self._turn_timed, first_turn=len(grant.session.turn_timings) + 1
-        )
+        kept = grant.session.turn_timings  # the newest TURN_TIMINGS_KEPT only: the last one
+        last = kept[-1].get("turn", 0) if kept and isinstance(kept[-1], dict) else 0
+        self.clock = TurnClock(on_finished=self._turn_timed, first_turn=int(last) + 1)
         self._vad_end_taken = 0.0  # the speech end (VAD) a turn was already opened at
         self._log_turn = 0
+        self._playback_timer: asyncio.TimerHandle | None = None
         # What this connection measured since its last flush (flushed as deltas).
         self.counters = dict.fromkeys(COUNTER_FIELDS, 0)
         self.progress = SessionProgress(counters=self.counters)
@@ -339,6 +340,8 @@ class LiveBridge:
             return False
         self._closing = True
         held_sessions.discard(self.session_id)
+        if self._playback_timer is not None:
+            self._playback_timer.cancel()
         await self.upstream.stop()
         await self.tools.close()
         await self._db_jobs.put(None)
@@ -440,7 +443,29 @@ class LiveBridge:
 
     def client_playback_started(self) -> None:
         """The client began playing the reply: voice-to-voice for its turn."""
-        self.clock.playback_started()
+        self._flushing_new_timings(self.clock.playback_started)
+
+    def _flushing_new_timings(self, step: Callable[[], Any]) -> None:
+        """Run a clock step; a turn it finished is stored now, not with the next turn's."""
+        before = len(self.progress.turn_timings)
+        step()
+        if len(self.progress.turn_timings) > before and not self._closing:
+            self._db(self._flush_job(self._snapshot()))
+
+    def _wait_for_playback(self) -> None:
+        """A finished audio turn waits for its playback report, PLAYBACK_WAIT_SECONDS at
+        most; then it is stored without it."""
+        if self._playback_timer is not None:
+            self._playback_timer.cancel()
+        self._playback_timer = None
+        if self.clock.awaiting_playback:
+            self._playback_timer = asyncio.get_running_loop().call_later(
+                PLAYBACK_WAIT_SECONDS + 0.05, self._playback_wait_over
+            )
+
+    def _playback_wait_over(self) -> None:
+        self._playback_timer = None
+        self._flushing_new_timings(self.clock.playback_wait_over)
 
     def _speech_ended(self, source: str, at: float | None = None) -> None:
         """The user's turn ended (docs/observability.md: where each source comes from)."""
@@ -721,12 +746,14 @@ class LiveBridge:
             # start a new utterance. Before the turn's timing: its trace span takes them.
             self._finish_utterances()
             self.clock.turn_complete(interrupted=True)
+            self._wait_for_playback()
             await self.emit(client_events.simple("interrupted"))
 
     async def _on_turn_complete(self) -> None:
         self.counters["turns"] += 1
         self._finish_utterances()  # before the turn's timing: its trace span takes the words
         self.clock.turn_complete()
+        self._wait_for_playback()
         self.uplink.turn_complete()
         self._turn_heard = []
         self._answered_since_handle += self._turn_entries

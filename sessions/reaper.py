@@ -21,7 +21,8 @@ from django.utils import timezone
 
 from sessions.models import VoiceSession
 from tools.stranded import FIRST_SWEEP_LOOKBACK, SWEEP_LOOKBACK, tool_calls_finish_stranded
-from voice_platform.periodic import run_due
+from voice_platform import periodic
+from voice_platform.observability import metrics
 from voice_platform.tenancy.scope import all_tenants
 
 log = logging.getLogger(__name__)
@@ -61,13 +62,13 @@ def voice_sessions_reap_detached() -> int:
         )
         detached = VoiceSession.objects.filter(
             status__in=VoiceSession.LIVE_STATUSES, client_detached_at__isnull=False
-        ).select_related("agent")
+        ).select_related("agent", "tenant")
         for session in detached:
             window = session.agent.resume_window_seconds if session.agent else 0
             if session.client_detached_at and now - session.client_detached_at > timedelta(
                 seconds=window
             ):
-                ended += VoiceSession.objects.filter(
+                gone = VoiceSession.objects.filter(
                     pk=session.pk, client_detached_at=session.client_detached_at
                 ).update(
                     status=VoiceSession.Status.ENDED,
@@ -76,6 +77,9 @@ def voice_sessions_reap_detached() -> int:
                     resume_token_hash="",
                     pending_resume_token_hash="",
                 )
+                if gone:  # no bridge holds it: its end is counted here
+                    metrics.session_ended_unattached(session.tenant.slug, reason="client_gone")
+                ended += gone
     return ended
 
 
@@ -96,14 +100,11 @@ async def _maintain_forever() -> None:
             await database_sync_to_async(maintain_once)()
         except Exception:  # a database hiccup must not stop the sweep
             log.exception("session maintenance failed")
-        # Other apps' jobs (alert evaluation, usage rollup), each at its own interval, on a
-        # thread of their own: a long rollup must not hold the one database thread every
-        # live session's writes go through.
-        with contextlib.suppress(Exception):  # run_due logs each job's own failure
-            await database_sync_to_async(run_due, thread_sensitive=False)()
 
 
 def ensure_reaper() -> None:
+    # Other apps' jobs (alert evaluation, usage rollup) run in a task of their own.
+    periodic.ensure_running()
     loop = asyncio.get_running_loop()
     task = _reapers.get(loop)
     if task is None or task.done():

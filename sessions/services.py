@@ -31,6 +31,7 @@ from sessions.models import (
 from sessions.notify import notify_end
 from sessions.tokens import client_token_consume, client_token_find
 from sessions.turn_timing import histogram_add
+from voice_platform.observability import metrics
 from voice_platform.tenancy.models import Tenant
 from voice_platform.tenancy.services import hash_secret
 
@@ -374,4 +375,7 @@ def voice_session_end_by_api(*, session: VoiceSession, reason: str = "ended_by_a
     )
     if ended:
         transaction.on_commit(lambda: notify_end(channel, reason))
+        if not channel:  # detached: no bridge is there to count its end
+            slug = session.tenant.slug
+            transaction.on_commit(lambda: metrics.session_ended_unattached(slug, reason=reason))
     return ended

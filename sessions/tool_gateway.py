@@ -207,7 +207,6 @@ class ServiceToolGateway:
 
     def _start(self, request: ToolCallRequest, emit: Emit) -> _Request:
         entry = self._requests[request.key] = _Request(request.call_id, request.name)
-        self.observer.tool_started(request.key, request.name, request.call_id)
         entry.task = asyncio.create_task(
             self._settle(request.key, request, entry, emit), name="bridge-tool-settle"
         )
@@ -254,8 +253,16 @@ class ServiceToolGateway:
             )
         except Exception:  # the database or the cache down: answered, never silent
             log.exception("tool call %s could not be admitted", entry.call_id)
+            self.observer.tool_started(key, request.name, request.call_id)
+            observed = True
             outcome: dict[str, Any] = {"status": "failed", "response": {"error": ADMISSION_FAILED}}
         else:
+            # A request admitted and settled before (a resume replaying its turn) was
+            # reported then: its stored outcome again would count the call twice. One still
+            # running is reported here (the connection that started it is gone).
+            observed = not admission.repeat or not admission.record.is_finished
+            if observed:
+                self.observer.tool_started(key, request.name, request.call_id)
             self.allowlist = admission.allowlist  # reloaded if an entry changed
             entry.call_id = admission.record.call_id  # a re-ask's events name the first ask
             try:
@@ -268,7 +275,8 @@ class ServiceToolGateway:
         status = FINISHED_STATUS.get(str(outcome.get("status")), "error")
         audited = str(outcome.get("status"))  # the audit log's status, e.g. "succeeded"
         audited = audited if audited in FINISHED_STATUS else "failed"
-        self.observer.tool_finished(key, entry.name, audited, time.monotonic() - entry.started)
+        if observed:
+            self.observer.tool_finished(key, entry.name, audited, time.monotonic() - entry.started)
         with contextlib.suppress(Exception):  # the client may be gone; the model is answered
             await emit(
                 {"type": "tool.finished", "call_id": entry.call_id, "name": entry.name,

@@ -88,6 +88,11 @@ class TurnClock:
         return self._open is not None
 
     @property
+    def awaiting_playback(self) -> bool:
+        """A finished turn waits for the client's playback report (see ``tick``)."""
+        return self._awaiting is not None
+
+    @property
     def turn_number(self) -> int:
         """The open turn's number (0 when none is open)."""
         return self._open.timing.turn if self._open is not None else 0
@@ -192,6 +197,11 @@ class TurnClock:
             outcome = "complete" if self._open.timing.reply_in_ms is not None else "unanswered"
             self._finish(self._open, outcome, now)
             self._settle_awaiting(now, force=True)
+
+    def playback_wait_over(self) -> None:
+        """The owner's timer (PLAYBACK_WAIT_SECONDS after the turn finished) ran out: the
+        turn waiting for its playback report is handed over without it."""
+        self._settle_awaiting(self.clock(), force=True)
 
     def tick(self) -> None:
         """Hand over a finished turn whose playback report did not come in time."""

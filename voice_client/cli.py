@@ -141,10 +141,10 @@ def _parser() -> argparse.ArgumentParser:
         help="append every JSON event from the server to this file (resume tokens masked)",
     )
     talk.add_argument(
-        "--no-playback-report",
-        dest="playback_report",
-        action="store_false",
-        help="do not send playback.started when a reply's audio arrives",
+        "--playback-report",
+        action="store_true",
+        help="send playback.started when a reply's first audio arrives (this console plays "
+        "nothing, so the server then times arrival at the console, not hearing)",
     )
     talk.add_argument(
         "--max-resumes", type=int, default=6, help="reconnect tries in a row after a drop"

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
 from django.utils import timezone
+from prometheus_client import REGISTRY
 
 from sessions.models import VoiceSession
 from sessions.reaper import voice_sessions_reap_detached
 from tests.factories import AgentFactory
 from tests.sessions.conftest import issue_token, open_client
+from voice_platform.observability import metric_labels
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -104,12 +107,18 @@ async def test_resume_after_window_is_refused_and_session_ends(alice, live_setti
     assert session.end_reason == "client_gone"
 
 
+def ended_metric(tenant: Any, reason: str) -> float:
+    labels = {"tenant": metric_labels.tenant_label(tenant.slug), "reason": reason}
+    return REGISTRY.get_sample_value("voice_sessions_ended_total", labels) or 0.0
+
+
 async def test_reaper_ends_detached_sessions_past_their_window(alice, live_settings):
     agent = await make_agent(alice.tenant, resume_window_seconds=60)
     client = await open_client(f"token={await issue_token(agent)}")
     started = await client.until("session.started")
     await client.comm.disconnect()
     await wait_for_status(started["session_id"], VoiceSession.Status.RECONNECTING)
+    ended_before = ended_metric(alice.tenant, "client_gone")
     assert await database_sync_to_async(voice_sessions_reap_detached)() == 0
     await database_sync_to_async(VoiceSession.unscoped.filter(pk=started["session_id"]).update)(
         client_detached_at=timezone.now() - timedelta(seconds=61)
@@ -117,6 +126,8 @@ async def test_reaper_ends_detached_sessions_past_their_window(alice, live_setti
     assert await database_sync_to_async(voice_sessions_reap_detached)() == 1
     session = await get_session(started["session_id"])
     assert (session.status, session.end_reason) == (VoiceSession.Status.ENDED, "client_gone")
+    # No connection held it: the process that ended the row counts its end.
+    assert ended_metric(alice.tenant, "client_gone") == ended_before + 1
 
 
 async def test_max_duration_warns_at_80_percent_then_ends(alice, live_settings):

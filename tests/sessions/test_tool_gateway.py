@@ -364,9 +364,25 @@ async def test_without_a_reconnect_an_identical_call_is_a_second_request(alice_a
     await gateway.close()
 
 
+class Observed:
+    """What a gateway reports to its observer (timing, metrics, traces)."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.finished: list[tuple[str, str]] = []
+
+    def tool_started(self, key: str, name: str, call_id: str | None = None) -> None:
+        self.started.append(name)
+
+    def tool_finished(self, key: str, name: str, status: str, seconds: float) -> None:
+        self.finished.append((name, status))
+
+
 async def test_a_reask_on_another_process_is_answered_from_the_row(alice_agent, monkeypatch):
     session, allowlist = await setup(alice_agent)
     first = ServiceToolGateway(session=session, allowlist=allowlist, execution="inprocess")
+    seen_first, seen_resumed = Observed(), Observed()
+    first.observe(seen_first)
     out = Recorder()
     with tenant_scope(alice_agent.tenant_id):
         await first.on_tool_call([call("c1", "send_email", EMAIL)], out.send, out.emit, 2)
@@ -374,6 +390,7 @@ async def test_a_reask_on_another_process_is_answered_from_the_row(alice_agent, 
     await first.close()
     # The session resumes in another server process: a new gateway, the model asks again.
     resumed = ServiceToolGateway(session=session, allowlist=allowlist, execution="inprocess")
+    resumed.observe(seen_resumed)
     admissions = counted_admissions(monkeypatch)
     again = Recorder()
     with tenant_scope(alice_agent.tenant_id):
@@ -388,3 +405,9 @@ async def test_a_reask_on_another_process_is_answered_from_the_row(alice_agent, 
         {"type": "tool.finished", "call_id": "c1", "name": "send_email", "status": "ok"}
     ]
     await resumed.close()
+    # Reported once, where it ran: the re-ask's stored outcome is not a second call.
+    assert (seen_first.started, seen_first.finished) == (
+        ["send_email"],
+        [("send_email", "succeeded")],
+    )
+    assert (seen_resumed.started, seen_resumed.finished) == ([], [])

@@ -117,3 +117,32 @@ async def test_a_reconnect_inside_a_turn_is_its_gap(alice, live_settings, live_e
     assert timing["reconnect_gap_ms"] > 0
     assert timing["reconnect_gap_ms"] == pytest.approx(reconnect["gap_ms"], abs=150)
     assert timing["reply_in_ms"] >= 300 + timing["reconnect_gap_ms"] - 150
+
+
+async def wait_for_timings(session_id: str, count: int, timeout: float = 5) -> list[dict]:
+    async with asyncio.timeout(timeout):
+        while len(timings := (await stored(session_id)).turn_timings) < count:
+            await asyncio.sleep(0.05)
+    return timings
+
+
+async def test_a_finished_audio_turn_is_stored_at_its_report_or_after_the_wait(
+    alice, live_settings, live_emulator, monkeypatch
+):
+    """Stored while the call goes on: at the playback report, or once the wait for it is
+    over; never only with the next turn."""
+    monkeypatch.setattr("sessions.bridge.PLAYBACK_WAIT_SECONDS", 0.5)
+    agent = await make_agent(alice.tenant, "AUDIO")
+    client, session_id = await start(agent)
+    await client.send(type="text", text="first")
+    await client.until("turn_complete")
+    assert (await stored(session_id)).turn_timings == []  # waiting for its report
+    await client.send(type="playback.started")
+    [reported] = await wait_for_timings(session_id, 1)
+    assert reported["playback_ms"] is not None
+    await client.send(type="text", text="second")
+    await client.until("turn_complete")
+    unreported = (await wait_for_timings(session_id, 2))[1]
+    assert (unreported["turn"], unreported["playback_ms"]) == (2, None)
+    assert unreported["reply_out_ms"] is not None
+    await close(client)

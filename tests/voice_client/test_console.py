@@ -56,7 +56,7 @@ async def test_a_wav_goes_up_as_16k_audio_and_the_spoken_reply_is_saved(
 
     console = await run_console(
         "talk", "--url", server.url, "--token-file", token_file,
-        "--wav", question, "--save", reply,
+        "--wav", question, "--save", reply, "--playback-report",
     )  # fmt: skip
 
     assert console.proc.returncode == 0, console.stderr
@@ -67,7 +67,7 @@ async def test_a_wav_goes_up_as_16k_audio_and_the_spoken_reply_is_saved(
     assert float(np.abs(saved.mono()).max()) > 0.05  # a voice, not silence
     heard = sum(record.audio_seconds for record in live_emulator.recorder.sessions)
     assert heard == pytest.approx(seconds, abs=0.1)
-    # The console reported playback.started for the spoken reply as its audio arrived: the
+    # Asked to, the console reported playback.started for the spoken reply as its audio arrived: the
     # server timed the turn's voice-to-voice latency from it (after the reply went out).
     [session_id] = session_ids(console)
     session = await database_sync_to_async(VoiceSession.unscoped.get)(pk=session_id)

@@ -88,7 +88,7 @@ async def speaking_server() -> AsyncIterator[dict[str, Any]]:
         yield state
 
 
-@pytest.mark.parametrize(("flags", "expected"), [([], 2), (["--no-playback-report"], 0)])
+@pytest.mark.parametrize(("flags", "expected"), [(["--playback-report"], 2), ([], 0)])
 async def test_console_reports_each_spoken_reply_once(speaking_server, flags, expected):
     url = f"ws://127.0.0.1:{speaking_server['port']}"
     argv = ["talk", "--url", url, "--token", "ct_x", "--text", "hi", "--quiet", *flags]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from django.core.cache import cache
 
 from voice_platform import periodic
 
@@ -52,3 +53,15 @@ def test_a_round_still_running_makes_the_next_one_a_no_op(jobs):
     release.set()
     first.join(5)
     assert periodic.run_due(now=2) == ["slow"]
+
+
+def test_a_shared_job_runs_in_one_process_per_interval(jobs):
+    cache.delete("periodic:shared")
+    periodic.register("shared", lambda: 60, lambda: jobs.append("shared"), shared=True)
+    assert periodic.run_due(now=0) == ["shared"]
+    periodic._jobs["shared"].last_run = None  # another process: its own clock, same cache
+    assert periodic.run_due(now=0) == []
+    cache.delete("periodic:shared")  # the lease expired
+    periodic._jobs["shared"].last_run = None
+    assert periodic.run_due(now=0) == ["shared"]
+    assert jobs == ["shared", "shared"]

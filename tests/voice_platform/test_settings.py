@@ -90,7 +90,11 @@ def test_settings_bad_boolean_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("METRICS_ALLOWED_NETWORKS", "10.0.0.0/8,intranet"), ("ALERT_ERROR_RATE", "lots")],
+    [
+        ("METRICS_ALLOWED_NETWORKS", "10.0.0.0/8,intranet"),
+        ("METRICS_ALLOWED_NETWORKS", "2001:db8::/64,::1"),
+        ("ALERT_ERROR_RATE", "lots"),
+    ],
 )
 def test_a_bad_observability_setting_fails_start_up_naming_it(tmp_path, variable, value):
     result = run_manage("check", env={"VAR_DIR": str(tmp_path), variable: value})

@@ -45,9 +45,17 @@ _tenants_lock = threading.Lock()
 
 
 def tenant_label(slug: str) -> str:
-    """The tenant's slug for the first ``METRICS_TENANT_LABEL_LIMIT`` tenants this process
-    labels, ``_other`` for the rest. Stable: a tenant keeps its value for the process's
-    life, so a gauge raised under one value is lowered under the same one."""
+    """The tenant's label value.
+
+    With ``METRICS_TENANT_LABELS`` set: the slug for the tenants it lists, ``_other`` for
+    every other one; the same set in every process and after every restart, so a host's
+    series stay bounded however often its processes restart. Unset: the first
+    ``METRICS_TENANT_LABEL_LIMIT`` tenants this process labels (a process keeps a tenant's
+    value for its life, so a gauge raised under one value is lowered under the same one);
+    the bound is then per process start (docs/metrics.md)."""
+    listed = settings.METRICS_TENANT_LABELS
+    if listed:
+        return slug if slug in listed else OTHER
     with _tenants_lock:
         if slug in _tenants:
             return slug

@@ -143,6 +143,12 @@ def session_ended(labels: SessionLabels, *, reason: str, failed: bool) -> None:
     SESSIONS_ENDED.labels(tenant_label(labels.tenant_slug), end_reason_label(reason)).inc()
 
 
+def session_ended_unattached(tenant_slug: str, *, reason: str) -> None:
+    """A session no connection held ended (its resume window ran out, or REST ended it
+    while detached): counted by the process that ended the row."""
+    SESSIONS_ENDED.labels(tenant_label(tenant_slug), end_reason_label(reason)).inc()
+
+
 def reconnected(labels: SessionLabels, *, cause: str, gap_seconds: float | None) -> None:
     """An upstream outage ended (``gap_seconds`` None: it never recovered)."""
     RECONNECTS.labels(reconnect_cause_label(cause), _yes_no(gap_seconds is not None)).inc()

@@ -31,7 +31,11 @@ class SessionTelemetry:
     def __init__(self, labels: SessionLabels, *, resumed: bool) -> None:
         self.labels = labels
         self.resumed = resumed
-        self.trace = tracing.session_trace(labels, resumed=resumed)
+        try:
+            self.trace = tracing.session_trace(labels, resumed=resumed)
+        except Exception:  # a broken exporter costs the traces, never the call
+            log.warning("telemetry: tracing unavailable", exc_info=True)
+            self.trace = tracing.SessionTrace()
         self._open = False
 
     def started(self) -> None:

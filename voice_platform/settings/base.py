@@ -395,11 +395,21 @@ for _cidr in METRICS_ALLOWED_NETWORKS:
         ipaddress.ip_network(_cidr, strict=False)
     except ValueError as _exc:
         raise ImproperlyConfigured(f"METRICS_ALLOWED_NETWORKS: {_cidr!r} is not a CIDR") from _exc
+    # Client addresses are compared by their /64 (docs/metrics.md): a narrower IPv6
+    # network could never match.
+    _network = ipaddress.ip_network(_cidr, strict=False)
+    if _network.version == 6 and _network.prefixlen > 64:
+        raise ImproperlyConfigured(
+            f"METRICS_ALLOWED_NETWORKS: {_cidr!r} is narrower than /64; IPv6 clients are "
+            "matched by their /64"
+        )
 # Several server processes on one host: each writes its metrics under this directory and
 # every /metrics sums them (prometheus_client's multiprocess mode). Empty: this process only.
 PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR")
 # A process labels metrics with at most this many tenants; later ones count as "_other".
 METRICS_TENANT_LABEL_LIMIT = env_int("METRICS_TENANT_LABEL_LIMIT", 50)
+# Or exactly these tenants (slugs), the same in every process: the others are "_other".
+METRICS_TENANT_LABELS = frozenset(env_list("METRICS_TENANT_LABELS", []))
 # Traces (OpenTelemetry): off unless enabled; exported over OTLP/HTTP when an endpoint is
 # set (OTEL_EXPORTER_OTLP_ENDPOINT, read by the SDK); user content only when allowed.
 TRACING_ENABLED = env_bool("TRACING_ENABLED", False)

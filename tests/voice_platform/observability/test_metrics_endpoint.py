@@ -93,6 +93,18 @@ def test_metrics_tenant_label_is_bounded_per_process(settings, monkeypatch):
     assert duration_count("slow_tool") == durations
 
 
+@pytest.mark.django_db
+def test_metrics_tenant_labels_listed_are_the_same_in_every_process(settings, monkeypatch):
+    monkeypatch.setattr(metric_labels, "_tenants", set())
+    settings.METRICS_TENANT_LABEL_LIMIT = 1  # ignored once a list is set
+    first, second, third = (TenantFactory() for _ in range(3))
+    settings.METRICS_TENANT_LABELS = frozenset({second.slug, third.slug})
+    assert [metric_labels.tenant_label(t.slug) for t in (first, second, third)] == [
+        "_other", second.slug, third.slug
+    ]  # fmt: skip
+    assert metric_labels._tenants == set()  # nothing remembered: a restart labels the same
+
+
 def calls(tenant: str, status: str) -> float:
     labels = {"tenant": tenant, "tool": "slow_tool", "status": status}
     return REGISTRY.get_sample_value("voice_tool_calls_total", labels) or 0.0
