@@ -435,11 +435,7 @@ class LiveBridge:
         self.uplink.put(UplinkItem(ItemKind.TEXT, (text, turn_complete)))
 
     def client_control(self, kind: ItemKind) -> None:
-        if kind is ItemKind.AUDIO_END:
-            self._speech_ended("audio_end")
-        elif kind is ItemKind.ACTIVITY_END:
-            self._speech_ended("activity_end")
-        self.uplink.put(UplinkItem(kind))
+        self.uplink.put(UplinkItem(kind))  # its turn timing starts when it goes up
 
     def client_playback_started(self) -> None:
         """The client began playing the reply: voice-to-voice for its turn."""
@@ -547,7 +543,20 @@ class LiveBridge:
             if item.payload[1]:  # turn_complete
                 self.upstream.expect_reply()
         elif item.kind in (ItemKind.AUDIO_END, ItemKind.ACTIVITY_END):
+            self._control_sent(item.kind)
             self.upstream.expect_reply()
+
+    def _control_sent(self, kind: ItemKind) -> None:
+        """``activity_end`` ends the user's turn; ``audio_end`` only when it cuts speech
+        the detector has not seen end yet (a microphone stopped mid-sentence): after a
+        turn that already ended, it starts none."""
+        if kind is ItemKind.ACTIVITY_END:
+            self._speech_ended("activity_end")
+            return
+        speech = self._speech
+        if speech is not None and speech.last_speech_at > self._vad_end_taken:
+            self._vad_end_taken = speech.last_speech_at
+            self._speech_ended("audio_end", speech.last_speech_at)
 
     # --- upstream -> client ---------------------------------------------------------------------
 

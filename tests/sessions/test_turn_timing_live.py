@@ -146,3 +146,19 @@ async def test_a_finished_audio_turn_is_stored_at_its_report_or_after_the_wait(
     assert (unreported["turn"], unreported["playback_ms"]) == (2, None)
     assert unreported["reply_out_ms"] is not None
     await close(client)
+
+
+async def test_audio_end_ends_a_turn_only_when_it_cuts_speech(alice, live_settings, live_emulator):
+    agent = await make_agent(alice.tenant, "AUDIO")
+    client, session_id = await start(agent)
+    await speak(client, speech_ms=600, silence_ms=0)  # the microphone stops mid-sentence
+    await client.send(type="audio_end")
+    await client.until("turn_complete")
+    await speak(client, speech_ms=600, silence_ms=1200)  # a pause ends this one
+    await client.until("turn_complete")
+    await client.send(type="audio_end")  # then the microphone stops: no new turn
+    await asyncio.sleep(0.5)
+    await close(client)
+    timings = (await stored(session_id)).turn_timings
+    assert [t["speech_end_source"] for t in timings] == ["audio_end", "vad"]
+    assert [t["outcome"] for t in timings] == ["complete", "complete"]
