@@ -11,8 +11,9 @@ from channels.db import database_sync_to_async
 
 from sessions.models import VoiceSession
 from tests.factories import AgentFactory
-from tests.sessions.conftest import Client, issue_token, open_client, speak
+from tests.sessions.conftest import speak
 from tests.sessions.test_bridge_tools import agent_with
+from tests.sessions.test_live_resilience import close, start
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -25,17 +26,6 @@ def make_agent(tenant: Any, modality: str, **kwargs: Any) -> Any:
 @database_sync_to_async
 def stored(session_id: str) -> VoiceSession:
     return VoiceSession.unscoped.get(pk=session_id)
-
-
-async def start(agent: Any) -> tuple[Client, str]:
-    client = await open_client(f"token={await issue_token(agent)}")
-    started = await client.until("session.started")
-    return client, started["session_id"]
-
-
-async def close(client: Client) -> None:
-    await client.send(type="close")
-    await client.until_closed()
 
 
 async def one_text_turn(agent: Any) -> dict[str, Any]:

@@ -5,7 +5,6 @@ See docs/configuration.md for every variable.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -20,6 +19,7 @@ from voice_platform.settings.env import (
     env_float,
     env_int,
     env_list,
+    env_networks,
     env_str,
 )
 
@@ -197,12 +197,7 @@ AXES_LOCKOUT_CALLABLE = "voice_platform.tenancy.admin_lockout.admin_lockout_resp
 AUTH_FAILURE_LIMIT = env_int("AUTH_FAILURE_LIMIT", 20)
 AUTH_FAILURE_WINDOW = env_int("AUTH_FAILURE_WINDOW", 300)
 # Reverse proxies (CIDRs) whose X-Forwarded-For is believed; empty: the peer address only.
-TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
-for _cidr in TRUSTED_PROXIES:
-    try:
-        ipaddress.ip_network(_cidr, strict=False)
-    except ValueError as _exc:
-        raise ImproperlyConfigured(f"TRUSTED_PROXIES: {_cidr!r} is not a CIDR") from _exc
+TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -389,20 +384,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 # /metrics answers a request carrying "Authorization: Bearer <METRICS_TOKEN>", or one from
 # an address in METRICS_ALLOWED_NETWORKS (CIDRs); with neither set it answers 404 to all.
 METRICS_TOKEN = env_str("METRICS_TOKEN")
-METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", [])
-for _cidr in METRICS_ALLOWED_NETWORKS:
-    try:
-        ipaddress.ip_network(_cidr, strict=False)
-    except ValueError as _exc:
-        raise ImproperlyConfigured(f"METRICS_ALLOWED_NETWORKS: {_cidr!r} is not a CIDR") from _exc
-    # Client addresses are compared by their /64 (docs/metrics.md): a narrower IPv6
-    # network could never match.
-    _network = ipaddress.ip_network(_cidr, strict=False)
-    if _network.version == 6 and _network.prefixlen > 64:
-        raise ImproperlyConfigured(
-            f"METRICS_ALLOWED_NETWORKS: {_cidr!r} is narrower than /64; IPv6 clients are "
-            "matched by their /64"
-        )
+# Client addresses are compared by their /64 (docs/metrics.md): a narrower IPv6 network
+# could never match, so it is refused.
+METRICS_ALLOWED_NETWORKS = env_networks("METRICS_ALLOWED_NETWORKS", max_ipv6_prefix=64)
 # Several server processes on one host: each writes its metrics under this directory and
 # every /metrics sums them (prometheus_client's multiprocess mode). Empty: this process only.
 PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -53,6 +54,23 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return list(default)
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_networks(name: str, *, max_ipv6_prefix: int = 128) -> list[str]:
+    """A comma-separated list of CIDRs, each checked (and IPv6 ones at most /max_ipv6_prefix
+    long, for addresses compared by a prefix of that length)."""
+    values = env_list(name, [])
+    for value in values:
+        try:
+            network = ipaddress.ip_network(value, strict=False)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{name}: {value!r} is not a CIDR") from exc
+        if network.version == 6 and network.prefixlen > max_ipv6_prefix:
+            raise ImproperlyConfigured(
+                f"{name}: {value!r} is narrower than /{max_ipv6_prefix}; IPv6 clients are "
+                f"matched by their /{max_ipv6_prefix}"
+            )
+    return values
 
 
 def dev_secret_key(var_dir: Path) -> str:
