@@ -138,6 +138,15 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
             log.info("live connection refused: %s", refusal.reason)
             await self.close(code=refusal.code, reason=close_reason(refusal.code, refusal.reason))
             return
+        except Exception as exc:
+            dependency = outage_of(exc)
+            if dependency is None:
+                raise
+            # Refused here, not by unwinding the consumer: its dispatch loop first waits
+            # for the channel layer's pending receive (channels-redis: up to 5 s).
+            log.warning("live connection refused: the %s is unreachable: %s", dependency, exc)
+            await self._refuse_unavailable(dependency)
+            return
         if grant.superseded_channel:
             await notify_superseded(grant.superseded_channel)
         # Tool outcomes reach whichever process holds the session now (``tool.result``).

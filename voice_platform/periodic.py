@@ -21,7 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.core.cache import cache
+from django.db import connections
 
 log = logging.getLogger(__name__)
 TICK = 10.0
@@ -83,15 +85,24 @@ def _lease(name: str, interval: float) -> bool:
         return True
 
 
+def _round() -> None:
+    try:
+        run_due()
+    finally:
+        connections.close_all()  # this thread's: the executor's threads come and go
+
+
 async def _run_forever() -> None:
     while True:
         await asyncio.sleep(TICK)
         with contextlib.suppress(Exception):  # run_due logs each job's own failure
-            await database_sync_to_async(run_due, thread_sensitive=False)()
+            await database_sync_to_async(_round, thread_sensitive=False)()
 
 
 def ensure_running() -> None:
     """Start this event loop's periodic task (once per loop; the consumer calls it)."""
+    if not settings.PERIODIC_JOBS:
+        return
     loop = asyncio.get_running_loop()
     task = _loops.get(loop)
     if task is None or task.done():

@@ -3,6 +3,8 @@ time per process."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 
 import pytest
@@ -65,3 +67,18 @@ def test_a_shared_job_runs_in_one_process_per_interval(jobs):
     periodic._jobs["shared"].last_run = None
     assert periodic.run_due(now=0) == ["shared"]
     assert jobs == ["shared", "shared"]
+
+
+async def test_the_loop_runs_only_where_periodic_jobs_are_on(settings):
+    loop = asyncio.get_running_loop()
+    settings.PERIODIC_JOBS = False  # the test settings' default
+    periodic.ensure_running()
+    assert loop not in periodic._loops
+    settings.PERIODIC_JOBS = True
+    periodic.ensure_running()
+    task = periodic._loops.pop(loop)
+    assert task.get_name() == "periodic-jobs"
+    assert not task.done()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

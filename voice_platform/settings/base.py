@@ -411,3 +411,5 @@ ALERT_COOLDOWN_SECONDS = env_int("ALERT_COOLDOWN_SECONDS", 600)
 # How often every server process evaluates alerts and rolls usage up (seconds).
 ALERT_EVALUATE_INTERVAL = env_int("ALERT_EVALUATE_INTERVAL", 30)
 USAGE_ROLLUP_INTERVAL = env_int("USAGE_ROLLUP_INTERVAL", 300)
+# Whether server processes run those periodic jobs at all (voice_platform/periodic.py).
+PERIODIC_JOBS = env_bool("PERIODIC_JOBS", True)
