@@ -22,8 +22,12 @@ install: $(STAMP) ## Install everything into .venv/
 run: install ## Migrate, create demo data, serve on http://127.0.0.1:8000 (+ Live emulator)
 	@scripts/run.sh
 
+# Two pytest-xdist workers: most of the suite's time is spent waiting (real-time audio
+# through the emulator, server processes, Celery workers), so two halve it even on two cores.
+# Each worker has its own test database and Redis database (conftest.py). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: install browser ## Run the full test suite (uses DATABASE_URL / REDIS_URL when set)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 # The browser tests drive Debian's Chromium through Playwright (never a downloaded browser).
 CHROMIUM ?= /usr/bin/chromium

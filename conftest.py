@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from django.conf import settings
@@ -26,6 +28,47 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError("CI=true but DATABASE_URL is not PostgreSQL")
         if not settings.REDIS_URL:
             raise pytest.UsageError("CI=true but REDIS_URL is not set")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_setupnodes(config: pytest.Config, specs: list[Any]) -> None:
+    """pytest-xdist (`make test` runs two workers): each worker gets a Redis database of its
+    own, as pytest-django gives it a test database of its own (``test_<name>_gw0``). Worker
+    gwN uses database N after REDIS_URL's. Otherwise the workers would share channel-layer
+    groups and cache keys: session ids and other primary keys repeat across the two test
+    databases. Runs on the controller; execnet sets the variable in the worker before Django
+    reads its settings, and the worker's servers and Celery workers inherit it."""
+    base = os.environ.get("REDIS_URL")
+    if not base:
+        return
+    url = urlsplit(base)
+    first = int(url.path.strip("/") or 0)
+    for spec in specs:
+        index = first + int(spec.id.removeprefix("gw"))
+        spec.env["REDIS_URL"] = url._replace(path=f"/{index}").geturl()
+
+
+def _db_kind(item: pytest.Item) -> int:
+    """pytest-django's order of the tests: 0 database, 1 transactional database, 2 none."""
+    marker = item.get_closest_marker("django_db")
+    fixtures = getattr(item, "fixturenames", ())
+    if (marker is not None and marker.kwargs.get("transaction")) or (
+        "transactional_db" in fixtures or "live_server" in fixtures
+    ):
+        return 1
+    return 0 if marker is not None or "db" in fixtures else 2
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked ``slow`` (a minute of real time) start first among the tests of their
+    kind: under pytest-xdist they then run beside the others instead of alone at the end.
+    Runs after pytest-django's reordering, which it keeps (a stable sort within its groups);
+    if that order is not the one ``_db_kind`` expects, nothing moves."""
+    kinds = [_db_kind(item) for item in items]
+    if kinds != sorted(kinds):
+        return
+    items.sort(key=lambda item: (_db_kind(item), item.get_closest_marker("slow") is None))
 
 
 def require_redis() -> str:

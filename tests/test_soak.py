@@ -17,6 +17,7 @@ from conftest import require_postgres, require_redis
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_soak_bounded_run_leaks_nothing_and_ends_everything(tmp_path: Path) -> None:
     require_postgres()

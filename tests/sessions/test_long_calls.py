@@ -163,6 +163,7 @@ def stored(session_id: str) -> tuple[VoiceSession, list[tuple[str, str]]]:
     return session, list(entries.values_list("role", "text"))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 async def test_twenty_hour_long_audio_calls_survive_gemini_as_it_really_behaves(
     alice, scaled_settings, live_emulator
