@@ -7,6 +7,7 @@ COPY agents ./agents
 COPY tools ./tools
 COPY sessions ./sessions
 COPY playground ./playground
+COPY analytics ./analytics
 COPY voice_client ./voice_client
 COPY manage.py ./
 RUN pip install --no-cache-dir . && mkdir -p /app/var
