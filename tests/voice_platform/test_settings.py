@@ -89,15 +89,32 @@ def test_settings_bad_boolean_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("variable", "value"),
+    ("variable", "value", "shown"),
     [
-        ("METRICS_ALLOWED_NETWORKS", "10.0.0.0/8,intranet"),
-        ("METRICS_ALLOWED_NETWORKS", "2001:db8::/64,::1"),
-        ("ALERT_ERROR_RATE", "lots"),
+        ("METRICS_ALLOWED_NETWORKS", "10.0.0.0/8,intranet", "'intranet'"),
+        ("METRICS_ALLOWED_NETWORKS", "2001:db8::/64,::1", "'::1'"),
+        ("TRUSTED_PROXIES", "proxy", "'proxy'"),
+        ("ALERT_ERROR_RATE", "lots", "'lots'"),
+        ("LIVE_CONNECT_TIMEOUT", "ten", "'ten'"),
+        ("LIVE_WS_MESSAGE_RATE", "fast", "'fast'"),
+        ("AUTH_FAILURE_LIMIT", "many", "'many'"),
+        # Each of these once made every REST call (or the first token) a 500.
+        ("API_KEY_RATE", "lots", "'lots'"),
+        ("REDIS_URL", "redis//localhost:6379", "redis://"),
+        ("REDIS_URL", "redis://localhost:six/0", "not a valid URL"),
+        ("DATABASE_URL", "postgress://db/voice", "not a database URL"),
     ],
 )
-def test_a_bad_observability_setting_fails_start_up_naming_it(tmp_path, variable, value):
+def test_a_bad_setting_fails_start_up_naming_it(tmp_path, variable, value, shown):
     result = run_manage("check", env={"VAR_DIR": str(tmp_path), variable: value})
     assert result.returncode != 0
     assert variable in result.stderr
-    assert repr(value.split(",")[-1]) in result.stderr
+    assert shown in result.stderr
+
+
+def test_production_refuses_the_sqlite_default(tmp_path):
+    """A misspelt DATABASE_URL must not quietly mean a SQLite file in production."""
+    env = {**PRODUCTION_ENV, "DATABASE_URL": "", "DATABSE_URL": "postgres://db/voice"}
+    result = run_manage("check", env={**env, "VAR_DIR": str(tmp_path)})
+    assert result.returncode != 0
+    assert "DATABASE_URL must be set in production" in result.stderr

@@ -20,6 +20,8 @@ from voice_platform.settings.env import (
     env_int,
     env_list,
     env_networks,
+    env_rate,
+    env_redis_url,
     env_str,
 )
 
@@ -101,7 +103,10 @@ TEMPLATES = [
 DATABASE_URL = env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
 # conn_max_age=0: under ASGI each request/thread opens its own connection; persistent
 # connections leak across Daphne's thread pool.
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+try:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+except ValueError as _exc:  # an unknown scheme, a bad port
+    raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {_exc}") from _exc
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DB_POOL", True):
     # A connection pool: every database_sync_to_async call would otherwise open a new
     # connection (conn_max_age=0), which made session starts queue under a connect burst.
@@ -116,7 +121,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = env_str("REDIS_URL")
+REDIS_URL = env_redis_url("REDIS_URL")
 
 if REDIS_URL:
     CHANNEL_LAYERS: dict[str, Any] = {
@@ -239,7 +244,7 @@ LIVE_VOICES = env_list(
 FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEYS", [])
 
 # --- REST ------------------------------------------------------------------------------
-API_KEY_RATE = env_str("API_KEY_RATE", "600/min")
+API_KEY_RATE = env_rate("API_KEY_RATE", "600/min")
 REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -320,35 +325,35 @@ REST_FRAMEWORK["EXCEPTION_HANDLER"] = "voice_platform.api_errors.exception_handl
 # Liveness and reconnects (docs/live-resilience.md). Gemini's pongs take 8-30 s, so no
 # timeout here is a ping's: a reply due and silent for LIVE_REPLY_TIMEOUT, or total silence
 # (not even a late pong) for LIVE_IDLE_TIMEOUT, is what counts as dead.
-LIVE_CONNECT_TIMEOUT = float(env_str("LIVE_CONNECT_TIMEOUT", "10"))
-LIVE_PING_INTERVAL = float(env_str("LIVE_PING_INTERVAL", "5"))
-LIVE_REPLY_TIMEOUT = float(env_str("LIVE_REPLY_TIMEOUT", "4"))
-LIVE_IDLE_TIMEOUT = float(env_str("LIVE_IDLE_TIMEOUT", "45"))
+LIVE_CONNECT_TIMEOUT = env_float("LIVE_CONNECT_TIMEOUT", 10)
+LIVE_PING_INTERVAL = env_float("LIVE_PING_INTERVAL", 5)
+LIVE_REPLY_TIMEOUT = env_float("LIVE_REPLY_TIMEOUT", 4)
+LIVE_IDLE_TIMEOUT = env_float("LIVE_IDLE_TIMEOUT", 45)
 LIVE_REPLY_RETRIES = env_int("LIVE_REPLY_RETRIES", 3)
 # The SDK's own websockets keepalive, set explicitly: its default 20 s pong timeout kills
 # healthy Gemini sessions (field notes: 1011 "keepalive ping timeout").
-LIVE_KEEPALIVE_INTERVAL = float(env_str("LIVE_KEEPALIVE_INTERVAL", "15"))
-LIVE_KEEPALIVE_TIMEOUT = float(env_str("LIVE_KEEPALIVE_TIMEOUT", "40"))
+LIVE_KEEPALIVE_INTERVAL = env_float("LIVE_KEEPALIVE_INTERVAL", 15)
+LIVE_KEEPALIVE_TIMEOUT = env_float("LIVE_KEEPALIVE_TIMEOUT", 40)
 # Full-jitter backoff: try n waits uniform in [0, min(CAP, BASE * 2**n)] seconds.
-LIVE_RECONNECT_BASE = float(env_str("LIVE_RECONNECT_BASE", "1.5"))
-LIVE_RECONNECT_CAP = float(env_str("LIVE_RECONNECT_CAP", "15"))
+LIVE_RECONNECT_BASE = env_float("LIVE_RECONNECT_BASE", 1.5)
+LIVE_RECONNECT_CAP = env_float("LIVE_RECONNECT_CAP", 15)
 LIVE_RECONNECT_TRIES = env_int("LIVE_RECONNECT_TRIES", 6)
 # An idle goAway reconnects at a random moment of this window (never past its deadline).
-LIVE_GO_AWAY_SPREAD = float(env_str("LIVE_GO_AWAY_SPREAD", "5"))
+LIVE_GO_AWAY_SPREAD = env_float("LIVE_GO_AWAY_SPREAD", 5)
 LIVE_RECONNECT_BUDGET = env_int("LIVE_RECONNECT_BUDGET", 30)
-LIVE_RECONNECT_BUDGET_WINDOW = float(env_str("LIVE_RECONNECT_BUDGET_WINDOW", "600"))
+LIVE_RECONNECT_BUDGET_WINDOW = env_float("LIVE_RECONNECT_BUDGET_WINDOW", 600)
 # Gemini's audio session limit without context compression (15 min).
-LIVE_SESSION_LIMIT = float(env_str("LIVE_SESSION_LIMIT", "900"))
-LIVE_BUSY_RETRY_AFTER = float(env_str("LIVE_BUSY_RETRY_AFTER", "10"))
+LIVE_SESSION_LIMIT = env_float("LIVE_SESSION_LIMIT", 900)
+LIVE_BUSY_RETRY_AFTER = env_float("LIVE_BUSY_RETRY_AFTER", 10)
 # On SIGTERM, live sessions are handed over (client told to resume) within this many seconds.
-LIVE_SHUTDOWN_GRACE = float(env_str("LIVE_SHUTDOWN_GRACE", "10"))
+LIVE_SHUTDOWN_GRACE = env_float("LIVE_SHUTDOWN_GRACE", 10)
 # A session's database writes (transcript, counters, handle, end) outlive an outage this long.
-LIVE_DB_OUTAGE_GRACE = float(env_str("LIVE_DB_OUTAGE_GRACE", "30"))
+LIVE_DB_OUTAGE_GRACE = env_float("LIVE_DB_OUTAGE_GRACE", 30)
 # Every client frame counts, audio included (docs/protocol.md).
-LIVE_WS_MESSAGE_RATE = float(env_str("LIVE_WS_MESSAGE_RATE", "100"))
-LIVE_WS_MESSAGE_BURST = float(env_str("LIVE_WS_MESSAGE_BURST", "300"))
+LIVE_WS_MESSAGE_RATE = env_float("LIVE_WS_MESSAGE_RATE", 100)
+LIVE_WS_MESSAGE_BURST = env_float("LIVE_WS_MESSAGE_BURST", 300)
 # Client audio: twice real time (16 kHz PCM16 = 32,000 B/s) sustained, 4 s of burst.
-LIVE_WS_AUDIO_BYTES_RATE = float(env_str("LIVE_WS_AUDIO_BYTES_RATE", "64000"))
+LIVE_WS_AUDIO_BYTES_RATE = env_float("LIVE_WS_AUDIO_BYTES_RATE", 64000)
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 
 # --- Tools (docs/tools.md) ---------------------------------------------------------------

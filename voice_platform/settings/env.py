@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -71,6 +73,42 @@ def env_networks(name: str, *, max_ipv6_prefix: int = 128) -> list[str]:
                 f"matched by their /{max_ipv6_prefix}"
             )
     return values
+
+
+_RATE = re.compile(r"^\d+/(s|sec|second|m|min|minute|h|hour|d|day)$")
+_REDIS_SCHEMES = {"redis", "rediss", "unix"}
+
+
+def env_rate(name: str, default: str) -> str:
+    """A DRF throttle rate, e.g. 600/min (N/s|sec|m|min|h|hour|d|day)."""
+    value = env_str(name, default).strip()
+    if not _RATE.match(value):
+        raise ImproperlyConfigured(
+            f"{name} must be a rate like 600/min (N/sec|min|hour|day), got {value!r}"
+        )
+    return value
+
+
+def env_redis_url(name: str) -> str:
+    """A Redis URL (redis://, rediss:// or unix://), or "" when unset."""
+    value = env_str(name).strip()
+    if not value:
+        return ""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (parsing the port is the check)
+        database = parts.path.strip("/")
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} is not a valid URL: {exc}") from exc
+    if parts.scheme not in _REDIS_SCHEMES:
+        raise ImproperlyConfigured(
+            f"{name} must start with redis://, rediss:// or unix://, got {parts.scheme!r}"
+        )
+    if parts.scheme != "unix" and (not parts.hostname or (database and not database.isdigit())):
+        raise ImproperlyConfigured(
+            f"{name} must look like redis://host:6379/0 (a host, and a database number)"
+        )
+    return value
 
 
 def dev_secret_key(var_dir: Path) -> str:

@@ -8,8 +8,18 @@ import os
 
 os.environ.setdefault("DEBUG", "0")
 
+from django.core.exceptions import ImproperlyConfigured
+
 from voice_platform.settings.base import *  # noqa: F403
-from voice_platform.settings.env import env_bool, env_int
+from voice_platform.settings.env import env_bool, env_int, env_str
+
+# The SQLite default is for development: in production a missing (or misspelt) DATABASE_URL
+# must stop the server, not quietly put the data in a file inside the container.
+if not env_str("DATABASE_URL").strip():
+    raise ImproperlyConfigured(
+        "DATABASE_URL must be set in production, e.g. postgres://user:password@host:5432/db "
+        "(the SQLite default is for development)."
+    )
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
