@@ -16,7 +16,9 @@ from django.core.exceptions import ImproperlyConfigured
 from voice_platform.settings.env import (
     dev_secret_key,
     env_bool,
+    env_file,
     env_float,
+    env_https_url,
     env_int,
     env_list,
     env_networks,
@@ -112,10 +114,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_boo
     # connection (conn_max_age=0), which made session starts queue under a connect burst.
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 2,
-        "max_size": env_int("DB_POOL_MAX_SIZE", 20),
+        "max_size": env_int("DB_POOL_MAX_SIZE", 20, minimum=2),
         # How long a request waits for a connection; during a database outage, each
         # database call waits this long before it fails (docs/security.md).
-        "timeout": env_int("DB_POOL_TIMEOUT", 10),
+        "timeout": env_int("DB_POOL_TIMEOUT", 10, minimum=1),
     }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
@@ -147,7 +149,7 @@ if REDIS_URL:
     # The cache holds rate counters and the allowlist version, which fail open without it:
     # a Redis that stops answering (a black hole, not a refusal) costs each of them at most
     # this long instead of the kernel's TCP timeout (docs/security.md).
-    CACHE_REDIS_TIMEOUT = env_int("CACHE_REDIS_TIMEOUT", 1)
+    CACHE_REDIS_TIMEOUT = env_int("CACHE_REDIS_TIMEOUT", 1, minimum=1)
     CACHES: dict[str, Any] = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -190,7 +192,7 @@ AUTHENTICATION_BACKENDS = [
 # every server process and survives restarts on SQLite and PostgreSQL alike, `axes_reset`
 # (another process) can clear it, and a Redis outage neither locks staff out nor opens the door.
 AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
-AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15))
 # Per (username, address): one address guessing cannot lock a user out everywhere.
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
@@ -199,8 +201,8 @@ AXES_CLIENT_IP_CALLABLE = "voice_platform.tenancy.attempts.axes_client_address"
 AXES_LOCKOUT_CALLABLE = "voice_platform.tenancy.admin_lockout.admin_lockout_response"
 # Failed API-key, client-token and resume-token attempts per client address (cache counted):
 # AUTH_FAILURE_LIMIT failures within AUTH_FAILURE_WINDOW seconds block the address for a window.
-AUTH_FAILURE_LIMIT = env_int("AUTH_FAILURE_LIMIT", 20)
-AUTH_FAILURE_WINDOW = env_int("AUTH_FAILURE_WINDOW", 300)
+AUTH_FAILURE_LIMIT = env_int("AUTH_FAILURE_LIMIT", 20, minimum=1)
+AUTH_FAILURE_WINDOW = env_int("AUTH_FAILURE_WINDOW", 300, minimum=1)
 # Reverse proxies (CIDRs) whose X-Forwarded-For is believed; empty: the peer address only.
 TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES")
 
@@ -219,8 +221,8 @@ WHITENOISE_USE_FINDERS = True
 
 # --- Gemini Live -----------------------------------------------------------------------
 GEMINI_API_KEY = env_str("GEMINI_API_KEY")
-LIVE_API_BASE_URL = env_str("LIVE_API_BASE_URL")
-LIVE_API_CA_FILE = env_str("LIVE_API_CA_FILE")
+LIVE_API_BASE_URL = env_https_url("LIVE_API_BASE_URL")
+LIVE_API_CA_FILE = env_file("LIVE_API_CA_FILE")
 LIVE_API_VERSION = env_str("LIVE_API_VERSION", "v1beta")
 # permessage-deflate on the upstream WebSocket. The SDK offers it by default and Google
 # accepts; on base64 PCM it saves little bandwidth and costs about a fifth of the relay's CPU
@@ -325,19 +327,19 @@ REST_FRAMEWORK["EXCEPTION_HANDLER"] = "voice_platform.api_errors.exception_handl
 # Liveness and reconnects (docs/live-resilience.md). Gemini's pongs take 8-30 s, so no
 # timeout here is a ping's: a reply due and silent for LIVE_REPLY_TIMEOUT, or total silence
 # (not even a late pong) for LIVE_IDLE_TIMEOUT, is what counts as dead.
-LIVE_CONNECT_TIMEOUT = env_float("LIVE_CONNECT_TIMEOUT", 10)
-LIVE_PING_INTERVAL = env_float("LIVE_PING_INTERVAL", 5)
-LIVE_REPLY_TIMEOUT = env_float("LIVE_REPLY_TIMEOUT", 4)
-LIVE_IDLE_TIMEOUT = env_float("LIVE_IDLE_TIMEOUT", 45)
+LIVE_CONNECT_TIMEOUT = env_float("LIVE_CONNECT_TIMEOUT", 10, minimum=0.1)
+LIVE_PING_INTERVAL = env_float("LIVE_PING_INTERVAL", 5, minimum=0.1)
+LIVE_REPLY_TIMEOUT = env_float("LIVE_REPLY_TIMEOUT", 4, minimum=0.1)
+LIVE_IDLE_TIMEOUT = env_float("LIVE_IDLE_TIMEOUT", 45, minimum=0.1)
 LIVE_REPLY_RETRIES = env_int("LIVE_REPLY_RETRIES", 3)
 # The SDK's own websockets keepalive, set explicitly: its default 20 s pong timeout kills
 # healthy Gemini sessions (field notes: 1011 "keepalive ping timeout").
-LIVE_KEEPALIVE_INTERVAL = env_float("LIVE_KEEPALIVE_INTERVAL", 15)
-LIVE_KEEPALIVE_TIMEOUT = env_float("LIVE_KEEPALIVE_TIMEOUT", 40)
+LIVE_KEEPALIVE_INTERVAL = env_float("LIVE_KEEPALIVE_INTERVAL", 15, minimum=0.1)
+LIVE_KEEPALIVE_TIMEOUT = env_float("LIVE_KEEPALIVE_TIMEOUT", 40, minimum=0.1)
 # Full-jitter backoff: try n waits uniform in [0, min(CAP, BASE * 2**n)] seconds.
 LIVE_RECONNECT_BASE = env_float("LIVE_RECONNECT_BASE", 1.5)
 LIVE_RECONNECT_CAP = env_float("LIVE_RECONNECT_CAP", 15)
-LIVE_RECONNECT_TRIES = env_int("LIVE_RECONNECT_TRIES", 6)
+LIVE_RECONNECT_TRIES = env_int("LIVE_RECONNECT_TRIES", 6, minimum=1)
 # An idle goAway reconnects at a random moment of this window (never past its deadline).
 LIVE_GO_AWAY_SPREAD = env_float("LIVE_GO_AWAY_SPREAD", 5)
 LIVE_RECONNECT_BUDGET = env_int("LIVE_RECONNECT_BUDGET", 30)
@@ -364,15 +366,15 @@ TOOL_TIMEOUT_MAX = 120.0  # seconds; the ceiling of every tool and allowlist tim
 TOOL_RESULT_MAX_BYTES = env_int("TOOL_RESULT_MAX_BYTES", 4096)  # audit preview
 TOOL_WEBHOOK_MAX_RESPONSE_BYTES = env_int("TOOL_WEBHOOK_MAX_RESPONSE_BYTES", 262_144)
 # CIDRs webhook tools may reach although private/loopback/link-local (empty = none).
-TOOL_WEBHOOK_ALLOWED_NETWORKS = env_list("TOOL_WEBHOOK_ALLOWED_NETWORKS", [])
-TOOL_WEBHOOK_CA_FILE = env_str("TOOL_WEBHOOK_CA_FILE")  # extra CA bundle (tests, private CAs)
+TOOL_WEBHOOK_ALLOWED_NETWORKS = env_networks("TOOL_WEBHOOK_ALLOWED_NETWORKS")
+TOOL_WEBHOOK_CA_FILE = env_file("TOOL_WEBHOOK_CA_FILE")  # extra CA bundle (tests, private CAs)
 TOOL_CELERY_QUEUE = env_str("TOOL_CELERY_QUEUE", "live_tools")
 # Threads that run tools in each process that runs them (a Celery worker process, or the
 # server without a broker); a call waiting for a free thread past its timeout never starts.
-TOOL_THREADS = env_int("TOOL_THREADS", 8)
+TOOL_THREADS = env_int("TOOL_THREADS", 8, minimum=1)
 # How many of those one tenant may hold (running or waiting); one more call is refused as
 # busy at once, so one tenant's slow tools cannot time out everyone else's.
-TOOL_THREADS_PER_TENANT = env_int("TOOL_THREADS_PER_TENANT", max(1, TOOL_THREADS // 2))
+TOOL_THREADS_PER_TENANT = env_int("TOOL_THREADS_PER_TENANT", max(1, TOOL_THREADS // 2), minimum=1)
 CELERY_TASK_ROUTES = {"tools.tasks.*": {"queue": TOOL_CELERY_QUEUE}}
 # Redis redelivers a task whose worker died (acks_late) only once its message has been
 # unacknowledged for visibility_timeout (kombu's default: 1 hour). Above the longest a tool
@@ -396,7 +398,7 @@ METRICS_ALLOWED_NETWORKS = env_networks("METRICS_ALLOWED_NETWORKS", max_ipv6_pre
 # every /metrics sums them (prometheus_client's multiprocess mode). Empty: this process only.
 PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR")
 # A process labels metrics with at most this many tenants; later ones count as "_other".
-METRICS_TENANT_LABEL_LIMIT = env_int("METRICS_TENANT_LABEL_LIMIT", 50)
+METRICS_TENANT_LABEL_LIMIT = env_int("METRICS_TENANT_LABEL_LIMIT", 50, minimum=1)
 # Or exactly these tenants (slugs), the same in every process: the others are "_other".
 METRICS_TENANT_LABELS = frozenset(env_list("METRICS_TENANT_LABELS", []))
 # Traces (OpenTelemetry): off unless enabled; exported over OTLP/HTTP when an endpoint is
@@ -408,13 +410,13 @@ OTEL_SERVICE_NAME = env_str("OTEL_SERVICE_NAME", "voice-platform")
 # agent (and per tenant), at least ALERT_MIN_EVENTS of them and a failure rate of at least
 # ALERT_ERROR_RATE raise one alert; it clears below ALERT_CLEAR_RATE. A scope whose alert
 # cleared is not raised again for ALERT_COOLDOWN_SECONDS.
-ALERT_WINDOW_SECONDS = env_int("ALERT_WINDOW_SECONDS", 300)
-ALERT_MIN_EVENTS = env_int("ALERT_MIN_EVENTS", 10)
-ALERT_ERROR_RATE = env_float("ALERT_ERROR_RATE", 0.2)
-ALERT_CLEAR_RATE = env_float("ALERT_CLEAR_RATE", 0.1)
+ALERT_WINDOW_SECONDS = env_int("ALERT_WINDOW_SECONDS", 300, minimum=1)
+ALERT_MIN_EVENTS = env_int("ALERT_MIN_EVENTS", 10, minimum=1)
+ALERT_ERROR_RATE = env_float("ALERT_ERROR_RATE", 0.2, maximum=1.0)
+ALERT_CLEAR_RATE = env_float("ALERT_CLEAR_RATE", 0.1, maximum=1.0)
 ALERT_COOLDOWN_SECONDS = env_int("ALERT_COOLDOWN_SECONDS", 600)
 # How often every server process evaluates alerts and rolls usage up (seconds).
-ALERT_EVALUATE_INTERVAL = env_int("ALERT_EVALUATE_INTERVAL", 30)
-USAGE_ROLLUP_INTERVAL = env_int("USAGE_ROLLUP_INTERVAL", 300)
+ALERT_EVALUATE_INTERVAL = env_int("ALERT_EVALUATE_INTERVAL", 30, minimum=1)
+USAGE_ROLLUP_INTERVAL = env_int("USAGE_ROLLUP_INTERVAL", 300, minimum=1)
 # Whether server processes run those periodic jobs at all (voice_platform/periodic.py).
 PERIODIC_JOBS = env_bool("PERIODIC_JOBS", True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import secrets
@@ -31,24 +32,61 @@ def env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
 
 
-def env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int, *, minimum: int = 0) -> int:
+    """A whole number, at least ``minimum`` (no setting of ours is negative)."""
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from exc
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
 
 
-def env_float(name: str, default: float) -> float:
+def env_float(
+    name: str, default: float, *, minimum: float = 0.0, maximum: float | None = None
+) -> float:
+    """A number in [``minimum``, ``maximum``] (seconds, rates and fractions are never
+    negative); NaN and infinity are refused."""
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from exc
+    if not math.isfinite(value) or value < minimum or (maximum is not None and value > maximum):
+        bounds = (
+            f"between {minimum:g} and {maximum:g}" if maximum is not None else f">= {minimum:g}"
+        )
+        raise ImproperlyConfigured(f"{name} must be a number {bounds}, got {raw!r}")
+    return value
+
+
+def env_https_url(name: str) -> str:
+    """An http(s) URL with a host, or "" when unset."""
+    value = env_str(name).strip()
+    if not value:
+        return ""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (parsing the port is the check)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} is not a valid URL: {exc}") from exc
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ImproperlyConfigured(f"{name} must be an https:// URL with a host, got {value!r}")
+    return value
+
+
+def env_file(name: str) -> str:
+    """The path of a file that exists, or "" when unset."""
+    value = env_str(name).strip()
+    if value and not Path(value).is_file():
+        raise ImproperlyConfigured(f"{name} names no file: {value!r}")
+    return value
 
 
 def env_list(name: str, default: list[str]) -> list[str]:
