@@ -12,7 +12,7 @@ import atexit
 import os
 
 from django.conf import settings
-from prometheus_client import Counter, Gauge, Histogram, multiprocess, values
+from prometheus_client import Counter, Gauge, Histogram, multiprocess
 
 __all__ = ["Counter", "Gauge", "Histogram", "multiprocess_dir"]
 
@@ -23,19 +23,12 @@ def multiprocess_dir() -> str:
 
 
 def _use_multiprocess_dir(path: str) -> None:
-    """Multiprocess mode for every metric created from now on, however early the library
-    was imported.
+    """Get the directory ready and take this process out of the live gauges at exit.
 
-    The library chooses where values live once, when ``prometheus_client.values`` is first
-    imported, from the environment variable. The setting is read from that same variable,
-    so usually the library chose files already; if something imported it before the
-    variable was set (a test, a tool), switch to the library's own file-backed value class
-    before any metric of ours exists, so no figure of ours stays in one process's memory.
-    """
+    prometheus_client chooses file-backed values from the same environment variable the
+    setting is read from, when it is first imported: a server process has it from its
+    start, so nothing of the library's internals needs touching here."""
     os.makedirs(path, exist_ok=True)  # a missing directory would fail every metric
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path  # the library reads it again later
-    if not getattr(values.ValueClass, "_multiprocess", False):
-        values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
     # A process that stops cleanly takes its live gauges (active sessions, loop lag) out
     # of the sums; metrics_view also clears those of processes that died without this.
     atexit.register(_mark_dead, os.getpid(), path)

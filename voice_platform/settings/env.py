@@ -8,7 +8,7 @@ import os
 import re
 import secrets
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -66,16 +66,22 @@ def env_float(
     return value
 
 
-def env_https_url(name: str) -> str:
-    """An http(s) URL with a host, or "" when unset."""
-    value = env_str(name).strip()
-    if not value:
-        return ""
+def _url_parts(name: str, value: str) -> SplitResult:
+    """``value`` split, its port parsed; a bad one is an error naming ``name``."""
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 (parsing the port is the check)
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name} is not a valid URL: {exc}") from exc
+    return parts
+
+
+def env_https_url(name: str) -> str:
+    """An http(s) URL with a host, or "" when unset."""
+    value = env_str(name).strip()
+    if not value:
+        return ""
+    parts = _url_parts(name, value)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise ImproperlyConfigured(f"{name} must be an https:// URL with a host, got {value!r}")
     return value
@@ -132,12 +138,8 @@ def env_redis_url(name: str) -> str:
     value = env_str(name).strip()
     if not value:
         return ""
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 (parsing the port is the check)
-        database = parts.path.strip("/")
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"{name} is not a valid URL: {exc}") from exc
+    parts = _url_parts(name, value)
+    database = parts.path.strip("/")
     if parts.scheme not in _REDIS_SCHEMES:
         raise ImproperlyConfigured(
             f"{name} must start with redis://, rediss:// or unix://, got {parts.scheme!r}"
