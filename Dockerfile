@@ -8,6 +8,8 @@ COPY tools ./tools
 COPY sessions ./sessions
 COPY playground ./playground
 COPY analytics ./analytics
+COPY integrations ./integrations
+COPY loadtest ./loadtest
 COPY voice_client ./voice_client
 COPY manage.py ./
 RUN pip install --no-cache-dir . && mkdir -p /app/var

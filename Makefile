@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test browser lint format typecheck worker emulator bench check-deploy clean
+.PHONY: help install run test browser balancer lint format typecheck worker emulator bench check-deploy clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -26,7 +26,7 @@ run: install ## Migrate, create demo data, serve on http://127.0.0.1:8000 (+ Liv
 # through the emulator, server processes, Celery workers), so two halve it even on two cores.
 # Each worker has its own test database and Redis database (conftest.py). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
-test: install browser ## Run the full test suite (uses DATABASE_URL / REDIS_URL when set)
+test: install browser balancer ## Run the full test suite (uses DATABASE_URL / REDIS_URL when set)
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 # The browser tests drive Debian's Chromium through Playwright (never a downloaded browser).
@@ -38,6 +38,16 @@ browser: ## Install Debian's chromium for the browser tests, if it is missing
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
 	    || { $$SUDO apt-get update -q >/dev/null && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } \
 	    || echo "could not install chromium: the browser tests will fail in CI (skip locally)" >&2; }
+
+# The deployment test puts HAProxy (Debian's package) in front of two web processes.
+HAPROXY ?= /usr/sbin/haproxy
+balancer: ## Install Debian's haproxy for the deployment tests, if it is missing
+	@test -x $(HAPROXY) || command -v haproxy >/dev/null || { \
+	  echo "installing Debian's haproxy for the deployment tests"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy >/dev/null \
+	    || { $$SUDO apt-get update -q >/dev/null && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy >/dev/null; } \
+	    || echo "could not install haproxy: the deployment tests will fail in CI (skip locally)" >&2; }
 
 lint: install ## ruff lint + format check
 	$(VENV)/bin/ruff check .

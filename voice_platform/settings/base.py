@@ -63,6 +63,8 @@ INSTALLED_APPS = [
     "sessions.apps.VoiceSessionsConfig",
     "playground",
     "analytics",
+    "integrations",
+    "loadtest",
 ]
 
 MIDDLEWARE = [
