@@ -79,7 +79,11 @@ bench: install ## Benchmarks (needs local PostgreSQL and Redis); figures in docs
 fuzz: install ## schemathesis against the OpenAPI schema, 200 cases per operation and mode
 	API_FUZZ_EXAMPLES=$${API_FUZZ_EXAMPLES:-200} $(PY) -m pytest -s -q --timeout=0 tests/voice_platform/test_api_fuzz.py
 
-.PHONY: soak audit
+.PHONY: soak audit loadtest
+AGENT ?= 1
+loadtest: install ## Simulated callers against http://127.0.0.1:8000 (LOADTEST_API_KEY, AGENT, ARGS; docs/loadtest.md)
+	$(PY) manage.py loadtest --agent $(AGENT) $(ARGS)
+
 soak: install ## Soak: 100 sessions for 10 min with faults, then leak checks (PostgreSQL, Redis)
 	$(PY) -m bench.soak --sessions 100 --minutes 10
 
