@@ -8,7 +8,7 @@ PORT=${PORT:-8000}
 EMULATOR_PORT=${EMULATOR_PORT:-8765}
 
 $PY manage.py migrate --noinput
-$PY manage.py bootstrap_demo
+$PY manage.py bootstrap --demo
 
 pids=()
 cleanup() { for pid in "${pids[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done; }

@@ -37,6 +37,9 @@ def render_config(*, port: int, backends: list[int]) -> str:
         f"    server web{i} 127.0.0.1:{backend} check" for i, backend in enumerate(backends, 1)
     )
     text = re.sub(r"(    server web\d+ \S+ check\n)+", servers + "\n", text)
+    # HAProxy needs about 2 descriptors per connection and refuses to start above the
+    # descriptor limit (a test machine's may be 20,000): a test needs a few hundred.
+    text = re.sub(r"maxconn \d+", "maxconn 2000", text)
     # One process, in the foreground: the test owns its lifetime.
     return text.replace("global\n", "global\n    nbthread 1\n", 1)
 

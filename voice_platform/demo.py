@@ -1,4 +1,5 @@
-"""Demo data for ``make run``: a tenant, its admin user, an agent and a fresh API key."""
+"""Demo data for ``make run``: the bootstrap (tenant, admin user) with a demo agent and a
+fresh API key on every call."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from django.db import transaction
 
 from agents.models import Agent
 from agents.services import agent_create
-from voice_platform.tenancy.models import Membership, Tenant
+from voice_platform.tenancy.bootstrap import bootstrap
+from voice_platform.tenancy.models import Tenant
 from voice_platform.tenancy.scope import tenant_scope
-from voice_platform.tenancy.services import api_key_create, membership_create, tenant_create
 
 DEMO_TENANT_SLUG = "demo"
 DEMO_ADMIN_USERNAME = "demo-admin"
@@ -64,19 +65,22 @@ def demo_admin_password() -> str:
 @transaction.atomic
 def demo_bootstrap() -> DemoData:
     """Idempotent: reuses what exists; only the API key is new on every call."""
-    tenant = Tenant.objects.filter(slug=DEMO_TENANT_SLUG).first() or tenant_create(
-        name="Demo tenant", slug=DEMO_TENANT_SLUG, max_concurrent_sessions=20
-    )
-    user_model = get_user_model()
-    user, _ = user_model.objects.get_or_create(
-        username=DEMO_ADMIN_USERNAME, defaults={"is_staff": True}
-    )
     password = demo_admin_password()
-    if not user.is_staff or not user.check_password(password):
-        user.is_staff = True
+    created = bootstrap(
+        tenant_name="Demo tenant",
+        tenant_slug=DEMO_TENANT_SLUG,
+        admin_username=DEMO_ADMIN_USERNAME,
+        admin_password=password,
+        new_api_key=True,
+        api_key_name="demo key",
+        max_concurrent_sessions=20,
+    )
+    tenant = Tenant.objects.get(slug=created.tenant_slug)
+    user = get_user_model().objects.get(username=created.admin_username)
+    # Derived from SECRET_KEY: a changed key changes the password the demo prints.
+    if not user.check_password(password):
         user.set_password(password)
         user.save()
-    membership_create(user=user, tenant=tenant, role=Membership.Role.ADMIN)
 
     with tenant_scope(tenant.pk):
         agent = Agent.objects.filter(slug=DEMO_AGENT_SLUG).first() or agent_create(
@@ -91,11 +95,12 @@ def demo_bootstrap() -> DemoData:
             output_transcription=True,
         )
         _allowlist_demo_tools(tenant=tenant, agent=agent)
-        issued = api_key_create(tenant=tenant, name="demo key")
+    if created.api_key is None:  # never: new_api_key=True mints one
+        raise RuntimeError("bootstrap minted no API key")
     return DemoData(
         tenant=tenant.slug,
-        admin_username=user.get_username(),
+        admin_username=created.admin_username,
         admin_password=password,
         agent_id=agent.pk,
-        api_key=issued.raw_key,
+        api_key=created.api_key,
     )

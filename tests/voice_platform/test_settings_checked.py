@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import runpy
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,9 @@ BAD = {
     "ALERT_EVALUATE_INTERVAL": "0", "ALERT_MIN_EVENTS": "0", "ALERT_WINDOW_SECONDS": "5m",
     "AUTH_FAILURE_LIMIT": "0", "AUTH_FAILURE_WINDOW": "many", "AXES_COOLOFF_MINUTES": "-5",
     "AXES_FAILURE_LIMIT": "0", "CACHE_REDIS_TIMEOUT": "0", "CELERY_RESTORE_INTERVAL": "x",
-    "CELERY_VISIBILITY_TIMEOUT": "-1", "DB_POOL_MAX_SIZE": "1", "DB_POOL_TIMEOUT": "0",
+    "CELERY_VISIBILITY_TIMEOUT": "-1", "DB_POOL_MAX_SIZE": "1", "DB_THREADS": "0",
+    "LIVE_MAX_SESSIONS": "-5",
+    "DB_POOL_TIMEOUT": "0",
     "LIVE_RECONNECT_BUDGET": "-3", "LIVE_RECONNECT_TRIES": "0", "LIVE_REPLY_RETRIES": "two",
     "METRICS_TENANT_LABEL_LIMIT": "0", "TOOL_RESULT_MAX_BYTES": "4k",
     "TOOL_THREADS": "0", "TOOL_THREADS_PER_TENANT": "0", "TOOL_WEBHOOK_MAX_RESPONSE_BYTES": "-1",
@@ -29,7 +32,8 @@ BAD = {
     "LIVE_REPLY_TIMEOUT": "nan", "LIVE_IDLE_TIMEOUT": "inf", "LIVE_KEEPALIVE_INTERVAL": "0",
     "LIVE_KEEPALIVE_TIMEOUT": "-1", "LIVE_RECONNECT_BASE": "fast", "LIVE_RECONNECT_CAP": "-1",
     "LIVE_GO_AWAY_SPREAD": "-1", "LIVE_RECONNECT_BUDGET_WINDOW": "1h", "LIVE_SESSION_LIMIT": "-1",
-    "LIVE_BUSY_RETRY_AFTER": "soon", "LIVE_SHUTDOWN_GRACE": "-1", "LIVE_DB_OUTAGE_GRACE": "x",
+    "LIVE_BUSY_RETRY_AFTER": "soon", "LIVE_SHUTDOWN_GRACE": "-1",
+    "LIVE_SHUTDOWN_READY_DELAY": "2s", "LIVE_DB_OUTAGE_GRACE": "x",
     "LIVE_WS_MESSAGE_RATE": "fast", "LIVE_WS_MESSAGE_BURST": "-1",
     "LIVE_WS_AUDIO_BYTES_RATE": "64k", "TRUSTED_PROXIES": "proxy",
     "METRICS_ALLOWED_NETWORKS": "2001:db8::1", "TOOL_WEBHOOK_ALLOWED_NETWORKS": "10.0.0.0/33",
@@ -39,10 +43,13 @@ BAD = {
     "LOG_FORMAT": "xml", "LOG_LEVEL": "loud", "SECURE_HSTS_SECONDS": "a year",
     "SECURE_SSL_REDIRECT": "always", "SECURE_HSTS_INCLUDE_SUBDOMAINS": "all",
     "SECURE_HSTS_PRELOAD": "please",
+    "WEBHOOK_TIMEOUT": "0", "WEBHOOK_MAX_ATTEMPTS": "0", "WEBHOOK_RETRY_BASE": "5s",
+    "WEBHOOK_RETRY_CAP": "0", "WEBHOOK_SWEEP_INTERVAL": "-1",
+    "SECRET_KEY": "change-me-to-a-long-random-string-of-at-least-fifty-characters-0123456789",
+    "SECRET_KEY_FILE": "/nonexistent/secret_key",
 }  # fmt: skip
 # Free text: any value is one the setting can hold (why, for each).
 FREE = {
-    "SECRET_KEY": "any string; required with DEBUG off (test_settings.py)",
     "GEMINI_API_KEY": "Google's key, opaque",
     "METRICS_TOKEN": "an opaque bearer token",
     "OTEL_SERVICE_NAME": "a name",
@@ -93,7 +100,7 @@ NEEDS = {
 }
 PRODUCTION_ONLY = {
     "SECURE_HSTS_SECONDS", "SECURE_SSL_REDIRECT", "SECURE_HSTS_INCLUDE_SUBDOMAINS",
-    "SECURE_HSTS_PRELOAD",
+    "SECURE_HSTS_PRELOAD", "SECRET_KEY",
 }  # fmt: skip
 
 
@@ -104,6 +111,8 @@ def test_a_bad_value_stops_the_settings_naming_it(variable, monkeypatch, tmp_pat
     for name, value in {**NEEDS.get(variable, {}), variable: BAD[variable]}.items():
         monkeypatch.setenv(name, value)
     module = "production.py" if variable in PRODUCTION_ONLY else "base.py"
+    # production.py imports base: run that afresh too, with this environment.
+    monkeypatch.delitem(sys.modules, "voice_platform.settings.base", raising=False)
     with pytest.raises(ImproperlyConfigured) as refused:
         runpy.run_path(str(SETTINGS / module))
     assert variable in str(refused.value)

@@ -5,15 +5,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from pathlib import Path
 from typing import Any, Protocol
 
+from voice_platform.live_emulator import certs
 from voice_platform.live_emulator.config import DEFAULT_CERT_DIR, DEFAULT_MODELS, EmulatorConfig
 from voice_platform.live_emulator.faults import Faults
 from voice_platform.live_emulator.profiles import PROFILES, config_for
 from voice_platform.live_emulator.server import Emulator
+
+# Extra certificate names when no --cert-name is given (docker-compose.yml sets the flag).
+CERT_NAMES_ENV = "EMULATOR_CERT_NAMES"
 
 
 class Output(Protocol):
@@ -30,6 +35,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--host", default=defaults.host, help="interface to bind (default 127.0.0.1)")
     add("--port", type=int, default=defaults.port, help="port (0 picks a free one)")
     add("--cert-dir", type=Path, default=DEFAULT_CERT_DIR, help="holds cert.pem and key.pem")
+    add(
+        "--cert-name",
+        action="append",
+        dest="cert_names",
+        default=None,
+        metavar="NAME",
+        help="a host name or address clients dial, covered by the certificate besides "
+        f"127.0.0.1 and localhost (repeatable; default from {CERT_NAMES_ENV}, comma-separated)",
+    )
     add("--api-key", action="append", default=[], help="accept only this key (repeatable)")
     add(
         "--model",
@@ -155,6 +169,13 @@ def parse_audio_tool_calls(specs: list[str]) -> dict[int, str]:
     return calls
 
 
+def requested_cert_names(given: list[str] | None) -> tuple[str, ...]:
+    """``--cert-name`` values, or else those of the environment variable."""
+    if given:
+        return tuple(given)
+    return tuple(n.strip() for n in os.environ.get(CERT_NAMES_ENV, "").split(",") if n.strip())
+
+
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     defaults = EmulatorConfig()
     knobs: dict[str, Any] = {
@@ -175,6 +196,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         host=args.host,
         port=args.port,
         cert_dir=Path(args.cert_dir),
+        cert_names=requested_cert_names(getattr(args, "cert_names", None)),
         api_keys=frozenset(args.api_key),
         models=tuple(args.model) or defaults.models,
         pace=args.pace,
@@ -204,6 +226,7 @@ async def serve_until_signalled(config: EmulatorConfig, out: Output = sys.stdout
     # Announce only once a signal stops us cleanly: supervisors wait for this line.
     _say(out, f"Live emulator listening on {emulator.base_url}")
     _say(out, f"Certificate: {emulator.cert_path.resolve()}")
+    _say(out, f"Certificate names: {', '.join(sorted(certs.covered_names(emulator.cert_path)))}")
     try:
         await stop.wait()
     finally:

@@ -28,6 +28,8 @@ class EmulatorConfig:
     host: str = "127.0.0.1"
     port: int = 8765
     cert_dir: Path = DEFAULT_CERT_DIR
+    # Names the certificate covers besides 127.0.0.1 and localhost (certs.ensure_cert).
+    cert_names: tuple[str, ...] = ()
     # Empty means "any non-empty key is accepted".
     api_keys: frozenset[str] = frozenset()
     models: tuple[str, ...] = DEFAULT_MODELS

@@ -80,7 +80,9 @@ class Emulator:
         return f"https://{host}:{self.port}"
 
     async def start(self) -> None:
-        self.cert_path, self.key_path = certs.ensure_cert(self.config.cert_dir)
+        self.cert_path, self.key_path = certs.ensure_cert(
+            self.config.cert_dir, self.config.cert_names
+        )
         self._server = await serve(
             self._handle,
             self.config.host,

@@ -24,6 +24,7 @@ from voice_platform.settings.env import (
     env_networks,
     env_rate,
     env_redis_url,
+    env_secret_file,
     env_str,
 )
 
@@ -32,11 +33,15 @@ VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
 
 DEBUG = env_bool("DEBUG", False)
 
-SECRET_KEY = env_str("SECRET_KEY")
+# SECRET_KEY_FILE: a file holding the key (read even when SECRET_KEY is set, so a bad path
+# is found at start-up; SECRET_KEY wins).
+_SECRET_KEY_FROM_FILE = env_secret_file("SECRET_KEY_FILE")
+SECRET_KEY = env_str("SECRET_KEY") or _SECRET_KEY_FROM_FILE
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
-            "SECRET_KEY must be set when DEBUG is off (see docs/configuration.md)."
+            "SECRET_KEY must be set when DEBUG is off, or SECRET_KEY_FILE name a file "
+            "holding it (see docs/configuration.md)."
         )
     SECRET_KEY = dev_secret_key(VAR_DIR)
 
@@ -121,6 +126,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_boo
         # database call waits this long before it fails (docs/security.md).
         "timeout": env_int("DB_POOL_TIMEOUT", 10, minimum=1),
     }
+# Threads on which live sessions' database calls run side by side (PostgreSQL only; see
+# voice_platform/db_threads.py). Each holds at most one pooled connection at a time.
+DB_THREADS = env_int("DB_THREADS", 8, minimum=1)
+_pool_options = DATABASES["default"].get("OPTIONS", {}).get("pool")
+if _pool_options and _pool_options["max_size"] - 2 < DB_THREADS:
+    raise ImproperlyConfigured(
+        f"DB_THREADS ({DB_THREADS}) must leave two of DB_POOL_MAX_SIZE "
+        f"({_pool_options['max_size']}) connections for the server's other threads."
+    )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -349,8 +363,15 @@ LIVE_RECONNECT_BUDGET_WINDOW = env_float("LIVE_RECONNECT_BUDGET_WINDOW", 600)
 # Gemini's audio session limit without context compression (15 min).
 LIVE_SESSION_LIMIT = env_float("LIVE_SESSION_LIMIT", 900)
 LIVE_BUSY_RETRY_AFTER = env_float("LIVE_BUSY_RETRY_AFTER", 10)
+# The deployment's cap on live sessions (all processes; 0: none): the Gemini project's
+# concurrent-session quota, shared by tenants with their guaranteed_sessions reserved
+# (sessions/capacity.py, docs/scaling.md).
+LIVE_MAX_SESSIONS = env_int("LIVE_MAX_SESSIONS", 0)
 # On SIGTERM, live sessions are handed over (client told to resume) within this many seconds.
 LIVE_SHUTDOWN_GRACE = env_float("LIVE_SHUTDOWN_GRACE", 10)
+# ... after this many seconds out of the balancer (/readyz 503 from SIGTERM on), so resumes
+# land on the other processes: at least the balancer's health-check interval x fall.
+LIVE_SHUTDOWN_READY_DELAY = env_float("LIVE_SHUTDOWN_READY_DELAY", 0, maximum=60)
 # A session's database writes (transcript, counters, handle, end) outlive an outage this long.
 LIVE_DB_OUTAGE_GRACE = env_float("LIVE_DB_OUTAGE_GRACE", 30)
 # Every client frame counts, audio included (docs/protocol.md).
@@ -422,3 +443,15 @@ ALERT_EVALUATE_INTERVAL = env_int("ALERT_EVALUATE_INTERVAL", 30, minimum=1)
 USAGE_ROLLUP_INTERVAL = env_int("USAGE_ROLLUP_INTERVAL", 300, minimum=1)
 # Whether server processes run those periodic jobs at all (voice_platform/periodic.py).
 PERIODIC_JOBS = env_bool("PERIODIC_JOBS", True)
+# Integrator webhooks (docs/webhooks.md): each POST's timeout (seconds); a failed attempt is
+# retried after WEBHOOK_RETRY_BASE x 6^(n-1) seconds (capped at WEBHOOK_RETRY_CAP, +-20%
+# jitter), at most WEBHOOK_MAX_ATTEMPTS attempts; stuck deliveries are swept every
+# WEBHOOK_SWEEP_INTERVAL seconds. Sent by Celery workers when Redis is configured, else by
+# threads of the server process (like tools).
+WEBHOOK_TIMEOUT = env_float("WEBHOOK_TIMEOUT", 10.0, minimum=0.1, maximum=60.0)
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 8, minimum=1)
+WEBHOOK_RETRY_BASE = env_int("WEBHOOK_RETRY_BASE", 5, minimum=1)
+WEBHOOK_RETRY_CAP = env_int("WEBHOOK_RETRY_CAP", 21_600, minimum=1)
+WEBHOOK_SWEEP_INTERVAL = env_int("WEBHOOK_SWEEP_INTERVAL", 15, minimum=1)
+WEBHOOK_DELIVERY = "celery" if REDIS_URL else "inprocess"
+WEBHOOK_CELERY_QUEUE = "default"

@@ -95,6 +95,39 @@ def env_file(name: str) -> str:
     return value
 
 
+def env_secret_file(name: str) -> str:
+    """The stripped contents of the file ``name`` points at (a Docker secret, the compose
+    stack's generated key), or "" when unset. A missing, unreadable or empty file is an error
+    naming ``name``; the contents never appear in a message."""
+    path = env_file(name)
+    if not path:
+        return ""
+    try:
+        value = Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ImproperlyConfigured(f"{name}: cannot read {path!r}: {exc}") from exc
+    if not value:
+        raise ImproperlyConfigured(f"{name}: {path!r} is empty")
+    return value
+
+
+# A key shorter than this, with fewer distinct characters, or a placeholder, is refused by
+# production settings (Django's own check warns at the same length and variety).
+SECRET_KEY_MIN_LENGTH = 50
+_PLACEHOLDER_MARKS = ("change-me", "changeme", "django-insecure-")
+
+
+def secret_key_problem(key: str) -> str:
+    """Why ``key`` must not sign production sessions, or "" when it may."""
+    if not key:
+        return "is not set"
+    if any(mark in key.lower() for mark in _PLACEHOLDER_MARKS):
+        return "is a placeholder (it contains 'change-me' or Django's 'django-insecure-')"
+    if len(key) < SECRET_KEY_MIN_LENGTH or len(set(key)) < 5:
+        return f"is too weak (at least {SECRET_KEY_MIN_LENGTH} random characters)"
+    return ""
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     raw = os.environ.get(name)
     if raw is None:

@@ -11,7 +11,16 @@ os.environ.setdefault("DEBUG", "0")
 from django.core.exceptions import ImproperlyConfigured
 
 from voice_platform.settings.base import *  # noqa: F403
-from voice_platform.settings.env import env_bool, env_int, env_str
+from voice_platform.settings.base import SECRET_KEY
+from voice_platform.settings.env import env_bool, env_int, env_str, secret_key_problem
+
+# The key signs sessions and password resets and derives the field encryption key: a
+# placeholder copied from an example file, or Django's development key, must stop the server.
+if _problem := secret_key_problem(SECRET_KEY):
+    raise ImproperlyConfigured(
+        f"SECRET_KEY {_problem}: set SECRET_KEY, or SECRET_KEY_FILE to a file holding it, to a "
+        "random string, e.g. python -c 'import secrets; print(secrets.token_urlsafe(50))'."
+    )
 
 # The SQLite default is for development: in production a missing (or misspelt) DATABASE_URL
 # must stop the server, not quietly put the data in a file inside the container.

@@ -1,13 +1,11 @@
-"""``python manage.py bootstrap_demo [--json]``: idempotent demo data for ``make run``."""
+"""``python manage.py bootstrap_demo [--json]``: the same as ``bootstrap --demo``."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
-
-from voice_platform.demo import demo_bootstrap
 
 
 class Command(BaseCommand):
@@ -17,14 +15,4 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="print JSON only")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        data = demo_bootstrap()
-        if options["json"]:
-            self.stdout.write(json.dumps(data.as_json()))
-            return
-        self.stdout.write(
-            self.style.SUCCESS("Demo ready.")
-            + f"\n  tenant:   {data.tenant}"
-            + f"\n  admin:    {data.admin_username} / {data.admin_password}"
-            + f"\n  agent id: {data.agent_id}"
-            + f"\n  API key:  {data.api_key}  (new on every call; shown once)"
-        )
+        call_command("bootstrap", demo=True, json=options["json"], stdout=self.stdout)
