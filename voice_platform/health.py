@@ -1,4 +1,8 @@
-"""Liveness (/healthz) and readiness (/readyz) probes."""
+"""Liveness (/healthz) and readiness (/readyz) probes.
+
+A process draining on SIGTERM (sessions/shutdown.py) is alive but not ready: /readyz answers
+503 ``draining`` so the balancer sends new sessions and resumes elsewhere, while /healthz
+stays 200 until it exits (an orchestrator must not kill it mid-hand-over)."""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+
+from sessions.shutdown import draining
 
 
 def check_database() -> str:
@@ -42,6 +48,8 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @never_cache
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
+    if draining():  # no checks: a stopping process leaves the balancer whatever else holds
+        return JsonResponse({"status": "draining"}, status=503)
     checks = {"database": check_database()}
     if settings.REDIS_URL:
         checks["redis"] = check_redis()

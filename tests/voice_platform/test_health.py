@@ -47,3 +47,15 @@ def test_readyz_503_names_failed_database(monkeypatch):
     response = Client().get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"]["database"] == "error: OSError"
+
+
+def test_a_draining_process_is_alive_but_not_ready(monkeypatch):
+    from sessions import shutdown
+
+    monkeypatch.setattr(shutdown, "_draining", True)  # what SIGTERM sets (sessions/shutdown.py)
+    response = Client().get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["status"] == "draining"
+    assert Client().get("/healthz").status_code == 200  # liveness: not to be killed meanwhile
+    monkeypatch.setattr(shutdown, "_draining", False)
+    assert Client().get("/readyz").status_code == 200
