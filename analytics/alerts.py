@@ -42,6 +42,7 @@ from analytics.alert_webhooks import (
     alert_deliveries_due,
 )
 from analytics.models import Alert
+from integrations import events as integration_events
 from sessions.models import VoiceSession
 from tools.models import ToolCallRecord
 from voice_platform.tenancy.models import Tenant
@@ -234,6 +235,9 @@ def _scope_step(
             alert.status = Alert.Status.CLEARED
             result.cleared.append(alert)
             send(tenant.pk, alert.pk, CLEARED)
+            integration_events.alert_changed(
+                tenant_id=tenant.pk, alert_id=alert.pk, event_type=CLEARED
+            )
         else:
             result.updated.append(alert)
         return True
@@ -243,6 +247,7 @@ def _scope_step(
     if raised is not None:
         result.raised.append(raised)
         send(tenant.pk, raised.pk, RAISED)
+        integration_events.alert_changed(tenant_id=tenant.pk, alert_id=raised.pk, event_type=RAISED)
     return True  # None: another process raised it just now
 
 

@@ -19,6 +19,7 @@ from channels.db import database_sync_to_async
 from django.db.models import F
 from django.utils import timezone
 
+from integrations import events as integration_events
 from sessions.models import VoiceSession
 from tools.stranded import FIRST_SWEEP_LOOKBACK, SWEEP_LOOKBACK, tool_calls_finish_stranded
 from voice_platform import periodic
@@ -79,6 +80,9 @@ def voice_sessions_reap_detached() -> int:
                 )
                 if gone:  # no bridge holds it: its end is counted here
                     metrics.session_ended_unattached(session.tenant.slug, reason="client_gone")
+                    integration_events.session_ended(
+                        session_id=session.pk, tenant_id=session.tenant_id, settle=False
+                    )
                 ended += gone
     return ended
 

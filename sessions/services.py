@@ -19,6 +19,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from agents.models import Agent
+from integrations import events as integration_events
+from sessions.capacity import capacity_admits
 from sessions.client_messages import storable_text
 from sessions.close_codes import CloseCode
 from sessions.models import (
@@ -41,10 +43,12 @@ HANDLE_VALIDITY = timedelta(hours=2)
 
 
 class SessionRefused(Exception):
-    def __init__(self, code: CloseCode, reason: str) -> None:
+    def __init__(self, code: CloseCode, reason: str, *, capacity: bool = False) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
+        # The deployment's session cap (sessions/capacity.py): the client may retry later.
+        self.capacity = capacity
 
 
 @dataclass
@@ -55,6 +59,9 @@ class SessionGrant:
     resume_token: str
     resumed: bool
     superseded_channel: str = ""
+    # A resume: when the previous connection's client was recorded gone (None when it was
+    # superseded while still attached). What it was told before then, it need not hear again.
+    detached_at: datetime | None = None
 
 
 @dataclass
@@ -124,16 +131,18 @@ def _check_tenant_limit(*, tenant: Tenant, excluding: uuid.UUID | None = None) -
         live = live.exclude(pk=excluding)
     if live.count() >= tenant.max_concurrent_sessions:
         raise SessionRefused(CloseCode.TENANT_LIMIT, "tenant_session_limit")
+    if not capacity_admits(tenant=tenant, excluding=excluding):
+        raise SessionRefused(CloseCode.BUSY, "platform_at_capacity", capacity=True)
 
 
 def voice_session_open(*, raw_token: str, origin: str | None, channel_name: str) -> SessionGrant:
-    token = client_token_find(raw=raw_token)
+    token = client_token_find(raw=raw_token, with_owners=True)
     if token is None:
         raise SessionRefused(CloseCode.UNAUTHENTICATED, "invalid_token")
-    tenant = Tenant.objects.get(pk=token.tenant_id)
-    agent = _check_access(
-        tenant=tenant, agent=Agent.objects.filter(pk=token.agent_id).first(), origin=origin
-    )
+    tenant = token.tenant
+    # Joined rows bypass the scope: an agent of another tenant is no agent of this one.
+    agent = token.agent if token.agent.tenant_id == tenant.pk else None
+    agent = _check_access(tenant=tenant, agent=agent, origin=origin)
     raw_resume, resume_hash = _new_resume_token()
     with transaction.atomic():
         # The tenant row lock serialises concurrent opens of one tenant: the limit holds.
@@ -152,6 +161,7 @@ def voice_session_open(*, raw_token: str, origin: str | None, channel_name: str)
             resume_token_hash=resume_hash,
             last_seen_at=timezone.now(),
         )
+    integration_events.session_started(session)
     return SessionGrant(
         session=session, agent=agent, tenant=tenant, resume_token=raw_resume, resumed=False
     )
@@ -191,6 +201,7 @@ def voice_session_resume(
         if locked.client_detached_at is not None:
             _check_tenant_limit(tenant=tenant, excluding=locked.pk)
         previous = locked.connection_channel
+        detached_at = locked.client_detached_at
         locked.connection_channel = channel_name
         locked.pending_resume_token_hash = resume_hash
         locked.client_detached_at = None
@@ -208,6 +219,7 @@ def voice_session_resume(
         resume_token=raw_resume,
         resumed=True,
         superseded_channel=previous if previous != channel_name else "",
+        detached_at=detached_at,
     )
 
 
@@ -349,7 +361,7 @@ def voice_session_end(
     """End the session (only its current owner may, unless ``channel_name`` is None)."""
     if progress is not None:
         voice_session_flush(session_id=session_id, progress=progress)
-    return bool(
+    ended = bool(
         _owned(session_id, channel_name)
         .filter(status__in=VoiceSession.LIVE_STATUSES)
         .update(
@@ -361,6 +373,9 @@ def voice_session_end(
             client_detached_at=None,
         )
     )
+    if ended:  # the report waits for a last flush when its connection did not end it
+        integration_events.session_ended(session_id=session_id, settle=progress is None)
+    return ended
 
 
 def voice_session_end_by_api(*, session: VoiceSession, reason: str = "ended_by_api") -> bool:

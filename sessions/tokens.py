@@ -9,7 +9,6 @@ from datetime import timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
@@ -90,11 +89,15 @@ def client_token_revoke(*, token: ClientToken) -> ClientToken:
     return token
 
 
-def client_token_find(*, raw: str) -> ClientToken | None:
-    """The token with this value in the current scope, usable or not."""
+def client_token_find(*, raw: str, with_owners: bool = False) -> ClientToken | None:
+    """The token with this value in the current scope, usable or not; ``with_owners``
+    fetches its tenant and agent in the same query (a session start needs both)."""
     if not raw.startswith(TOKEN_PREFIX):
         return None
-    return ClientToken.objects.filter(token_hash=hash_secret(raw)).first()
+    tokens = ClientToken.objects.filter(token_hash=hash_secret(raw))
+    if with_owners:
+        tokens = tokens.select_related("tenant", "agent")
+    return tokens.first()
 
 
 def client_token_consume(*, token: ClientToken) -> bool:
@@ -103,12 +106,12 @@ def client_token_consume(*, token: ClientToken) -> bool:
     A single conditional UPDATE, so the database arbitrates (no read-modify-write race).
     """
     now = timezone.now()
-    with transaction.atomic():
-        taken = ClientToken.objects.filter(
-            pk=token.pk,
-            revoked_at__isnull=True,
-            uses_left__gt=0,
-            expires_at__gt=now,
-            new_session_expires_at__gt=now,
-        ).update(uses_left=F("uses_left") - 1)
+    # One statement is atomic by itself (no savepoint inside the caller's transaction).
+    taken = ClientToken.objects.filter(
+        pk=token.pk,
+        revoked_at__isnull=True,
+        uses_left__gt=0,
+        expires_at__gt=now,
+        new_session_expires_at__gt=now,
+    ).update(uses_left=F("uses_left") - 1)
     return taken == 1

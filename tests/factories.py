@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from agents.models import Agent
 from analytics.models import Alert, UsageDaily
+from integrations.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from sessions.models import ClientToken, TranscriptEntry, VoiceSession
 from tools.models import AgentTool, LookupRecord, OutboxEmail, ToolCallRecord, WebhookTool
 from voice_platform.tenancy.models import ApiKey, Membership, Tenant
@@ -214,3 +215,48 @@ class UsageDailyFactory(TenantOwnedFactory):
     day = factory.LazyFunction(lambda: timezone.now().date())
     sessions = 3
     turns = 12
+
+
+class WebhookEndpointFactory(TenantOwnedFactory):
+    """An integrator endpoint; its secret is ``ENDPOINT_SECRET`` (encrypted)."""
+
+    class Meta:
+        model = WebhookEndpoint
+
+    url = factory.Sequence(lambda n: f"https://hooks.example.com/events/{n}")
+    description = factory.Sequence(lambda n: f"endpoint {n}")
+    secret_encrypted = factory.LazyFunction(lambda: _encrypt(ENDPOINT_SECRET))
+
+
+ENDPOINT_SECRET = "whsec_" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+
+
+def _encrypt(value: str) -> str:
+    from voice_platform.crypto import encrypt_str
+
+    return encrypt_str(value)
+
+
+class WebhookDeliveryFactory(TenantOwnedFactory):
+    class Meta:
+        model = WebhookDelivery
+
+    endpoint = _same_tenant(WebhookEndpointFactory)
+    event_type = "session.started"
+    msg_id = factory.LazyFunction(lambda: f"msg_{uuid.uuid4().hex}")
+    subject = factory.Sequence(lambda n: f"subject-{n}")
+    payload = factory.LazyFunction(lambda: {"type": "session.started", "data": {}})
+    status = WebhookDelivery.Status.SUCCEEDED
+    attempt_count = 1
+    round_attempts = 1
+
+
+class WebhookAttemptFactory(TenantOwnedFactory):
+    class Meta:
+        model = WebhookAttempt
+
+    delivery = _same_tenant(WebhookDeliveryFactory)
+    number = factory.Sequence(lambda n: n + 1)
+    started_at = factory.LazyFunction(timezone.now)
+    status_code = 200
+    outcome = WebhookAttempt.Outcome.SUCCEEDED

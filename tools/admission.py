@@ -30,6 +30,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from integrations import events as integration_events
 from tools.allowlist import ResolvedTool, ToolAllowlist
 from tools.idempotency import tool_call_key
 from tools.models import ToolCallRecord
@@ -99,6 +100,8 @@ def tool_call_admit(
         if twin is None:
             raise
         return Admission(record=twin, allowlist=allowlist, repeat=True)
+    if reason:  # refused: final already
+        integration_events.tool_call_finished(tenant_id=record.tenant_id, record_id=record.pk)
     if dispatch is not None and not reason:
         # Once the row is committed (now, or with the caller's transaction): a worker always
         # finds it, and a session that goes away meanwhile cannot strand it ``queued``.

@@ -32,6 +32,7 @@ from django.db import connections, transaction
 from django.utils import timezone
 from django.utils.functional import SimpleLazyObject
 
+from integrations import events as integration_events
 from tools.models import ToolCallRecord
 from tools.notify import tool_result_notify
 from tools.outcome import ERROR_MAX_CHARS, describe_error, elapsed_ms, tool_call_finish_early
@@ -249,6 +250,8 @@ def _finish(
         fields["result"] = result
         fields["result_preview"] = _preview(result)
     changed = ToolCallRecord.objects.filter(pk=record.pk, status=Status.RUNNING).update(**fields)
+    if changed:
+        integration_events.tool_call_finished(tenant_id=record.tenant_id, record_id=record.pk)
     return fields if changed else None
 
 

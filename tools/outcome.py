@@ -15,6 +15,7 @@ from typing import Any, Literal
 from django.conf import settings
 from django.utils import timezone
 
+from integrations import events as integration_events
 from tools.models import ToolCallRecord
 from voice_platform.celery import app as celery_app
 
@@ -104,6 +105,7 @@ def tool_call_finish_early(
     changed = ToolCallRecord.objects.filter(pk=record.pk, status__in=allowed).update(**fields)
     if not changed:
         return False
+    integration_events.tool_call_finished(tenant_id=record.tenant_id, record_id=record.pk)
     for name, value in fields.items():
         setattr(record, name, value)
     if status == "cancelled" and record.celery_task_id and settings.TOOL_EXECUTION == "celery":

@@ -16,6 +16,7 @@ urlpatterns = [
     path("api/v1/", include("sessions.urls")),
     path("api/v1/", include("tools.urls")),
     path("api/v1/", include("analytics.urls")),
+    path("api/v1/", include("integrations.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("playground/", include("playground.urls")),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

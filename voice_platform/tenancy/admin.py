@@ -53,7 +53,10 @@ class TenantAdminForm(forms.ModelForm):  # type: ignore[type-arg]
 
     class Meta:
         model = Tenant
-        fields = ["name", "slug", "status", "max_concurrent_sessions", "alert_webhook_url"]
+        fields = [
+            "name", "slug", "status", "max_concurrent_sessions", "guaranteed_sessions",
+            "alert_webhook_url",
+        ]  # fmt: skip
 
     def clean_alert_webhook_url(self) -> str:
         url: str = self.cleaned_data.get("alert_webhook_url", "")
@@ -75,8 +78,8 @@ class TenantAdminForm(forms.ModelForm):  # type: ignore[type-arg]
 class TenantAdmin(TenantSelfAdminMixin):
     form = TenantAdminForm
     list_display = [
-        "name", "slug", "status", "max_concurrent_sessions", "has_own_gemini_key",
-        "has_alert_webhook",
+        "name", "slug", "status", "max_concurrent_sessions", "guaranteed_sessions",
+        "has_own_gemini_key", "has_alert_webhook",
     ]  # fmt: skip
     list_filter = ["status"]
     search_fields = ["name", "slug"]
@@ -108,7 +111,7 @@ class TenantAdmin(TenantSelfAdminMixin):
         if request.user.is_superuser:
             return []
         # Operators set status and limits; a tenant's own admins may not lift them.
-        return ["slug", "status", "max_concurrent_sessions"]
+        return ["slug", "status", "max_concurrent_sessions", "guaranteed_sessions"]
 
     def save_model(self, request: HttpRequest, obj: Tenant, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 
@@ -22,6 +23,13 @@ class Tenant(models.Model):
     max_concurrent_sessions = models.PositiveIntegerField(
         default=10, validators=[MinValueValidator(1)]
     )
+    # Sessions reserved for this tenant under the deployment's cap (LIVE_MAX_SESSIONS;
+    # sessions/capacity.py). All tenants' guarantees add up to at most the cap.
+    guaranteed_sessions = models.PositiveIntegerField(
+        default=0,
+        help_text="Live sessions reserved for this tenant under the deployment's "
+        "LIVE_MAX_SESSIONS cap (0: none; shares what is not reserved).",
+    )
     # Fernet token (voice_platform.crypto); never the plain key.
     gemini_api_key_encrypted = models.TextField(blank=True, default="", editable=False)
     # Where error-rate alerts are POSTed (docs/observability.md), signed with the secret
@@ -35,6 +43,27 @@ class Tenant(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        super().clean()
+        from sessions.capacity import capacity_cap, guarantees_total
+
+        errors: dict[str, str] = {}
+        if self.guaranteed_sessions > self.max_concurrent_sessions:
+            errors["guaranteed_sessions"] = (
+                "Cannot exceed the tenant's own max_concurrent_sessions "
+                f"({self.max_concurrent_sessions})."
+            )
+        cap = capacity_cap()
+        if cap > 0 and self.guaranteed_sessions:
+            others = guarantees_total(excluding_tenant=self.pk)
+            if others + self.guaranteed_sessions > cap:
+                errors["guaranteed_sessions"] = (
+                    f"The deployment's cap is {cap} sessions and other tenants reserve "
+                    f"{others}: at most {max(0, cap - others)} can be guaranteed here."
+                )
+        if errors:
+            raise ValidationError(errors)
 
     @property
     def is_active(self) -> bool:

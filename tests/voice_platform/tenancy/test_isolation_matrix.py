@@ -45,6 +45,7 @@ from rest_framework.test import APIClient
 
 import tests.factories
 from conftest import TenantWorld
+from integrations.models import WebhookDelivery, WebhookEndpoint
 from sessions.models import ClientToken, VoiceSession
 from tests.factories import MembershipFactory
 from tests.helpers import logged_in
@@ -97,6 +98,9 @@ ROUTE_PK_MODELS: dict[str, type[models.Model]] = {
     "token-revoke": ClientToken,
     "session-transcript": VoiceSession,
     "session-end": VoiceSession,
+    "webhook-endpoint-rotate-secret": WebhookEndpoint,
+    "webhook-endpoint-test": WebhookEndpoint,
+    "webhook-delivery-replay": WebhookDelivery,
 }
 # Naming rules for read-only aggregate routes (route name or path): /api/v1/usage/ and its
 # summary match the analytics rule; a route that matches joins the matrix without editing it.
