@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import ssl
+import time
 from typing import Any
 
 import django
@@ -65,6 +66,7 @@ class BareRelay(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ships
         await self.accept()
         self._stack = contextlib.AsyncExitStack()
         config = types.LiveConnectConfig(response_modalities=[types.Modality.AUDIO])
+        began = time.monotonic()
         try:
             self.session = await self._stack.enter_async_context(
                 _client.aio.live.connect(model=MODEL, config=config)
@@ -72,8 +74,10 @@ class BareRelay(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ships
         except Exception:
             await self.close(code=1011)
             return
+        upstream_ms = (time.monotonic() - began) * 1000
         self._pump = asyncio.create_task(self._downlink(self.session))
-        await self.send(text_data=STARTED)
+        # The upstream handshake's share of the start (bench/connect_storm.py subtracts it).
+        await self.send(text_data=STARTED[:-1] + f',"upstream_ms":{upstream_ms:.2f}}}')
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if bytes_data is not None and self.session is not None:

@@ -18,7 +18,6 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from channels.db import database_sync_to_async
 from django.utils import timezone
 from google.genai import types
 from google.genai.live import AsyncSession
@@ -61,6 +60,7 @@ from sessions.services import (
 from sessions.tool_gateway import NoTools, ToolGateway
 from sessions.turn_timing import PLAYBACK_WAIT_SECONDS, TurnClock, TurnTiming
 from sessions.uplink import ItemKind, Uplink, UplinkItem
+from voice_platform.db_threads import db_async
 from voice_platform.observability import log_context
 from voice_platform.observability.labels import SessionLabels
 from voice_platform.observability.telemetry import SessionTelemetry
@@ -130,8 +130,11 @@ class LiveBridge:
         connect: ConnectFactory,
         config: BridgeConfig | None = None,
         tools: ToolGateway | None = None,
+        began_at: float | None = None,
     ) -> None:
         self.grant = grant
+        # When the client's connection reached us (time.monotonic()): times the start.
+        self.began_at = began_at
         self.session_id = grant.session.pk
         self.agent = grant.agent
         self.sink = sink
@@ -586,7 +589,7 @@ class LiveBridge:
                 await self._seed_context()
             if self.grant.resumed:
                 # Before the client can hold the new token, it must already work.
-                await database_sync_to_async(voice_session_promote_resume_token)(
+                await db_async(voice_session_promote_resume_token)(
                     session_id=self.session_id, channel_name=self.channel_name
                 )
             await self.emit(
@@ -598,7 +601,11 @@ class LiveBridge:
                     modality=self.agent.response_modality,
                 )
             )
-            self.telemetry.started()
+            began = self.began_at
+            self.telemetry.started(
+                start_seconds=None if began is None else time.monotonic() - began,
+                upstream_seconds=self.upstream.handshake_seconds,
+            )
         else:
             self._pacer.reset()
             self._silent_run = 0.0
@@ -901,7 +908,7 @@ class LiveBridge:
                 self._spawn(self._lost_ownership(), "lost")
 
     async def _lost_ownership(self) -> None:
-        session = await database_sync_to_async(_session_state)(self.session_id)
+        session = await db_async(_session_state)(self.session_id)
         if session is not None and not session.is_live:
             await self.end(reason=session.end_reason or "ended")
         else:
@@ -944,7 +951,7 @@ class LiveBridge:
             return
         self._replay_saved_at = turn
         try:
-            await database_sync_to_async(voice_session_save_replay)(
+            await db_async(voice_session_save_replay)(
                 session_id=self.session_id, channel_name=self.channel_name, text=text, turn=turn
             )
         except Exception:  # the call still runs once; only a resume elsewhere cannot replay it

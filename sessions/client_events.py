@@ -39,6 +39,17 @@ def busy(*, retry_after: int) -> dict[str, Any]:
     }
 
 
+def at_capacity(*, retry_after: int) -> dict[str, Any]:
+    """The deployment holds as many sessions as its cap allows (``LIVE_MAX_SESSIONS``):
+    try again after ``retry_after`` seconds (spread per client). The token is not used."""
+    return {
+        "type": "error",
+        "code": "busy",
+        "message": "The platform is at its concurrent-session capacity. Try again later.",
+        "retry_after": retry_after,
+    }
+
+
 def session_ended(reason: str) -> dict[str, Any]:
     return {"type": "session.ended", "reason": reason}
 

@@ -6,10 +6,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 from typing import Any
 
-from asgiref.sync import sync_to_async
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -18,15 +17,16 @@ from sessions.auth import connection_credentials
 from sessions.bridge import LiveBridge
 from sessions.client_messages import BadMessage, audio_frame_problem, parse_client_message
 from sessions.close_codes import CloseCode, close_reason
-from sessions.live import bridge_config, connect_factory, tool_gateway_for
+from sessions.live import bridge_config, connect_factory, live_session_start
 from sessions.notify import notify_superseded
 from sessions.ratelimit import TokenBucket
 from sessions.reaper import ensure_reaper
-from sessions.services import SessionRefused, voice_session_open, voice_session_resume
+from sessions.services import SessionRefused
 from sessions.shutdown import draining, shutdown_track
 from sessions.uplink import ItemKind
 from tools.calls import tool_results_group
 from voice_platform.daphne_options import VIOLATION_CODES
+from voice_platform.db_threads import db_async
 from voice_platform.outages import RETRY_AFTER_SECONDS, outage_of
 from voice_platform.tenancy.attempts import (
     auth_failure_record,
@@ -99,6 +99,17 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
             )
             await self.close(code=CloseCode.BUSY)
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels (4.2+) closes stale database connections before every message, on the
+        # process's one thread-sensitive thread: a thread hop per audio frame, and every
+        # call's frames queued behind whatever that thread was doing. This consumer reaches
+        # the database only through db_async (voice_platform/db_threads.py), whose calls
+        # close old connections themselves, so client frames go straight to their handler.
+        if message["type"] == "websocket.receive":
+            await self.websocket_receive(message)
+            return
+        await super().dispatch(message)
+
     async def connect(self) -> None:
         # Refusals are close codes after the upgrade: a browser cannot read the status of a
         # refused upgrade, and Channels turns a close before accept() into a bare 403.
@@ -113,7 +124,7 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
         token, resume = connection_credentials(self.scope)
         address = scope_client_address(self.scope)
         # Before the credential: a blocked address is refused even with a valid token.
-        if await sync_to_async(auth_failure_retry_after)(address=address) is not None:
+        if await db_async(auth_failure_retry_after)(address=address) is not None:
             log.info("live connection refused: too many failed attempts from the address")
             await self.close(code=CloseCode.TOO_MANY_FAILURES)
             return
@@ -121,21 +132,21 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
             log.info("live connection refused: unknown credential")
             if self.scope.get("tenant_id") is None and (token or resume):
                 # Matched no token or session: a guess. Known but spent tokens are not.
-                await sync_to_async(auth_failure_record)(address=address)
+                await db_async(auth_failure_record)(address=address)
             await self.close(code=CloseCode.UNAUTHENTICATED)
             return
         origin = dict(self.scope.get("headers", [])).get(b"origin", b"").decode("latin-1")
         try:
-            if resume:
-                grant = await database_sync_to_async(voice_session_resume)(
-                    raw_resume_token=resume, origin=origin or None, channel_name=self.channel_name
-                )
-            else:
-                grant = await database_sync_to_async(voice_session_open)(
-                    raw_token=token, origin=origin or None, channel_name=self.channel_name
-                )
+            grant, tools = await db_async(live_session_start)(
+                token=token, resume=resume, origin=origin or None, channel_name=self.channel_name
+            )
         except SessionRefused as refusal:
             log.info("live connection refused: %s", refusal.reason)
+            if refusal.capacity:  # when to try again, spread so refused clients do not storm
+                base = settings.LIVE_BUSY_RETRY_AFTER
+                retry = round(random.uniform(base, 2 * base))  # noqa: S311
+                with contextlib.suppress(Exception):
+                    await self.send_event(client_events.at_capacity(retry_after=retry))
             await self.close(code=refusal.code, reason=close_reason(refusal.code, refusal.reason))
             return
         except Exception as exc:
@@ -155,7 +166,6 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
             await self.channel_layer.group_add(self.results_group, self.channel_name)
         except Exception:  # wake-ups are lost then; the calls' polls still find outcomes
             log.warning("could not join %s", self.results_group, exc_info=True)
-        tools = await database_sync_to_async(tool_gateway_for)(grant)
         # Every frame by count (100/s: a 20 ms audio stream is 50/s, room is left for
         # control messages and a backlog after a stall), and audio by bytes as well.
         self.limiter = TokenBucket(settings.LIVE_WS_MESSAGE_RATE, settings.LIVE_WS_MESSAGE_BURST)
@@ -169,6 +179,7 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
             connect=connect_factory(grant, tools),
             config=bridge_config(),
             tools=tools,
+            began_at=self.scope.get("arrived_at"),
         )
         await self.bridge.start()
         shutdown_track(self.bridge)

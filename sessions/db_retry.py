@@ -24,9 +24,9 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
+from voice_platform.db_threads import db_async
 from voice_platform.outages import outage_of
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ async def db_write_retrying(job: Callable[[], T], *, what: str) -> T:
         if tries:
             _quiet_until = now + PROBE_INTERVAL  # this try is the probe: others wait for it
         try:
-            result: T = await database_sync_to_async(job)()
+            result: T = await db_async(job)()
         except Exception as exc:
             if outage_of(exc) != "database" or time.monotonic() + delay > deadline:
                 raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
+from datetime import timedelta
 
 from django.conf import settings
 from google.genai.live import AsyncSession
@@ -12,10 +13,12 @@ from sessions.bridge import BridgeConfig
 from sessions.relay.backoff import Backoff
 from sessions.relay.client import live_client
 from sessions.relay.upstream import ConnectFactory, UpstreamSettings
-from sessions.services import SessionGrant
+from sessions.services import SessionGrant, voice_session_open, voice_session_resume
 from sessions.tool_gateway import ServiceToolGateway, ToolGateway
 from tools.calls import tool_allowlist_for_agent, tool_call_next_turn
 from voice_platform.tenancy.services import tenant_gemini_key
+
+TOLD_MARGIN = timedelta(seconds=1)
 
 
 def bridge_config() -> BridgeConfig:
@@ -38,13 +41,34 @@ def bridge_config() -> BridgeConfig:
     return BridgeConfig(upstream=upstream, busy_retry_seconds=settings.LIVE_BUSY_RETRY_AFTER)
 
 
+def live_session_start(
+    *, token: str, resume: str, origin: str | None, channel_name: str
+) -> tuple[SessionGrant, ToolGateway]:
+    """Open (a client token) or resume (a resume token) a session, with its tool gateway.
+
+    One call, so a session start costs the connection one trip to a database thread.
+    Raises ``SessionRefused`` with the reason to tell the client.
+    """
+    if resume:
+        grant = voice_session_resume(
+            raw_resume_token=resume, origin=origin, channel_name=channel_name
+        )
+    else:
+        grant = voice_session_open(raw_token=token, origin=origin, channel_name=channel_name)
+    return grant, tool_gateway_for(grant)
+
+
 def tool_gateway_for(grant: SessionGrant) -> ToolGateway:
     """Every call goes through the tools services, so even a refused one is audited."""
+    detached = grant.detached_at
     return ServiceToolGateway(
         session=grant.session,
         allowlist=tool_allowlist_for_agent(agent=grant.agent),
         execution=settings.TOOL_EXECUTION,
         first_turn=tool_call_next_turn(session_id=grant.session.pk),
+        # A second's margin: a call that finished as the client dropped may not have reached
+        # it; telling it twice (same call_id) is better than never.
+        told_before=None if detached is None else detached - TOLD_MARGIN,
     )
 
 

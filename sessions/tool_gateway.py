@@ -20,9 +20,9 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
-from channels.db import database_sync_to_async
 from google.genai import types
 
 from tools.calls import (
@@ -39,6 +39,7 @@ from tools.calls import (
     tool_call_outcome_by_key,
     tool_call_run_inprocess,
 )
+from voice_platform.db_threads import db_async
 
 log = logging.getLogger(__name__)
 
@@ -161,9 +162,19 @@ class ServiceToolGateway:
     """
 
     def __init__(
-        self, *, session: Any, allowlist: ToolAllowlist, execution: str, first_turn: int = 0
+        self,
+        *,
+        session: Any,
+        allowlist: ToolAllowlist,
+        execution: str,
+        first_turn: int = 0,
+        told_before: datetime | None = None,
     ) -> None:
         self.session = session
+        # Calls finished before this were reported to the client by the connection before
+        # (a resume): a replayed turn answers them from their outcomes without a second
+        # ``tool.finished``.
+        self.told_before = told_before
         self.allowlist = allowlist
         self.execution = execution
         self._first_turn = first_turn
@@ -247,8 +258,9 @@ class ServiceToolGateway:
     ) -> dict[str, Any]:
         """Admit the request (or find it admitted), wait for its outcome; emits its events.
         Always ends with an outcome: the model is never left without an answer."""
+        told: datetime | None = None  # when a call settled before was reported, if it was
         try:
-            admission: Admission = await database_sync_to_async(tool_call_admit)(
+            admission: Admission = await db_async(tool_call_admit)(
                 request=request, allowlist=self.allowlist, dispatch=self._dispatch()
             )
         except Exception:  # the database or the cache down: answered, never silent
@@ -261,6 +273,8 @@ class ServiceToolGateway:
             # reported then: its stored outcome again would count the call twice. One still
             # running is reported here (the connection that started it is gone).
             observed = not admission.repeat or not admission.record.is_finished
+            if not observed:  # finished on the connection before: when it was reported
+                told = admission.record.finished_at
             if observed:
                 self.observer.tool_started(key, request.name, request.call_id)
             self.allowlist = admission.allowlist  # reloaded if an entry changed
@@ -277,6 +291,8 @@ class ServiceToolGateway:
         audited = audited if audited in FINISHED_STATUS else "failed"
         if observed:
             self.observer.tool_finished(key, entry.name, audited, time.monotonic() - entry.started)
+        if told is not None and self.told_before is not None and told < self.told_before:
+            return outcome  # the client heard this call finish before its resume
         with contextlib.suppress(Exception):  # the client may be gone; the model is answered
             await emit(
                 {"type": "tool.finished", "call_id": entry.call_id, "name": entry.name,
@@ -301,9 +317,9 @@ class ServiceToolGateway:
         record = admission.record
         key = record.idempotency_key or ""  # the row's: a reused call id names another one
         if entry.withdrawn and not record.is_finished:  # withdrawn while it was admitted
-            await database_sync_to_async(tool_call_finish_early)(record=record, status="cancelled")
+            await db_async(tool_call_finish_early)(record=record, status="cancelled")
             if not record.is_finished:  # the cancellation's own write got there first
-                found = await database_sync_to_async(tool_call_outcome_by_key)(key)
+                found = await db_async(tool_call_outcome_by_key)(key)
                 if found is not None and found["status"] in FINISHED_STATUS:
                     return {**found, **_scheduling(record)}
         if record.is_finished:  # refused, a re-ask of a finished call, or withdrawn
@@ -314,8 +330,8 @@ class ServiceToolGateway:
             async with asyncio.timeout(record.timeout_seconds):
                 outcome = await self._wait(key, entry)
         except TimeoutError:
-            await database_sync_to_async(tool_call_finish_early)(record=record, status="timeout")
-            found = await database_sync_to_async(tool_call_outcome_by_key)(key)
+            await db_async(tool_call_finish_early)(record=record, status="timeout")
+            found = await db_async(tool_call_outcome_by_key)(key)
             outcome = found or {"status": "timeout", "response": {"error": "tool timed out"}}
         return {**outcome, **_scheduling(record)}
 
@@ -329,9 +345,7 @@ class ServiceToolGateway:
             if entry.outcome is not None:
                 return entry.outcome
             try:
-                found: dict[str, Any] | None = await database_sync_to_async(
-                    tool_call_outcome_by_key
-                )(key)
+                found: dict[str, Any] | None = await db_async(tool_call_outcome_by_key)(key)
             except Exception:  # the database is away: keep waiting (the call's timeout bounds it)
                 log.warning(
                     "tool call %s: polling its outcome failed", entry.call_id, exc_info=True
@@ -366,7 +380,7 @@ class ServiceToolGateway:
             if key is None or entry is None or entry.settled is not None:
                 continue  # unknown, or answered already
             entry.withdrawn.add(call_id)
-            if await database_sync_to_async(tool_call_cancel_by_key)(key):
+            if await db_async(tool_call_cancel_by_key)(key):
                 entry.event.set()  # the poll reads "cancelled" at once
 
     async def close(self) -> None:

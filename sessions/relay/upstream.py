@@ -177,6 +177,7 @@ class LiveUpstream:
         self._go_away_timer: asyncio.TimerHandle | None = None
         self._go_away_pending = False
         self._session_started_at: float | None = None
+        self.handshake_seconds: float | None = None
         self._stall_reported = False
         self._wake: asyncio.Future[None] | None = None
         self._silent_long = False  # the last verdict was the idle timeout's
@@ -281,8 +282,11 @@ class LiveUpstream:
     async def _connection(self, conn: _Connection, reason: str) -> str:
         """One connection from connect to its end; returns why it ended (or raises)."""
         async with contextlib.AsyncExitStack() as stack:
+            began = time.monotonic()
             async with asyncio.timeout(self.settings.connect_timeout):
                 session = await stack.enter_async_context(self._connect(conn.handle))
+            # The upstream's share of a session start (TCP, TLS, WebSocket, setup reply).
+            self.handshake_seconds = time.monotonic() - began
             stack.push_async_exit(functools.partial(self._close_when_stopped, session))
             self.connections += 1
             self._reset_connection_state()

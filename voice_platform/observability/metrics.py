@@ -100,6 +100,13 @@ TURN_TOOL_TIME = Histogram(
     "Time a turn spent with a tool call in flight (turns with tool calls only).",
     buckets=_TOOL_BUCKETS,
 )
+SESSION_START = Histogram(
+    "voice_session_start_seconds",
+    "From the WebSocket's connect to session.started, by stage: platform (token check, "
+    "session row, setup; the upstream handshake excluded) and upstream (the model's handshake).",
+    ["stage"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
 TURNS = Counter("voice_turns", "Finished turns by outcome.", ["outcome"])
 TOOL_CALLS = Counter(
     "voice_tool_calls", "Tool calls settled, by status.", ["tenant", "tool", "status"]
@@ -126,6 +133,13 @@ def session_started(labels: SessionLabels, *, resumed: bool) -> None:
     except RuntimeError:  # not on an event loop (a synchronous caller): nothing to watch
         return
     loop_lag.session_opened(loop)
+
+
+def session_start_timed(*, platform_seconds: float, upstream_seconds: float | None) -> None:
+    """How long a session start took, split into our share and the upstream handshake's."""
+    SESSION_START.labels("platform").observe(max(0.0, platform_seconds))
+    if upstream_seconds is not None:
+        SESSION_START.labels("upstream").observe(upstream_seconds)
 
 
 def connection_closed(labels: SessionLabels) -> None:

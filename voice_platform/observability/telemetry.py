@@ -38,10 +38,28 @@ class SessionTelemetry:
             self.trace = tracing.SessionTrace()
         self._open = False
 
-    def started(self) -> None:
+    def started(
+        self, *, start_seconds: float | None = None, upstream_seconds: float | None = None
+    ) -> None:
+        """The session is served; ``start_seconds`` from the connect, ``upstream_seconds``
+        of it the model's handshake (both None when not timed)."""
         self._open = True
-        log.info("session started", extra={"resumed": self.resumed})
+        extra: dict[str, object] = {"resumed": self.resumed}
+        if start_seconds is not None:
+            extra["start_ms"] = round(start_seconds * 1000, 1)
+            extra["upstream_ms"] = (
+                None if upstream_seconds is None else round(upstream_seconds * 1000, 1)
+            )
+        log.info("session started", extra=extra)
         _guarded("started", lambda: metrics.session_started(self.labels, resumed=self.resumed))
+        if start_seconds is not None:
+            platform = start_seconds - (upstream_seconds or 0.0)
+            _guarded(
+                "start timed",
+                lambda: metrics.session_start_timed(
+                    platform_seconds=platform, upstream_seconds=upstream_seconds
+                ),
+            )
 
     def closed(self, *, ended_reason: str | None = None, failed: bool = False) -> None:
         """The connection stops serving the session; ``ended_reason`` when it ended."""

@@ -9,11 +9,11 @@ dependency, so the consumer refuses with "try again" rather than "unknown creden
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
-from channels.db import database_sync_to_async
-
+from voice_platform.db_threads import db_async
 from voice_platform.outages import outage_of
 from voice_platform.tenancy.scope import tenant_scope
 
@@ -23,9 +23,11 @@ TenantResolver = Callable[[dict[str, Any]], int | None]
 class TenantMiddleware:
     def __init__(self, inner: Any, resolve: TenantResolver) -> None:
         self.inner = inner
-        self.resolve = database_sync_to_async(resolve)
+        self.resolve = db_async(resolve)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        # When the connection reached the application: session starts are timed from here.
+        scope = {**scope, "arrived_at": time.monotonic()}
         try:
             tenant_id = await self.resolve(scope)
         except Exception as exc:

@@ -37,7 +37,8 @@ export function closeAction({ code, started, ended, hasSession, retryAfter = nul
     return { action: again, delayMs: started ? 0 : null };
   }
   if (code === UNAVAILABLE) {
-    // The database at the handshake (`error` `unavailable` with retry_after came first).
+    // At the handshake: the database unreachable (`error` `unavailable`) or the platform at
+    // its session capacity (`error` `busy`), each with retry_after first.
     // After session.started it is `upstream_busy`, which `session.ended` made final above.
     const waitMs = typeof retryAfter === "number" ? retryAfter * 1000 : null;
     return !started && waitMs !== null ? { action: again, delayMs: waitMs } : FINAL;
