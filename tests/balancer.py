@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from conftest import IN_CI
 from tests.processes import ROOT, free_port, wait_listening
 
 CONFIG = ROOT / "deploy" / "haproxy.cfg"
@@ -25,7 +26,10 @@ def haproxy_binary() -> str:
         (p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if Path(p).exists()), None
     )
     if found is None:
-        pytest.fail("haproxy is not installed: run `make balancer` (Debian's haproxy package)")
+        missing = "haproxy is not installed: run `make balancer` (Debian's haproxy package)"
+        if IN_CI:  # CI tests the real deployment: a missing balancer fails, never skips
+            pytest.fail(missing)
+        pytest.skip(missing)
     return found
 
 

@@ -118,12 +118,13 @@ class Command(BaseCommand):
             help="what callers say each spoken turn: a PCM WAV file "
             "(default: a synthesised 1.2 s speech-like utterance)",
         )
-        # 20 ms is 50 frames/s: the protocol allows 100 messages/s, control messages included.
+        # 100 ms is what the protocol recommends and our clients send; 20 ms (50 frames/s,
+        # under the protocol's 100 messages/s) is what a phone-style client may send.
         add(
             "--frame-ms",
             type=_positive(int, 20, 1000),
-            default=20,
-            help="audio frame length, sent in real time (20 to 1000, default 20)",
+            default=100,
+            help="audio frame length, sent in real time (20 to 1000, default 100)",
         )
         add(
             "--pause",
