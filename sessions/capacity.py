@@ -1,9 +1,11 @@
 """The deployment's concurrent-session cap, shared fairly between tenants.
 
-A Gemini project has one concurrent-session quota for every tenant of the platform. With
-``LIVE_MAX_SESSIONS`` set, the platform holds all live sessions of the deployment (every
-process: counted in the database) to that cap, so the quota is never overrun into the
-model service's own refusals, and no tenant can take it all: each tenant's
+A Gemini project has one concurrent-session quota for every tenant on the platform's key
+(``GEMINI_API_KEY``; a tenant with its own key uses its own project, and neither counts nor
+is held here). With ``LIVE_MAX_SESSIONS`` set, the platform holds the live sessions on its
+key, across the deployment (every process: counted in the database), to that cap, so the
+quota is never overrun into the model service's own refusals, and no tenant can take it
+all: each tenant's
 ``guaranteed_sessions`` are reserved for it. A session is admitted when its tenant is under
 its guarantee, or when the sessions live plus the reserves other tenants have not used yet
 leave room under the cap. Guarantees add up to at most the cap (checked when a tenant is
@@ -35,8 +37,9 @@ def capacity_cap() -> int:
 
 
 def guarantees_total(*, excluding_tenant: int | None = None) -> int:
-    """The sessions reserved by tenants' guarantees (all tenants but one, if given)."""
-    tenants = Tenant.objects.all()
+    """The sessions reserved by tenants' guarantees on the platform's key (all such tenants
+    but one, if given)."""
+    tenants = Tenant.objects.filter(gemini_api_key_encrypted="")
     if excluding_tenant is not None:
         tenants = tenants.exclude(pk=excluding_tenant)
     return int(tenants.aggregate(total=Sum("guaranteed_sessions"))["total"] or 0)
@@ -46,13 +49,15 @@ def capacity_admits(*, tenant: Tenant, excluding: uuid.UUID | None = None) -> bo
     """Whether one more live session of ``tenant`` fits (call inside the opening
     transaction; ``excluding``: a session being resumed, not counted as live)."""
     cap = capacity_cap()
-    if cap <= 0:
+    if cap <= 0 or tenant.has_own_gemini_key:  # its own key: its own project's quota
         return True
     _lock()
     from sessions.models import VoiceSession
 
     live = VoiceSession.unscoped.filter(
-        status__in=VoiceSession.LIVE_STATUSES, client_detached_at__isnull=True
+        status__in=VoiceSession.LIVE_STATUSES,
+        client_detached_at__isnull=True,
+        tenant__gemini_api_key_encrypted="",  # sessions on the platform's key only
     )
     if excluding is not None:
         live = live.exclude(pk=excluding)
@@ -60,7 +65,9 @@ def capacity_admits(*, tenant: Tenant, excluding: uuid.UUID | None = None) -> bo
     own = per_tenant.get(tenant.pk, 0)
     if own < tenant.guaranteed_sessions:
         return True
-    reserved = Tenant.objects.filter(guaranteed_sessions__gt=0).exclude(pk=tenant.pk)
+    reserved = Tenant.objects.filter(
+        guaranteed_sessions__gt=0, gemini_api_key_encrypted=""
+    ).exclude(pk=tenant.pk)
     unused = sum(
         max(0, guaranteed - per_tenant.get(pk, 0))
         for pk, guaranteed in reserved.values_list("pk", "guaranteed_sessions")

@@ -22,6 +22,7 @@ from tests.factories import AgentFactory, TenantFactory
 from tests.sessions.conftest import issue_token, open_client
 from voice_platform.tenancy.models import Tenant
 from voice_platform.tenancy.scope import tenant_scope
+from voice_platform.tenancy.services import tenant_set_gemini_key
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -158,3 +159,16 @@ async def test_a_client_over_the_cap_is_told_when_to_retry_and_keeps_its_token(
 @database_sync_to_async
 def make_agent(tenant: Tenant):
     return AgentFactory(tenant=tenant)
+
+
+def test_a_tenant_with_its_own_gemini_key_neither_counts_nor_is_held(settings):
+    settings.LIVE_MAX_SESSIONS = 1
+    own_key = TenantFactory(max_concurrent_sessions=10)
+    tenant_set_gemini_key(tenant=own_key, api_key="AIza-its-own-project-key")
+    shared = TenantFactory(max_concurrent_sessions=10)
+    # Its own project's quota: the platform's cap does not apply to it...
+    assert isinstance(open_session(own_key), VoiceSession)
+    assert isinstance(open_session(own_key), VoiceSession)
+    # ...and its sessions leave the platform key's one slot free.
+    assert isinstance(open_session(shared), VoiceSession)
+    assert open_session(shared) == "platform_at_capacity"

@@ -55,7 +55,7 @@ class Tenant(models.Model):
                 f"({self.max_concurrent_sessions})."
             )
         cap = capacity_cap()
-        if cap > 0 and self.guaranteed_sessions:
+        if cap > 0 and self.guaranteed_sessions and not self.has_own_gemini_key:
             others = guarantees_total(excluding_tenant=self.pk)
             if others + self.guaranteed_sessions > cap:
                 errors["guaranteed_sessions"] = (
