@@ -141,6 +141,7 @@ class Bench:
         self.emulator: subprocess.Popen[str] | None = None
         self.base_url = ""
         self.cert = ""
+        self.sessions = 0
 
     # --- processes -------------------------------------------------------------------
 
@@ -208,6 +209,10 @@ class Bench:
         app = (
             "bench.bare_relay:application" if path == "bare" else "voice_platform.asgi:application"
         )
+        probe: dict[str, str] = {}
+        if self.args.tracemalloc is not None:  # bench/mem_probe.py wraps the application
+            probe = {"MEM_PROBE_APP": app, "MEM_PROBE_DIR": str(self.probe_dir(path))}
+            app = "bench.mem_probe:application"
         if path == "bare":
             env = {
                 **self.env,
@@ -219,6 +224,7 @@ class Bench:
             }
         else:
             env = self.platform_env()
+        env.update(probe)
         log = (self.workdir / f"daphne-{path}-{port}.log").open("w")
         command = [
             sys.executable,
@@ -246,10 +252,27 @@ class Bench:
             stop(proc)
             log.close()
 
+    def probe_dir(self, path: str) -> Path:
+        folder: Path = self.args.tracemalloc / f"{path}-{self.sessions}"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def snapshot(self, server: subprocess.Popen[bytes] | None, path: str) -> None:
+        """With --tracemalloc: have the server dump a snapshot now, and wait for it."""
+        if server is None or self.args.tracemalloc is None:
+            return
+        folder = self.probe_dir(path)
+        before = len(list(folder.glob("snap-*.json")))
+        server.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 120
+        while len(list(folder.glob("snap-*.json"))) == before and time.monotonic() < deadline:
+            time.sleep(0.1)
+
     # --- one cell --------------------------------------------------------------------
 
     def run_cell(self, path: str, sessions: int) -> Cell:
         cell = Cell(path, sessions)
+        self.sessions = sessions
         with contextlib.ExitStack() as stack:
             server: subprocess.Popen[bytes] | None = None
             extra: list[str] = []
@@ -300,6 +323,7 @@ class Bench:
             expect(gen.stdout, "WARM")
             if server is not None:
                 cell.rss_before_kib = rss_kib(server.pid)
+                self.snapshot(server, path)
             gen.stdin.write("GO\n")
             gen.stdin.flush()
             t0 = float(expect(gen.stdout, "READY"))
@@ -315,6 +339,7 @@ class Bench:
             cell.server_cpu = (cpu_ns(core0) - server_start) / 1e9 / wall
             if server is not None:
                 cell.rss_after_kib = rss_kib(server.pid)
+                self.snapshot(server, path)
             cell.client_cpu = (sum(cpu_ns(p) for p in pids) - client_start) / 1e9 / wall
             cell.result = json.loads(expect(gen.stdout, "RESULT"))
             if cell.result["error_count"]:
@@ -475,6 +500,13 @@ def main() -> None:
         "--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     )
     parser.add_argument("--output", type=Path, help="also write the markdown here")
+    parser.add_argument(
+        "--tracemalloc",
+        type=Path,
+        metavar="DIR",
+        help="run Daphne under bench/mem_probe.py; snapshots in DIR/<path>-<sessions>/ "
+        "(for bench.memory_report; its CPU and RSS figures are not representative)",
+    )
     args = parser.parse_args()
     counts = [int(n) for n in args.sessions.split(",") if n]
     paths = [p for p in args.paths.split(",") if p]

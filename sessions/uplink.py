@@ -5,7 +5,10 @@ Three bounded lists:
   reconnects). At most ``max_pending_audio`` bytes of audio (2 s at 16 kHz): the oldest
   audio is dropped first.
 - ``unacknowledged``: sent since the last turn the upstream saved in a resumption handle
-  (at most ``max_unacknowledged_audio``, 30 s).
+  (at most ``max_unacknowledged_audio``, 30 s). While it holds nothing but silence (the
+  user listening), only the last ``REPLAY_PREFIX_BYTES`` of it are kept: a replay leaves
+  the rest out anyway (``_trim_leading_silence``), and 30 s of kept silence was ~1 MiB per
+  session (docs/memory.md).
 - ``replay``: after a reconnect, the items of the turn in flight (``replay_current_turn``;
   the bridge tells the model the turns answered since the handle as context instead),
   sent before anything in ``pending`` and paced to real time by the bridge. Kept apart so
@@ -45,7 +48,7 @@ class ItemKind(enum.StrEnum):
     ACTIVITY_END = "activity_end"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: up to 300 of these are kept per session
 class UplinkItem:
     kind: ItemKind
     payload: Any = None
@@ -74,6 +77,9 @@ class Uplink:
         self._pending_audio = 0
         self._unack_audio = 0
         self._turn_mark = 0  # how many unacknowledged items a completed turn covers
+        # Bytes of ``unacknowledged`` while all of it is silent audio (then trimmed as it
+        # goes); None once anything else is in it, until it is emptied again.
+        self._silent_lead: int | None = 0
         self.dropped_audio_frames = 0
         self._available = asyncio.Event()
         self.acked_turns = acked_turns  # model turns a saved handle covers
@@ -135,10 +141,30 @@ class Uplink:
             self.acked_turns, self._turns_since_ack, self._turns_mark = item.position, 0, 0
         self.unacknowledged.append(item)
         self._unack_audio += item.audio_bytes
+        if self._silent_lead is not None:
+            self._trim_silent_lead(item)
         while self._unack_audio > self.max_unacknowledged_audio and self.unacknowledged:
             old = self.unacknowledged.popleft()
             self._unack_audio -= old.audio_bytes
             self._turn_mark = max(0, self._turn_mark - 1)
+            if self._silent_lead is not None:
+                self._silent_lead -= old.audio_bytes
+
+    def _trim_silent_lead(self, item: UplinkItem) -> None:
+        """``item`` was just added while all that was kept was silence. If it is silence too,
+        forget the oldest silence a replay would leave out (it keeps ``REPLAY_PREFIX_BYTES``
+        before the turn's first speech); anything else starts the turn, and from then on
+        nothing is left out. Nor while a completed turn is held (``replay_unacknowledged``
+        replays it with what follows)."""
+        if self._turn_mark or item.kind is not ItemKind.AUDIO or not is_silent(item.payload):
+            self._silent_lead = None
+            return
+        lead = self._silent_lead = (self._silent_lead or 0) + item.audio_bytes
+        unacked = self.unacknowledged
+        while lead - unacked[0].audio_bytes >= REPLAY_PREFIX_BYTES:
+            lead -= unacked.popleft().audio_bytes
+        self._unack_audio -= self._silent_lead - lead
+        self._silent_lead = lead
 
     def current_turn(self) -> list[UplinkItem]:
         """What was sent since the model last completed a turn: the user's turn in progress."""
@@ -152,6 +178,7 @@ class Uplink:
         self._turns_mark = self._turns_since_ack
 
     def handle_saved(self) -> None:
+        covered = self._turn_mark
         for _ in range(self._turn_mark):
             old = self.unacknowledged.popleft()
             self._unack_audio -= old.audio_bytes
@@ -159,6 +186,17 @@ class Uplink:
         self.acked_turns += self._turns_mark
         self._turns_since_ack -= self._turns_mark
         self._turns_mark = 0
+        if covered:
+            # What was sent since the turn completed (usually a frame or two, or nothing)
+            # starts the next turn: its silence may be trimmed from now on.
+            rest = list(self.unacknowledged)
+            self.unacknowledged.clear()
+            self._unack_audio, self._silent_lead = 0, 0
+            for item in rest:
+                self.unacknowledged.append(item)
+                self._unack_audio += item.audio_bytes
+                if self._silent_lead is not None:
+                    self._trim_silent_lead(item)
 
     def skip_head(self, item: UplinkItem) -> None:
         """Leave out ``item`` (the head: a frame of silence while catching up)."""
@@ -190,19 +228,21 @@ class Uplink:
         self.unacknowledged.clear()
         self._unack_audio = 0
         self._turn_mark = 0
+        self._silent_lead = 0
         self._backlog_allowance = sum(item.audio_bytes for item in self.replay)
         if self.replay:
             self._available.set()
 
 
 def _trim_leading_silence(items: list[UplinkItem]) -> list[UplinkItem]:
-    """Drop the silence before the first speech of a replay (a mic streams it between
-    turns; replayed at real time it would only delay the turn), keeping a short prefix."""
+    """Drop the silence before the first speech (or text or control item) of a replay (a mic
+    streams it between turns; replayed at real time it would only delay the turn), keeping
+    a short prefix."""
     first_loud = None
     for index, item in enumerate(items):
-        if item.kind is not ItemKind.AUDIO:
-            return items  # a text or control item first: replay as it was
-        if not is_silent(item.payload):
+        # A text or control item starts the turn like speech does: the silence before it
+        # is left out the same way (kept silence is trimmed as it goes, see sent()).
+        if item.kind is not ItemKind.AUDIO or not is_silent(item.payload):
             first_loud = index
             break
     if first_loud is None:

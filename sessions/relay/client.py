@@ -9,6 +9,8 @@ from functools import lru_cache
 from google import genai
 from google.genai import types
 
+from sessions.relay import tls_buffers
+
 
 @lru_cache(maxsize=64)
 def _ssl_context(ca_file: str) -> ssl.SSLContext:
@@ -33,6 +35,8 @@ def live_client(
     filters them out for its HTTP clients), so ``compression=None`` and the keepalive
     (``ping_interval``/``ping_timeout``) reach the connect.
     """
+    # Before any Live connection: 32 KiB instead of 256 KiB of TLS read buffer per session.
+    tls_buffers.shrink_read_buffer()
     if base_url:
         # The SDK's websocket honours HTTPS_PROXY; a local endpoint must bypass it.
         os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")

@@ -35,8 +35,10 @@ def rms(pcm: bytes) -> float:
     usable = len(pcm) - len(pcm) % 2
     if usable <= 0:
         return 0.0
-    samples = np.frombuffer(pcm[:usable], dtype="<i2").astype(np.float32)
-    return float(np.sqrt(np.mean(samples * samples)))
+    # One dot product in float64: exact for any frame size, and about a quarter of the
+    # time of mean(samples * samples) (it runs per frame while the user is silent: uplink).
+    samples = np.frombuffer(pcm[:usable], dtype="<i2").astype(np.float64)
+    return math.sqrt(float(np.dot(samples, samples)) / len(samples))
 
 
 def is_silent(pcm: bytes, threshold: float = SILENCE_THRESHOLD) -> bool:
