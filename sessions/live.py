@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from datetime import timedelta
 
 from django.conf import settings
 from google.genai.live import AsyncSession
@@ -17,8 +16,6 @@ from sessions.services import SessionGrant, voice_session_open, voice_session_re
 from sessions.tool_gateway import ServiceToolGateway, ToolGateway
 from tools.calls import tool_allowlist_for_agent, tool_call_next_turn
 from voice_platform.tenancy.services import tenant_gemini_key
-
-TOLD_MARGIN = timedelta(seconds=1)
 
 
 def bridge_config() -> BridgeConfig:
@@ -60,15 +57,11 @@ def live_session_start(
 
 def tool_gateway_for(grant: SessionGrant) -> ToolGateway:
     """Every call goes through the tools services, so even a refused one is audited."""
-    detached = grant.detached_at
     return ServiceToolGateway(
         session=grant.session,
         allowlist=tool_allowlist_for_agent(agent=grant.agent),
         execution=settings.TOOL_EXECUTION,
         first_turn=tool_call_next_turn(session_id=grant.session.pk),
-        # A second's margin: a call that finished as the client dropped may not have reached
-        # it; telling it twice (same call_id) is better than never.
-        told_before=None if detached is None else detached - TOLD_MARGIN,
     )
 
 

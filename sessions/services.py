@@ -59,9 +59,6 @@ class SessionGrant:
     resume_token: str
     resumed: bool
     superseded_channel: str = ""
-    # A resume: when the previous connection's client was recorded gone (None when it was
-    # superseded while still attached). What it was told before then, it need not hear again.
-    detached_at: datetime | None = None
 
 
 @dataclass
@@ -201,7 +198,6 @@ def voice_session_resume(
         if locked.client_detached_at is not None:
             _check_tenant_limit(tenant=tenant, excluding=locked.pk)
         previous = locked.connection_channel
-        detached_at = locked.client_detached_at
         locked.connection_channel = channel_name
         locked.pending_resume_token_hash = resume_hash
         locked.client_detached_at = None
@@ -219,7 +215,6 @@ def voice_session_resume(
         resume_token=raw_resume,
         resumed=True,
         superseded_channel=previous if previous != channel_name else "",
-        detached_at=detached_at,
     )
 
 

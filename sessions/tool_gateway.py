@@ -20,7 +20,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
 from typing import Any, Protocol
 
 from google.genai import types
@@ -168,13 +167,8 @@ class ServiceToolGateway:
         allowlist: ToolAllowlist,
         execution: str,
         first_turn: int = 0,
-        told_before: datetime | None = None,
     ) -> None:
         self.session = session
-        # Calls finished before this were reported to the client by the connection before
-        # (a resume): a replayed turn answers them from their outcomes without a second
-        # ``tool.finished``.
-        self.told_before = told_before
         self.allowlist = allowlist
         self.execution = execution
         self._first_turn = first_turn
@@ -258,7 +252,6 @@ class ServiceToolGateway:
     ) -> dict[str, Any]:
         """Admit the request (or find it admitted), wait for its outcome; emits its events.
         Always ends with an outcome: the model is never left without an answer."""
-        told: datetime | None = None  # when a call settled before was reported, if it was
         try:
             admission: Admission = await db_async(tool_call_admit)(
                 request=request, allowlist=self.allowlist, dispatch=self._dispatch()
@@ -273,8 +266,6 @@ class ServiceToolGateway:
             # reported then: its stored outcome again would count the call twice. One still
             # running is reported here (the connection that started it is gone).
             observed = not admission.repeat or not admission.record.is_finished
-            if not observed:  # finished on the connection before: when it was reported
-                told = admission.record.finished_at
             if observed:
                 self.observer.tool_started(key, request.name, request.call_id)
             self.allowlist = admission.allowlist  # reloaded if an entry changed
@@ -291,8 +282,6 @@ class ServiceToolGateway:
         audited = audited if audited in FINISHED_STATUS else "failed"
         if observed:
             self.observer.tool_finished(key, entry.name, audited, time.monotonic() - entry.started)
-        if told is not None and self.told_before is not None and told < self.told_before:
-            return outcome  # the client heard this call finish before its resume
         with contextlib.suppress(Exception):  # the client may be gone; the model is answered
             await emit(
                 {"type": "tool.finished", "call_id": entry.call_id, "name": entry.name,

@@ -286,9 +286,9 @@ async def test_sigterm_during_20_live_sessions_every_one_resumes_on_the_other_pr
             recap = heard[heard.rindex("Earlier you said:") :]
             assert recap.count(said) == 1, (c.index, said, recap)
         # One request, one call id, finished "ok". Its tool.finished comes a second time
-        # (same call id) only when the call finished within a second of the hand-over
-        # (sessions/live.py TOLD_MARGIN; tests/sessions/test_tool_told_once.py holds the
-        # rule): a client counts call ids, not events.
+        # (same call id) on the resumed connection when the call had finished before the
+        # hand-over and the turn is asked again there (docs/protocol.md: at least once per
+        # call, told again after a resume): a client counts call ids, not events.
         asked = {e["call_id"] for e in c.events if e["type"] == "tool.started"}
         finished = {(e["call_id"], e["status"]) for e in c.events if e["type"] == "tool.finished"}
         assert len(asked) == (1 if c.tool else 0), (c.index, asked)
