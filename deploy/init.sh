@@ -4,9 +4,11 @@
 #   1. a random SECRET_KEY generated once into SECRET_KEY_FILE (the `secrets` volume),
 #      unless the file is there already or SECRET_KEY_FILE is unset (SECRET_KEY given);
 #   2. database migrations;
-#   3. `manage.py bootstrap`: the first tenant, its admin user and an API key, printed once
-#      (`docker compose logs init`); later runs change nothing.
+#   3. `manage.py bootstrap`: the first tenant, its admin user and an API key, written once
+#      to FIRST_LOGIN_FILE (mode 0600, beside the secret key), never to the logs, which a
+#      log driver would keep and copy; later runs change nothing.
 set -eu
+FIRST_LOGIN_FILE=${FIRST_LOGIN_FILE:-$(dirname "${SECRET_KEY_FILE:-/secrets/secret_key}")/first-login.json}
 
 if [ -n "${SECRET_KEY_FILE:-}" ] && [ ! -s "$SECRET_KEY_FILE" ]; then
   umask 077
@@ -17,4 +19,13 @@ if [ -n "${SECRET_KEY_FILE:-}" ] && [ ! -s "$SECRET_KEY_FILE" ]; then
 fi
 
 python manage.py migrate --noinput
-python manage.py bootstrap
+umask 077
+python manage.py bootstrap --json > "$FIRST_LOGIN_FILE.new"
+if grep -q '"api_key": "vpk_' "$FIRST_LOGIN_FILE.new"; then
+  mv "$FIRST_LOGIN_FILE.new" "$FIRST_LOGIN_FILE"
+  echo "init: created the first tenant; its admin login and API key are in $FIRST_LOGIN_FILE"
+  echo "init: read it once with: docker compose exec web1 cat $FIRST_LOGIN_FILE"
+else
+  rm -f "$FIRST_LOGIN_FILE.new"
+  echo "init: already bootstrapped (nothing created)"
+fi

@@ -120,7 +120,8 @@ def _check_access(*, tenant: Tenant, agent: Agent | None, origin: str | None) ->
 
 
 def _check_tenant_limit(*, tenant: Tenant, excluding: uuid.UUID | None = None) -> None:
-    """Call inside a transaction holding the tenant row lock."""
+    """Call inside a transaction holding the tenant row lock. ``excluding``: a session being
+    resumed, whose slot under the deployment's cap it kept while its client was away."""
     live = VoiceSession.objects.filter(
         tenant=tenant, status__in=VoiceSession.LIVE_STATUSES, client_detached_at__isnull=True
     )
@@ -128,7 +129,7 @@ def _check_tenant_limit(*, tenant: Tenant, excluding: uuid.UUID | None = None) -
         live = live.exclude(pk=excluding)
     if live.count() >= tenant.max_concurrent_sessions:
         raise SessionRefused(CloseCode.TENANT_LIMIT, "tenant_session_limit")
-    if not capacity_admits(tenant=tenant, excluding=excluding):
+    if excluding is None and not capacity_admits(tenant=tenant):
         raise SessionRefused(CloseCode.BUSY, "platform_at_capacity", capacity=True)
 
 

@@ -6,10 +6,12 @@ stays 200 until it exits (an orchestrator must not kill it mid-hand-over)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import redis
 from django.conf import settings
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
@@ -57,3 +59,24 @@ def readyz(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
         {"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
     )
+
+
+class ProbeMiddleware:
+    """Answers /healthz and /readyz before the rest of the stack.
+
+    Probes come from the balancer or the orchestrator, addressed by IP or ``localhost`` over
+    plain HTTP. ``ALLOWED_HOSTS`` (checked by CommonMiddleware on every request) and
+    ``SECURE_SSL_REDIRECT`` are about clients: applied to probes, a deployment set up as
+    docs/deployment.md says (its public name in ``ALLOWED_HOSTS``, HTTPS enforced) would
+    fail every health check, and the balancer would take every process out."""
+
+    PROBES = {"/healthz": healthz, "/readyz": readyz}
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        probe = self.PROBES.get(request.path_info)
+        if probe is None:
+            return self.get_response(request)
+        return probe(request)

@@ -12,11 +12,17 @@ import pytest
 from channels.db import database_sync_to_async
 from django.core.exceptions import ValidationError
 from django.db import connection
+from django.utils import timezone
 
 from conftest import require_postgres
 from sessions.close_codes import CloseCode
 from sessions.models import ClientToken, VoiceSession
-from sessions.services import SessionRefused, voice_session_end, voice_session_open
+from sessions.services import (
+    SessionRefused,
+    voice_session_end,
+    voice_session_open,
+    voice_session_resume,
+)
 from sessions.tokens import client_token_issue
 from tests.factories import AgentFactory, TenantFactory
 from tests.sessions.conftest import issue_token, open_client
@@ -172,3 +178,42 @@ def test_a_tenant_with_its_own_gemini_key_neither_counts_nor_is_held(settings):
     # ...and its sessions leave the platform key's one slot free.
     assert isinstance(open_session(shared), VoiceSession)
     assert open_session(shared) == "platform_at_capacity"
+
+
+def test_a_call_whose_client_is_away_keeps_its_slot_and_resumes(settings):
+    settings.LIVE_MAX_SESSIONS = 1
+    first_tenant = TenantFactory(max_concurrent_sessions=10)
+    other = TenantFactory(max_concurrent_sessions=10)
+    with tenant_scope(first_tenant.pk):
+        agent = AgentFactory(tenant=first_tenant)
+        raw = client_token_issue(tenant=first_tenant, agent=agent, end_user_id="u").raw
+        grant = voice_session_open(raw_token=raw, origin=None, channel_name="a")
+        VoiceSession.objects.filter(pk=grant.session.pk).update(
+            client_detached_at=timezone.now(), status=VoiceSession.Status.RECONNECTING
+        )
+    # Its client is away (say, a server restart): the slot is still its own...
+    assert open_session(other) == "platform_at_capacity"
+    # ...and its resume is admitted.
+    with tenant_scope(first_tenant.pk):
+        resumed = voice_session_resume(
+            raw_resume_token=grant.resume_token, origin=None, channel_name="b"
+        )
+    assert resumed.session.pk == grant.session.pk
+
+
+def test_the_cap_holds_even_when_guarantees_were_set_past_it(settings):
+    settings.LIVE_MAX_SESSIONS = 5
+    first = TenantFactory(max_concurrent_sessions=10, guaranteed_sessions=3)
+    second = TenantFactory(max_concurrent_sessions=10, guaranteed_sessions=2)
+    settings.LIVE_MAX_SESSIONS = 4  # lowered later: the guarantees no longer fit
+    opened = [open_session(first) for _ in range(3)] + [open_session(second) for _ in range(2)]
+    assert [isinstance(o, VoiceSession) for o in opened] == [True] * 4 + [False]
+    assert opened[-1] == "platform_at_capacity"
+
+
+def test_a_suspended_tenant_reserves_nothing(settings):
+    settings.LIVE_MAX_SESSIONS = 2
+    TenantFactory(max_concurrent_sessions=10, guaranteed_sessions=2, status=Tenant.Status.SUSPENDED)
+    sharing = TenantFactory(max_concurrent_sessions=10)
+    assert isinstance(open_session(sharing), VoiceSession)
+    assert isinstance(open_session(sharing), VoiceSession)

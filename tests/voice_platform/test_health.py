@@ -59,3 +59,18 @@ def test_a_draining_process_is_alive_but_not_ready(monkeypatch):
     assert Client().get("/healthz").status_code == 200  # liveness: not to be killed meanwhile
     monkeypatch.setattr(shutdown, "_draining", False)
     assert Client().get("/readyz").status_code == 200
+
+
+@override_settings(ALLOWED_HOSTS=["voice.example.com"], SECURE_SSL_REDIRECT=True)
+@pytest.mark.django_db
+def test_probes_answer_the_balancer_whatever_the_public_host_and_https_rules():
+    """As docs/deployment.md sets production up: the public name only, HTTPS enforced.
+    The balancer's check (Host: localhost, plain HTTP) and a container's own healthcheck
+    (Host: 127.0.0.1:8000) still get their answers; everything else keeps the rules."""
+    client = Client()
+    assert client.get("/readyz", HTTP_HOST="localhost").status_code == 200
+    assert client.get("/healthz", HTTP_HOST="127.0.0.1:8000").status_code == 200
+    assert client.post("/healthz", HTTP_HOST="localhost").status_code == 405
+    assert client.get("/api/v1/agents/", HTTP_HOST="localhost").status_code == 400
+    public = client.get("/api/v1/agents/", HTTP_HOST="voice.example.com")
+    assert public.status_code == 301  # to HTTPS

@@ -116,3 +116,27 @@ def test_a_bad_value_stops_the_settings_naming_it(variable, monkeypatch, tmp_pat
     with pytest.raises(ImproperlyConfigured) as refused:
         runpy.run_path(str(SETTINGS / module))
     assert variable in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "ok"),
+    [
+        ({"DB_POOL_MAX_SIZE": "12", "REDIS_URL": "redis://127.0.0.1:6379/0"}, True),
+        ({"DB_POOL_MAX_SIZE": "11", "REDIS_URL": "redis://127.0.0.1:6379/0"}, False),
+        ({"DB_POOL_MAX_SIZE": "20"}, True),  # in-process tools: 8 + 8 + 4
+        ({"DB_POOL_MAX_SIZE": "19"}, False),
+        ({"DB_POOL_MAX_SIZE": "19", "TOOL_THREADS": "7"}, True),
+    ],
+)
+def test_the_pool_must_hold_every_thread_that_may_use_it(env, ok, monkeypatch, tmp_path):
+    monkeypatch.setenv("VAR_DIR", str(tmp_path))
+    monkeypatch.setenv("DATABASE_URL", "postgres://u@127.0.0.1:5432/db")
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delitem(sys.modules, "voice_platform.settings.base", raising=False)
+    if ok:
+        runpy.run_path(str(SETTINGS / "base.py"))
+        return
+    with pytest.raises(ImproperlyConfigured, match="DB_POOL_MAX_SIZE"):
+        runpy.run_path(str(SETTINGS / "base.py"))

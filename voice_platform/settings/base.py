@@ -73,6 +73,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: health probes answer before host validation and the HTTPS redirect.
+    "voice_platform.health.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves the browser SDK (static/voice_agent/) with DEBUG off too, with CORS for the
     # widget on tenants' sites; from the app directories, so it works without collectstatic.
@@ -129,12 +131,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_boo
 # Threads on which live sessions' database calls run side by side (PostgreSQL only; see
 # voice_platform/db_threads.py). Each holds at most one pooled connection at a time.
 DB_THREADS = env_int("DB_THREADS", 8, minimum=1)
-_pool_options = DATABASES["default"].get("OPTIONS", {}).get("pool")
-if _pool_options and _pool_options["max_size"] - 2 < DB_THREADS:
-    raise ImproperlyConfigured(
-        f"DB_THREADS ({DB_THREADS}) must leave two of DB_POOL_MAX_SIZE "
-        f"({_pool_options['max_size']}) connections for the server's other threads."
-    )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -291,6 +287,7 @@ SPECTACULAR_SETTINGS = {
         "VadSensitivityEnum": "agents.models.Agent.Sensitivity",
         # Its status is in two components (the session list and the session detail).
         "VoiceSessionStatusEnum": "sessions.models.VoiceSession.Status",
+        "WebhookDeliveryStatusEnum": "integrations.models.WebhookDelivery.Status",
     },
     # Every operation's error answers (400/401/403/404/413/429/503) in one hook.
     "POSTPROCESSING_HOOKS": [
@@ -455,3 +452,17 @@ WEBHOOK_RETRY_CAP = env_int("WEBHOOK_RETRY_CAP", 21_600, minimum=1)
 WEBHOOK_SWEEP_INTERVAL = env_int("WEBHOOK_SWEEP_INTERVAL", 15, minimum=1)
 WEBHOOK_DELIVERY = "celery" if REDIS_URL else "inprocess"
 WEBHOOK_CELERY_QUEUE = "default"
+
+# Every thread of a server process that may hold a pooled connection at once: the session
+# threads, in-process tools (no Redis), and four others (the thread-sensitive thread, the
+# periodic jobs, webhook deliveries and their emitter). A pool smaller than that makes
+# calls wait for a connection under load (DB_POOL_TIMEOUT) instead of running.
+_pool_options = DATABASES["default"].get("OPTIONS", {}).get("pool")
+_db_users = DB_THREADS + (TOOL_THREADS if TOOL_EXECUTION == "inprocess" else 0) + 4
+if _pool_options and _pool_options["max_size"] < _db_users:
+    raise ImproperlyConfigured(
+        f"DB_POOL_MAX_SIZE ({_pool_options['max_size']}) is under what a server process may "
+        f"hold at once: DB_THREADS ({DB_THREADS})"
+        + (f" + TOOL_THREADS ({TOOL_THREADS})" if TOOL_EXECUTION == "inprocess" else "")
+        + f" + 4 = {_db_users}. Raise DB_POOL_MAX_SIZE or lower DB_THREADS."
+    )
