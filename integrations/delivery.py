@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from analytics.webhook_post import WebhookStatusError, standard_webhook_post
 from integrations.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from integrations.payloads import DEFERRED, SubjectGone, envelope
+from integrations.payloads import DEFERRED, NotSettled, SubjectGone, envelope
 from tools.webhooks import WebhookError, WebhookRefused
 from voice_platform.crypto import DecryptionError, decrypt_str
 
@@ -74,8 +74,19 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class Deferred:
+    """The body cannot be built yet (``NotSettled``): the delivery is due again in
+    ``retry_in`` seconds, with no attempt made or counted."""
+
+    retry_in: float
+    reason: str
+
+
+@dataclass(frozen=True)
 class AttemptResult:
-    """What one call of ``delivery_attempt`` did (None from it: nothing was due)."""
+    """What one call of ``delivery_attempt`` did (None from it: nothing was due).
+    ``outcome`` ``deferred``: the body is not final yet and nothing was sent (``number``
+    0); the delivery is due again after ``retry_after_seconds``."""
 
     number: int
     outcome: str
@@ -97,7 +108,7 @@ def _finalize(delivery: WebhookDelivery, status: str, error: str) -> None:
     delivery.save(update_fields=["status", "next_attempt_at", "last_error", "updated_at"])
 
 
-def _claim(delivery_id: int, now: datetime) -> Claim | None:
+def _claim(delivery_id: int, now: datetime) -> Claim | Deferred | None:
     with transaction.atomic():
         delivery = (
             WebhookDelivery.objects.select_for_update(of=("self",))
@@ -128,12 +139,16 @@ def _claim(delivery_id: int, now: datetime) -> Claim | None:
             try:
                 if builder is None:
                     raise SubjectGone(f"no payload for {delivery.event_type}")
-                data = builder(delivery.subject)
+                data = builder(delivery.subject, now - delivery.created_at)
                 # The event's time: when it happened, not when it was first sent.
                 delivery.payload = envelope(delivery.event_type, delivery.created_at, data)
             except SubjectGone as exc:
                 _finalize(delivery, Status.FAILED, str(exc))
                 return None
+            except NotSettled as exc:
+                delivery.next_attempt_at = now + exc.retry_in
+                delivery.save(update_fields=["next_attempt_at", "updated_at"])
+                return Deferred(exc.retry_in.total_seconds(), str(exc))
         delivery.status = Status.DELIVERING
         delivery.attempt_count += 1
         delivery.round_attempts += 1
@@ -226,6 +241,8 @@ def delivery_attempt(*, delivery_id: int, now: datetime | None = None) -> Attemp
     claim = _claim(delivery_id, now or timezone.now())
     if claim is None:
         return None
+    if isinstance(claim, Deferred):  # before the first attempt: none was made
+        return AttemptResult(0, "deferred", None, claim.reason, claim.retry_in)
     started = time.monotonic()
     sent = _send(claim)
     if sent.outcome == Outcome.FAILED:

@@ -2,8 +2,9 @@
 
 ``emit`` writes one ``WebhookDelivery`` per enabled endpoint of the tenant subscribed to the
 event, and hands them to delivery once the caller's transaction commits. A tenant without
-endpoints costs one indexed query. Emission never raises into the caller: a session or a
-tool call must not fail because a webhook could not be queued (the error is logged).
+endpoints costs one indexed query. Emission never raises into the caller, nor breaks its
+transaction (it runs in a savepoint): a session or a tool call must not fail because a
+webhook could not be queued (the error is logged).
 """
 
 from __future__ import annotations
@@ -51,7 +52,11 @@ def emit(
     (``integrations.payloads.DEFERRED``). ``delay``: the first attempt no earlier than this.
     """
     try:
-        return _emit(tenant_id, event_type, subject, payload, delay, now or timezone.now())
+        # A savepoint inside the caller's transaction: on PostgreSQL a failed query aborts
+        # the whole transaction, and the caller's own writes and commit would fail after
+        # it. Rolled back to the savepoint, only the emission is lost.
+        with transaction.atomic():
+            return _emit(tenant_id, event_type, subject, payload, delay, now or timezone.now())
     except Exception:
         log.exception("webhook event %s (%s) could not be queued", event_type, subject)
         return []

@@ -3,14 +3,19 @@
 Every body is ``{"type", "timestamp", "data"}`` (the Standard Webhooks payload form). Read
 inside the event's tenant scope. A session's report and a tool call's outcome are built
 from the database at the delivery's first attempt, when they are final, then frozen on the
-delivery row: every retry and replay sends the same bytes' content.
+delivery row: every retry and replay sends the same bytes' content. A session whose tool
+calls still run (the caller hung up mid-call) is not final yet: its report waits for them
+(``NotSettled``), at most ``tool_calls_wait()`` after the end.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
+
+from django.conf import settings
 
 from agents.models import Agent
 from analytics.rollup import AUDIO_IN_BYTES_PER_SECOND, AUDIO_OUT_BYTES_PER_SECOND
@@ -20,6 +25,29 @@ from tools.models import ToolCallRecord
 
 class SubjectGone(Exception):
     """What the event is about no longer exists (deleted since): nothing can be sent."""
+
+
+class NotSettled(Exception):
+    """What the event is about is not final yet: build the body again after ``retry_in``
+    (not a failed attempt: nothing was sent)."""
+
+    def __init__(self, reason: str, retry_in: timedelta) -> None:
+        super().__init__(reason)
+        self.retry_in = retry_in
+
+
+# How often a report waiting for its session's tool calls looks again.
+UNSETTLED_RECHECK = timedelta(seconds=5)
+# Past a call's timeout (at most TOOL_TIMEOUT_MAX) the stranded-call sweep finishes a call
+# whose runner died, within its grace and period (tools.stranded: 30 s each): by then every
+# call is final or will never be.
+_STRANDED_FINISH = timedelta(seconds=60)
+
+
+def tool_calls_wait() -> timedelta:
+    """The longest a session's report waits for its unfinished tool calls (3 minutes with
+    the default ``TOOL_TIMEOUT_MAX``), counted from the event."""
+    return timedelta(seconds=float(settings.TOOL_TIMEOUT_MAX)) + _STRANDED_FINISH
 
 
 def iso(value: datetime | None) -> str | None:
@@ -76,20 +104,27 @@ def tool_call_data(record: ToolCallRecord) -> dict[str, Any]:
     }
 
 
-def tool_call_finished_data(subject: str) -> dict[str, Any]:
+def tool_call_finished_data(subject: str, age: timedelta) -> dict[str, Any]:
     record = ToolCallRecord.objects.filter(pk=int(subject) if subject.isdigit() else 0).first()
     if record is None:
         raise SubjectGone(f"tool call {subject} no longer exists")
     return tool_call_data(record)
 
 
-def session_report(subject: str) -> dict[str, Any]:
+def session_report(subject: str, age: timedelta) -> dict[str, Any]:
     """The post-call report: the session's final state, transcript, tool calls, usage and
-    per-turn latency."""
+    per-turn latency. ``age``: how long ago the session ended (the event's age).
+
+    NotSettled while one of its tool calls is still queued or running (a worker finishes
+    it after the caller hung up) and the event is younger than ``tool_calls_wait()``;
+    past that, the report is built with those calls as they are, and says so."""
     session = _session(subject)
+    calls = list(ToolCallRecord.objects.filter(session_ref=session.pk).order_by("created_at", "id"))
+    unfinished = sum(1 for call in calls if call.status not in ToolCallRecord.FINISHED)
+    if unfinished and age < tool_calls_wait():
+        raise NotSettled(f"{unfinished} tool call(s) still queued or running", UNSETTLED_RECHECK)
     duration = (session.ended_at - session.started_at).total_seconds() if session.ended_at else None
     transcript = TranscriptEntry.objects.filter(session_id=session.pk).order_by("seq")
-    calls = ToolCallRecord.objects.filter(session_ref=session.pk).order_by("created_at", "id")
     return {
         **session_started_data(session),
         "status": session.status,
@@ -101,6 +136,9 @@ def session_report(subject: str) -> dict[str, Any]:
             for e in transcript
         ],
         "tool_calls": [tool_call_data(record) for record in calls],
+        # False: the report waited its longest and some calls were still queued or running
+        # (their `status` says which); a `tool.call.finished` event brings their outcome.
+        "tool_calls_final": not unfinished,
         "usage": {
             "turns": session.turns,
             "interruptions": session.interruptions,
@@ -124,12 +162,12 @@ def session_report(subject: str) -> dict[str, Any]:
     }
 
 
-def session_started_payload(subject: str) -> dict[str, Any]:
+def session_started_payload(subject: str, age: timedelta) -> dict[str, Any]:
     return session_started_data(_session(subject))
 
 
-# Payloads built at the first attempt, by event type, from the delivery's subject.
-DEFERRED = {
+# Payloads built at the first attempt, by event type, from the delivery's subject and age.
+DEFERRED: dict[str, Callable[[str, timedelta], dict[str, Any]]] = {
     "session.started": session_started_payload,
     "session.ended": session_report,
     "tool.call.finished": tool_call_finished_data,

@@ -28,6 +28,7 @@ from locust.exception import StopUser
 
 from loadtest import audio
 from loadtest.config import LoadConfig
+from loadtest.net import http_session, is_redirect
 from loadtest.stats import RunStats
 
 _caller_ids = itertools.count(1)
@@ -65,7 +66,7 @@ class Caller(User):
         self.label: str = getattr(self, "label", "") or str(next(_caller_ids))
         self.calls = 0
         self.rng = random.Random(f"{self.config.seed}-{self.label}")  # noqa: S311  (jitter)
-        self.http = requests.Session()
+        self.http = http_session()
         self.stats.callers_spawned += 1
         self.stats.callers_active += 1
 
@@ -193,6 +194,7 @@ class Call:
                 json=body,
                 headers={"Authorization": f"Bearer {self.config.api_key}"},
                 timeout=15,
+                allow_redirects=False,  # never to another host (loadtest.net)
             )
         except requests.RequestException as exc:
             self.stats.error("http_unreachable")
@@ -200,7 +202,8 @@ class Call:
         ms = (time.monotonic() - start) * 1000
         if response.status_code != 201:
             self.stats.error(f"http_{response.status_code}")
-            if response.status_code in _FATAL_HTTP:
+            # A redirect: the target is not the platform's base URL (or wants https).
+            if response.status_code in _FATAL_HTTP or is_redirect(response.status_code):
                 raise Fatal(response.status_code)
             retry_after = response.headers.get("Retry-After", "")
             raise Retry(float(retry_after) if retry_after.isdigit() else 2.0)
@@ -210,17 +213,23 @@ class Call:
 
     def connect(self, token: str) -> None:
         start = time.monotonic()
+        # The sender and the receiver share the socket.
+        ws = websocket.WebSocket(enable_multithread=True, skip_utf8_validation=True)
         try:
-            self.ws = websocket.create_connection(
+            ws.connect(  # type: ignore[no-untyped-call]  # websocket-client: no annotations
                 f"{self.config.ws_url}?token={token}",
                 timeout=HANDSHAKE_TIMEOUT,
-                enable_multithread=True,  # the sender and the receiver share the socket
                 suppress_origin=True,  # a non-browser client sends no Origin
-                skip_utf8_validation=True,
+                redirect_limit=0,  # never to another host (loadtest.net)
             )
         except (websocket.WebSocketException, OSError) as exc:
+            answer = ws.handshake_response
+            if answer is not None and is_redirect(answer.status):
+                self.stats.error(f"ws_redirect_{answer.status}")
+                raise Fatal(answer.status) from exc
             self.stats.error("ws_connect_failed")
             raise Retry(2.0) from exc
+        self.ws = ws
         self.ws.settimeout(None)
         receiver = gevent.spawn(self.receive_loop)
         self.started.wait(START_TIMEOUT)

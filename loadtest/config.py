@@ -2,6 +2,12 @@
 
 Kept free of Locust and gevent: the management command (Django's process) validates
 everything here; the generator process gets the result as JSON.
+
+The loopback rule never resolves a name: a name checked here would be resolved again by
+every connection of the generator (REST, WebSocket, /metrics), and a DNS answer may change
+in between (127.0.0.1 at the check, a remote address later). Without --allow-remote only a
+literal loopback address is accepted, or `localhost`, which is mapped to 127.0.0.1 here,
+and the generator connects to that address.
 """
 
 from __future__ import annotations
@@ -9,7 +15,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import ipaddress
-import socket
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -75,18 +80,34 @@ def normalise_target(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+LOCALHOST = "localhost"
+
+
 def is_loopback(url: str) -> bool:
-    """Whether every address the target's host resolves to is a loopback address."""
+    """Whether the target's host is a literal loopback address (127.0.0.0/8, ::1) or
+    `localhost`. Nothing is resolved: any other name is not provably local."""
     host = urlsplit(url).hostname or ""
+    if host == LOCALHOST:
+        return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except OSError:
-        return False  # unresolvable: not provably local
-    addresses = {info[4][0] for info in infos}
-    return bool(addresses) and all(
-        ipaddress.ip_address(str(a).split("%")[0]).is_loopback for a in addresses
-    )
+        return False
+
+
+def loopback_target(url: str) -> str:
+    """The normalised target ``url`` with `localhost` as 127.0.0.1 (the address the
+    generator connects to); ValueError, saying why, for a target not provably local."""
+    parts = urlsplit(url)
+    if not is_loopback(url):
+        raise ValueError(
+            f"refusing {url}: it is not a loopback address. Without --allow-remote the "
+            "target must be a literal loopback address (127.0.0.1 or another 127.x.y.z, "
+            "[::1]) or localhost; a name is not resolved, since it could lead elsewhere "
+            "when the callers connect. A load test is an attack on a server that did not "
+            "ask for it; give --allow-remote to load a deployment of your own."
+        )
+    if parts.hostname != LOCALHOST:
+        return url
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{parts.scheme}://127.0.0.1{port}"

@@ -18,10 +18,12 @@ from pathlib import Path
 import gevent  # type: ignore[import-untyped]  # ships without type hints
 
 from loadtest.config import LoadConfig
+from loadtest.net import drop_proxy_environment
 from loadtest.runner import run, stop
 
 
 def main() -> None:
+    drop_proxy_environment()  # straight to the target, never through a proxy (loadtest.net)
     request = json.loads(sys.stdin.read())
     config = LoadConfig.from_json(request["config"])
     # Ctrl-C: the callers hang up now and the report is still written.

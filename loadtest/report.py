@@ -10,32 +10,62 @@ from loadtest.server import MIB
 from loadtest.stats import RunStats, ServerSample
 
 REPORT_VERSION = 1
+MIXED = "mixed processes: not comparable; use --server-pid per process"
+
+
+def _mib(value: float | None) -> float | None:
+    return None if value is None else round(value / MIB, 1)
 
 
 def _server(samples: list[ServerSample], peak_sessions: int, reason: str) -> dict[str, Any]:
+    """CPU and memory figures from the readings; only readings of one process are ever
+    subtracted or compared (behind a balancer, /metrics answers from any process)."""
     if len(samples) < 2:
         return {"measured": False, "reason": reason}
-    first, last = samples[0], samples[-1]
+    processes = len({s.process for s in samples})
     rates = [
         (b.cpu_seconds - a.cpu_seconds) / (b.at - a.at) * 100
         for a, b in itertools.pairwise(samples)
-        if a.cpu_seconds is not None and b.cpu_seconds is not None and b.at > a.at
+        if a.process == b.process
+        and a.cpu_seconds is not None
+        and b.cpu_seconds is not None
+        and b.at > a.at
     ]
     rss = [s.rss_bytes for s in samples if s.rss_bytes is not None]
-    baseline = first.rss_bytes or 0
-    peak = max(rss) if rss else 0
-    per_session = (peak - baseline) / peak_sessions / MIB if peak_sessions and rss else None
-    return {
+    figures: dict[str, Any] = {
         "measured": True,
         "samples": len(samples),
-        "cpu_percent_mean": round(
-            ((last.cpu_seconds or 0) - (first.cpu_seconds or 0)) / (last.at - first.at) * 100, 1
-        ),
+        "processes": processes,
+        "comparable": processes == 1,
         "cpu_percent_peak": round(max(rates), 1) if rates else None,
-        "rss_baseline_mib": round(baseline / MIB, 1),
-        "rss_peak_mib": round(peak / MIB, 1),
-        "rss_end_mib": round((last.rss_bytes or 0) / MIB, 1),
-        "memory_per_session_mib": None if per_session is None else round(per_session, 3),
+        "rss_peak_mib": _mib(max(rss)) if rss else None,
+    }
+    if processes > 1:
+        # A process's peak is still one process's; means, baselines and anything per
+        # session would mix processes, and one process serves only some of the sessions.
+        return {
+            **figures,
+            "note": MIXED,
+            "cpu_percent_mean": None,
+            "rss_baseline_mib": None,
+            "rss_end_mib": None,
+            "memory_per_session_mib": None,
+        }
+    timed = [s for s in samples if s.cpu_seconds is not None]
+    mean = None
+    if len(timed) >= 2 and timed[-1].at > timed[0].at:
+        cpu = (timed[-1].cpu_seconds or 0.0) - (timed[0].cpu_seconds or 0.0)
+        mean = round(cpu / (timed[-1].at - timed[0].at) * 100, 1)
+    baseline = samples[0].rss_bytes  # None when the first reading had none: no baseline
+    per_session = None
+    if baseline is not None and rss and peak_sessions:
+        per_session = round((max(rss) - baseline) / peak_sessions / MIB, 3)
+    return {
+        **figures,
+        "cpu_percent_mean": mean,
+        "rss_baseline_mib": _mib(baseline),
+        "rss_end_mib": _mib(samples[-1].rss_bytes),
+        "memory_per_session_mib": per_session,
     }
 
 
@@ -141,6 +171,10 @@ def _ms(summary: dict[str, Any]) -> str:
     )
 
 
+def _or_dash(value: object) -> str:
+    return "-" if value is None else f"{value}"
+
+
 def table(report: dict[str, Any]) -> str:
     """The report as aligned `figure  value` lines."""
     s, t, lat = report["sessions"], report["turns"], report["latency"]
@@ -168,14 +202,21 @@ def table(report: dict[str, Any]) -> str:
         rows.append(("added latency per frame", f"not measured: {added['reason']}"))
     by_code = ", ".join(f"{k} {v}" for k, v in errors["by_code"].items()) or "none"
     rows.append(("errors (rate)", f"{errors['total']} ({errors['rate']:.2%}): {by_code}"))
-    if server["measured"]:
-        per = server["memory_per_session_mib"]
+    if server["measured"] and not server["comparable"]:
+        rows += [
+            (f"server CPU / RSS ({server['source']})",
+             f"{server['note']} ({server['processes']} processes answered)"),
+            ("  busiest process: CPU % peak / RSS MiB peak",
+             f"{_or_dash(server['cpu_percent_peak'])} / {_or_dash(server['rss_peak_mib'])}"),
+        ]  # fmt: skip
+    elif server["measured"]:
         rows += [
             (f"server CPU % mean/peak ({server['source']})",
-             f"{server['cpu_percent_mean']} / {server['cpu_percent_peak']}"),
+             f"{_or_dash(server['cpu_percent_mean'])} / {_or_dash(server['cpu_percent_peak'])}"),
             ("server RSS MiB base/peak/end",
-             f"{server['rss_baseline_mib']} / {server['rss_peak_mib']} / {server['rss_end_mib']}"),
-            ("memory per session MiB", "-" if per is None else f"{per}"),
+             " / ".join(_or_dash(server[k])
+                        for k in ("rss_baseline_mib", "rss_peak_mib", "rss_end_mib"))),
+            ("memory per session MiB", _or_dash(server["memory_per_session_mib"])),
         ]  # fmt: skip
     else:
         rows.append(("server CPU / RSS", f"not measured: {server['reason']}"))

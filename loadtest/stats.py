@@ -61,11 +61,13 @@ class Histogram:
 
 @dataclass
 class ServerSample:
-    """One reading of the server: wall time (monotonic s), CPU seconds, RSS bytes."""
+    """One reading of the server: wall time (monotonic s), CPU seconds, RSS bytes, and
+    which process it is of (readings of different processes cannot be subtracted)."""
 
     at: float
     cpu_seconds: float | None
     rss_bytes: int | None
+    process: str | None = None
 
 
 @dataclass

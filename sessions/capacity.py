@@ -90,7 +90,7 @@ def capacity_admits(*, tenant: Tenant) -> bool:
         for pk, guaranteed in reserved.items()
         if pk != tenant.pk
     )
-    return total + unused < cap
+    return bool(total + unused < cap)
 
 
 def _lock() -> None:

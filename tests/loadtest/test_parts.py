@@ -32,9 +32,12 @@ def test_histogram_percentiles_are_within_one_percent_of_the_exact_ones():
     [("http://127.0.0.1:8000", True), ("http://localhost:8000", True),
      ("https://[::1]:443", True), ("http://127.8.9.10", True),
      ("http://192.0.2.10:8000", False), ("http://10.0.0.1", False),
-     ("http://no-such-host.invalid", False)],
+     ("http://no-such-host.invalid", False),
+     # Names are never resolved: what answers 127.0.0.1 now may not when callers connect.
+     ("http://127.0.0.1.nip.io:8000", False), ("http://loopback.example", False),
+     ("http://localhost.localdomain", False)],
 )  # fmt: skip
-def test_only_loopback_targets_count_as_local(url, local):
+def test_only_literal_loopback_targets_count_as_local(url, local):
     assert is_loopback(url) is local
 
 

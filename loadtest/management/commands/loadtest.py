@@ -23,7 +23,7 @@ from loadtest.config import (
     DEFAULT_TARGET,
     DEFAULT_TOOL_TURN_TEXT,
     LoadConfig,
-    is_loopback,
+    loopback_target,
     normalise_target,
 )
 from loadtest.report import table
@@ -85,7 +85,8 @@ class Command(BaseCommand):
         add(
             "--allow-remote",
             action="store_true",
-            help="allow a target that is not a loopback address",
+            help="allow a target that is not a literal loopback address or localhost "
+            "(a name is then resolved by each connection)",
         )
         add("--api-key", help=f"the tenant API key (default: ${API_KEY_ENV})")
         add("--agent", type=_positive(int, 1), required=True, help="the agent id")
@@ -214,14 +215,10 @@ class Command(BaseCommand):
     def config(self, options: dict[str, Any]) -> LoadConfig:
         try:
             target = normalise_target(options["target"])
+            if not options["allow_remote"]:
+                target = loopback_target(target)  # the address itself: never resolved
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        if not options["allow_remote"] and not is_loopback(target):
-            raise CommandError(
-                f"refusing {target}: it is not a loopback address. A load test is an attack "
-                "on a server that did not ask for it; give --allow-remote to load a "
-                "deployment of your own."
-            )
         api_key = options["api_key"] or os.environ.get(API_KEY_ENV, "")
         if not api_key:
             raise CommandError(f"give the tenant API key: --api-key or ${API_KEY_ENV}")
