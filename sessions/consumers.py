@@ -13,7 +13,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from sessions import client_events
-from sessions.auth import connection_credentials
+from sessions.auth import FOUND_TOKEN, connection_credentials
 from sessions.bridge import LiveBridge
 from sessions.client_messages import BadMessage, audio_frame_problem, parse_client_message
 from sessions.close_codes import CloseCode, close_reason
@@ -138,8 +138,9 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
         origin = dict(self.scope.get("headers", [])).get(b"origin", b"").decode("latin-1")
         try:
             grant, tools = await db_async(live_session_start)(
-                token=token, resume=resume, origin=origin or None, channel_name=self.channel_name
-            )
+                token=token, resume=resume, origin=origin or None,
+                channel_name=self.channel_name, found=self.scope.get(FOUND_TOKEN),
+            )  # fmt: skip
         except SessionRefused as refusal:
             log.info("live connection refused: %s", refusal.reason)
             if refusal.capacity:  # when to try again, spread so refused clients do not storm

@@ -9,6 +9,7 @@ from google.genai.live import AsyncSession
 
 from agents.live_config import live_config_build
 from sessions.bridge import BridgeConfig
+from sessions.models import ClientToken
 from sessions.relay.backoff import Backoff
 from sessions.relay.client import live_client
 from sessions.relay.upstream import ConnectFactory, UpstreamSettings
@@ -39,7 +40,12 @@ def bridge_config() -> BridgeConfig:
 
 
 def live_session_start(
-    *, token: str, resume: str, origin: str | None, channel_name: str
+    *,
+    token: str,
+    resume: str,
+    origin: str | None,
+    channel_name: str,
+    found: ClientToken | None = None,
 ) -> tuple[SessionGrant, ToolGateway]:
     """Open (a client token) or resume (a resume token) a session, with its tool gateway.
 
@@ -51,7 +57,9 @@ def live_session_start(
             raw_resume_token=resume, origin=origin, channel_name=channel_name
         )
     else:
-        grant = voice_session_open(raw_token=token, origin=origin, channel_name=channel_name)
+        grant = voice_session_open(
+            raw_token=token, origin=origin, channel_name=channel_name, found=found
+        )
     return grant, tool_gateway_for(grant)
 
 
@@ -61,7 +69,8 @@ def tool_gateway_for(grant: SessionGrant) -> ToolGateway:
         session=grant.session,
         allowlist=tool_allowlist_for_agent(agent=grant.agent),
         execution=settings.TOOL_EXECUTION,
-        first_turn=tool_call_next_turn(session_id=grant.session.pk),
+        # A new session has no tool calls yet: only a resumed one goes on from its last.
+        first_turn=tool_call_next_turn(session_id=grant.session.pk) if grant.resumed else 0,
     )
 
 

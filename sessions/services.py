@@ -27,6 +27,7 @@ from sessions.models import (
     FIRST_RESPONSE_SAMPLES,
     RECONNECT_LOG_ENTRIES,
     TURN_TIMINGS_KEPT,
+    ClientToken,
     TranscriptEntry,
     VoiceSession,
 )
@@ -133,8 +134,15 @@ def _check_tenant_limit(*, tenant: Tenant, excluding: uuid.UUID | None = None) -
         raise SessionRefused(CloseCode.BUSY, "platform_at_capacity", capacity=True)
 
 
-def voice_session_open(*, raw_token: str, origin: str | None, channel_name: str) -> SessionGrant:
-    token = client_token_find(raw=raw_token, with_owners=True)
+def voice_session_open(
+    *, raw_token: str, origin: str | None, channel_name: str, found: ClientToken | None = None
+) -> SessionGrant:
+    """``found``: the token's row with its tenant and agent, already read for this
+    connection (by the credential's lookup); it must be the row of ``raw_token``."""
+    if found is not None and secrets.compare_digest(found.token_hash, hash_secret(raw_token)):
+        token: ClientToken | None = found
+    else:
+        token = client_token_find(raw=raw_token, with_owners=True)
     if token is None:
         raise SessionRefused(CloseCode.UNAUTHENTICATED, "invalid_token")
     tenant = token.tenant
