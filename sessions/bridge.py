@@ -294,8 +294,15 @@ class LiveBridge:
         so it resumes at once rather than waiting for a timeout."""
         turn = self.uplink.turn_position
         text = self._turn_in_flight_text()
-        if not await self._begin_shutdown():
-            return
+        try:
+            if not await self._begin_shutdown():
+                return
+        except asyncio.CancelledError:
+            # Out of grace while the shutdown waited for a database write that never returns
+            # (the database black-holed): the client is told all the same, and resumes
+            # elsewhere; the reaper records the detach.
+            await self._close_client("server_restart", CloseCode.SERVER_RESTART, None)
+            raise
         try:
             if text and self._replay_saved_at != turn:
                 await db_write_retrying(

@@ -349,6 +349,10 @@ async def test_a_stopping_process_whose_database_hangs_still_tells_its_clients_a
                 await until(ws, "turn_complete")
                 assert (await asyncio.to_thread(http_get, port, "/readyz"))[0] == 200
                 assert gate.black_hole() > 0  # every database connection of the process
+                # A turn now: its transcript's write hangs, so the hand-over's wait for the
+                # session's database worker never ends either.
+                await ws.send(json.dumps({"type": "text", "text": "and again"}))
+                await until(ws, "turn_complete")
                 sigterm = time.monotonic()
                 proc.send_signal(signal.SIGTERM)
                 # Out of the balancer at once (no database check), alive until it exits.
