@@ -22,8 +22,8 @@ install: $(STAMP) ## Install everything into .venv/
 run: install ## Migrate, create demo data, serve on http://127.0.0.1:8000 (+ Live emulator)
 	@scripts/run.sh
 
-# Two pytest-xdist workers: most of the suite's time is spent waiting (real-time audio
-# through the emulator, server processes, Celery workers), so two halve it even on two cores.
+# Three pytest-xdist workers: most of the suite's time is spent waiting (real-time audio
+# through the emulator, server processes, Celery workers), so they share two cores well.
 # Each worker has its own test database and Redis database (conftest.py). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 3
 test: install browser balancer ## Run the full test suite (uses DATABASE_URL / REDIS_URL when set)
