@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.http import Http404, HttpRequest
 from django.utils.html import format_html_join
 
 from analytics.models import Alert
-from voice_platform.tenancy.admin_mixins import TenantScopedAdmin
+from voice_platform.tenancy.admin_mixins import (
+    NotFoundAdminMixin,
+    ReadOnlyAdminMixin,
+    TenantScopedAdmin,
+)
 
 ALERT_FIELDS: list[Any] = [
     "scope", "agent", "kind", "status", "raised_at", "cleared_at", "window_seconds",
@@ -19,7 +22,7 @@ ALERT_FIELDS: list[Any] = [
 
 
 @admin.register(Alert)
-class AlertAdmin(TenantScopedAdmin):
+class AlertAdmin(ReadOnlyAdminMixin, NotFoundAdminMixin, TenantScopedAdmin):
     """Alerts are written by the evaluator only (``analytics.alerts``): nothing is editable."""
 
     list_display = [
@@ -32,25 +35,6 @@ class AlertAdmin(TenantScopedAdmin):
     date_hierarchy = "raised_at"
     fields = ALERT_FIELDS
     readonly_fields = ALERT_FIELDS
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def get_object(
-        self, request: HttpRequest, object_id: str, from_field: str | None = None
-    ) -> Any:
-        # Another tenant's alert is looked up in this tenant's scope, so it is missing;
-        # both answer 404 (not Django's redirect to the index), so nothing tells them apart.
-        obj = super().get_object(request, object_id, from_field)
-        if obj is None:
-            raise Http404("Not found.")
-        return obj
 
     @admin.display(description="rate", ordering="error_rate")
     def rate(self, obj: Alert) -> str:

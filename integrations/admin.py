@@ -8,7 +8,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest
+from django.http import HttpRequest
 
 from integrations.models import EVENT_TYPES, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from integrations.services import (
@@ -19,19 +19,12 @@ from integrations.services import (
     secret_generate,
 )
 from voice_platform.crypto import encrypt_str
-from voice_platform.tenancy.admin_mixins import TenantScopedAdmin, TenantScopedInlineMixin
-
-
-class _NotFoundAdmin(TenantScopedAdmin):
-    def get_object(
-        self, request: HttpRequest, object_id: str, from_field: str | None = None
-    ) -> Any:
-        # Another tenant's row is missing from this tenant's scope: both answer 404 (not
-        # Django's redirect to the index), so nothing tells them apart.
-        obj = super().get_object(request, object_id, from_field)
-        if obj is None:
-            raise Http404("Not found.")
-        return obj
+from voice_platform.tenancy.admin_mixins import (
+    NotFoundAdminMixin,
+    ReadOnlyAdminMixin,
+    TenantScopedAdmin,
+    TenantScopedInlineMixin,
+)
 
 
 class WebhookEndpointForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -64,7 +57,7 @@ class WebhookEndpointForm(forms.ModelForm):  # type: ignore[type-arg]
 
 
 @admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(_NotFoundAdmin):
+class WebhookEndpointAdmin(NotFoundAdminMixin, TenantScopedAdmin):
     form = WebhookEndpointForm
     list_display = ["url", "description", "enabled", "subscribed", "created_at"]
     list_filter = ["enabled"]
@@ -128,7 +121,7 @@ DELIVERY_FIELDS: list[Any] = [
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(_NotFoundAdmin):
+class WebhookDeliveryAdmin(ReadOnlyAdminMixin, NotFoundAdminMixin, TenantScopedAdmin):
     """Written by delivery only; the one thing to do is replay."""
 
     list_display = [
@@ -143,15 +136,6 @@ class WebhookDeliveryAdmin(_NotFoundAdmin):
     readonly_fields = DELIVERY_FIELDS
     inlines = [WebhookAttemptInline]
     actions = ["replay"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def has_replay_permission(self, request: HttpRequest) -> bool:
         # Replaying sends data out: tenant admins (and superusers), not viewers.

@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin
 from django.db import models
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest
 
 from voice_platform.tenancy.admin_site import admin_membership
 from voice_platform.tenancy.models import Membership, Tenant
@@ -95,3 +95,30 @@ class TenantScopedInlineMixin:
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return bool(request.user.is_superuser or _role(request) is not None)
+
+
+class NotFoundAdminMixin:
+    """A missing row, or another tenant's (missing from this tenant's scope), answers 404
+    rather than Django's redirect to the index with a message: nothing tells them apart."""
+
+    def get_object(
+        self, request: HttpRequest, object_id: str, from_field: str | None = None
+    ) -> Any:
+        obj = super().get_object(request, object_id, from_field)  # type: ignore[misc]
+        if obj is None:
+            raise Http404("Not found.")
+        return obj
+
+
+class ReadOnlyAdminMixin:
+    """Rows written by the platform itself (alerts, webhook deliveries): shown, never added,
+    changed or deleted in the admin; actions may still act on them."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
