@@ -12,6 +12,7 @@ COPY playground ./playground
 COPY analytics ./analytics
 COPY integrations ./integrations
 COPY loadtest ./loadtest
+COPY telephony ./telephony
 COPY voice_client ./voice_client
 COPY deploy ./deploy
 COPY manage.py ./

@@ -75,6 +75,11 @@ bench: install ## Benchmarks (needs local PostgreSQL and Redis); figures in docs
 	$(PY) -m bench.tool_bench --calls 1000
 	$(PY) -m bench.dashboard_bench --sessions 100000 --requests 30
 
+# Not part of `bench`: about 8 minutes with these counts (two fresh servers per count).
+.PHONY: bench-phone
+bench-phone: install ## Phone calls per process vs browser sessions (PostgreSQL, Redis; docs/performance.md)
+	$(PY) -m bench.phone_bench --calls 10,25,50,100,150 --seconds 20
+
 .PHONY: fuzz
 fuzz: install ## schemathesis against the OpenAPI schema, 200 cases per operation and mode
 	API_FUZZ_EXAMPLES=$${API_FUZZ_EXAMPLES:-200} $(PY) -m pytest -s -q --timeout=0 tests/voice_platform/test_api_fuzz.py

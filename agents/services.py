@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import ProtectedError, RestrictedError
 
 from agents.models import Agent
 from voice_platform.tenancy.models import Tenant
@@ -57,4 +59,9 @@ def agent_update(*, agent: Agent, **fields: Any) -> Agent:
 
 @transaction.atomic
 def agent_delete(*, agent: Agent) -> None:
-    agent.delete()
+    try:
+        agent.delete()
+    except (ProtectedError, RestrictedError) as exc:  # phone numbers ring it (telephony)
+        raise ValidationError(
+            "Phone numbers ring this agent: point them at another agent or delete them first."
+        ) from exc

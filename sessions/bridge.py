@@ -72,11 +72,19 @@ SEED_READ_TIMEOUT = 3.0  # seconds a fresh session waits for the stored transcri
 
 
 class ClientSink(Protocol):
+    """A transport to the end user: the browser's WebSocket, or a phone call's media stream."""
+
     async def send_event(self, event: dict[str, Any]) -> None: ...
 
     async def send_audio(self, pcm: bytes) -> None: ...
 
     async def close_connection(self, code: int) -> None: ...
+
+    def output_heard_share(self) -> float | None:
+        """Of the reply audio sent this turn, the share the user has heard (0..1), or None
+        when the transport cannot tell. Asked at a barge-in: the stored transcript of the
+        cut reply keeps only what was heard."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -447,6 +455,11 @@ class LiveBridge:
     def client_control(self, kind: ItemKind) -> None:
         self.uplink.put(UplinkItem(kind))  # its turn timing starts when it goes up
 
+    def prompt_model(self, text: str) -> None:
+        """A cue to the model that the user did not say (a phone call's greeting): it asks
+        for a reply, and is not stored in the transcript."""
+        self.uplink.put(UplinkItem(ItemKind.TEXT, (text, True)))
+
     def client_playback_started(self) -> None:
         """The client began playing the reply: voice-to-voice for its turn."""
         self._flushing_new_timings(self.clock.playback_started)
@@ -765,6 +778,7 @@ class LiveBridge:
             await self.emit(client_events.simple("transcript.output", text=text))
         if content.interrupted:
             self.counters["interruptions"] += 1
+            self._cut_unheard_output()
             # The user's words of the cut turn, then the cut reply; the barge-in's words
             # start a new utterance. Before the turn's timing: its trace span takes them.
             self._finish_utterances()
@@ -861,6 +875,16 @@ class LiveBridge:
         if utterance is None:
             utterance = self._utterances[key] = _Utterance(role, kind, timezone.now())
         utterance.parts.append(text)
+
+    def _cut_unheard_output(self) -> None:
+        """A barge-in cut the reply: its transcript keeps the words the user heard (the
+        transport's share of the reply's audio that played), at a word's end."""
+        share = self.sink.output_heard_share()
+        utterance = self._utterances.get(("model", "speech"))
+        if share is None or utterance is None:
+            return
+        text = "".join(utterance.parts)
+        utterance.parts = [heard_prefix(text, share)]
 
     def _finish_utterances(self) -> None:
         """The turn is over: the user's words first, then the model's, whatever order their
@@ -1028,6 +1052,22 @@ class LiveBridge:
             voice_session_flush(session_id=self.session_id, progress=snapshot)
 
         return job
+
+
+def heard_prefix(text: str, share: float) -> str:
+    """The first ``share`` of ``text``, ending at a word's end (a word the cut fell inside
+    counts as heard only when most of it was: half or more of its letters)."""
+    if share >= 1:
+        return text
+    cut = round(len(text) * max(0.0, share))
+    if cut <= 0:
+        return ""
+    if cut < len(text) and not text[cut].isspace() and not text[cut - 1].isspace():
+        start = max(text.rfind(" ", 0, cut), text.rfind("\n", 0, cut)) + 1
+        end = min((i for i in (text.find(" ", cut), text.find("\n", cut)) if i >= 0),
+                  default=len(text))  # fmt: skip
+        cut = end if cut - start >= (end - start) / 2 else start
+    return text[:cut].rstrip()
 
 
 def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:

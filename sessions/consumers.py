@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 import random
 from typing import Any
 
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from sessions import client_events
 from sessions.auth import FOUND_TOKEN, connection_credentials
-from sessions.bridge import LiveBridge
 from sessions.client_messages import BadMessage, audio_frame_problem, parse_client_message
 from sessions.close_codes import CloseCode, close_reason
-from sessions.live import bridge_config, connect_factory, live_session_start
-from sessions.notify import notify_superseded
 from sessions.ratelimit import TokenBucket
 from sessions.reaper import ensure_reaper
 from sessions.services import SessionRefused
-from sessions.shutdown import draining, shutdown_track
+from sessions.shutdown import draining
+from sessions.transport_consumer import BridgeConsumer
 from sessions.uplink import ItemKind
-from tools.calls import tool_results_group
 from voice_platform.daphne_options import VIOLATION_CODES
 from voice_platform.db_threads import db_async
 from voice_platform.outages import RETRY_AFTER_SECONDS, outage_of
@@ -43,51 +38,10 @@ _CONTROL = {
 }
 
 
-class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ships no types
-    bridge: LiveBridge | None = None
-    results_group: str | None = None
+class LiveConsumer(BridgeConsumer):
+    """The browser's transport: JSON events and binary PCM frames (docs/protocol.md)."""
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        inner = asyncio.ensure_future(super().__call__(scope, receive, send))
-        try:
-            await asyncio.shield(inner)
-        except asyncio.CancelledError:
-            # Server shutdown cancels the application without a disconnect. Release the
-            # bridge (tasks, upstream socket; the session stays resumable, its turn in
-            # flight kept, the client told to resume) before the channel layer unwinds:
-            # channels-redis finishes an in-flight 5 s BZPOPMIN first, one consumer at a
-            # time per process.
-            bridge = self.bridge
-            if bridge is not None and not bridge.closed.is_set():
-                await asyncio.shield(bridge.server_restart())
-            inner.cancel()
-            raise
-        except Exception as exc:
-            # A fault of ours, or a dependency gone (the database at the handshake): the
-            # session still ends with a reason, releases its slot, and the socket closes
-            # with a code the client can act on, never a bare 1011 from the server.
-            await self._end_after_failure(exc)
-
-    async def _end_after_failure(self, exc: Exception) -> None:
-        dependency = outage_of(exc)
-        bridge = self.bridge
-        if bridge is not None and not bridge.closed.is_set():
-            log.error("session %s failed", bridge.session_id, exc_info=exc)
-            await bridge.end(
-                reason="server_error",
-                code=CloseCode.UPSTREAM_UNAVAILABLE,
-                error=client_events.error("server_error", "The session failed on the server."),
-            )
-        elif bridge is None:
-            if dependency is None:
-                log.error("live connection failed at its start", exc_info=exc)
-                await self.close(code=CloseCode.UPSTREAM_UNAVAILABLE)
-            else:
-                log.warning("live connection refused: the %s is unreachable: %s", dependency, exc)
-                await self._refuse_unavailable(dependency)
-        await self.disconnect(CloseCode.UPSTREAM_UNAVAILABLE)
-
-    async def _refuse_unavailable(self, dependency: str) -> None:
+    async def refuse_unavailable(self, dependency: str) -> None:
         """A session cannot start without ``dependency``: say so, with when to try again."""
         with contextlib.suppress(Exception):  # the client may be gone already
             await self.send_event(
@@ -99,24 +53,13 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
             )
             await self.close(code=CloseCode.BUSY)
 
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        # Channels (4.2+) closes stale database connections before every message, on the
-        # process's one thread-sensitive thread: a thread hop per audio frame, and every
-        # call's frames queued behind whatever that thread was doing. This consumer reaches
-        # the database only through db_async (voice_platform/db_threads.py), whose calls
-        # close old connections themselves, so client frames go straight to their handler.
-        if message["type"] == "websocket.receive":
-            await self.websocket_receive(message)
-            return
-        await super().dispatch(message)
-
     async def connect(self) -> None:
         # Refusals are close codes after the upgrade: a browser cannot read the status of a
         # refused upgrade, and Channels turns a close before accept() into a bare 403.
         await self.accept()
         ensure_reaper()
         if self.scope.get("unavailable"):  # the credential could not even be looked up
-            await self._refuse_unavailable(str(self.scope["unavailable"]))
+            await self.refuse_unavailable(str(self.scope["unavailable"]))
             return
         if draining():  # stopping: the client resumes or starts on another process
             await self.close(code=CloseCode.SERVER_RESTART)
@@ -137,9 +80,9 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
             return
         origin = dict(self.scope.get("headers", [])).get(b"origin", b"").decode("latin-1")
         try:
-            grant, tools = await db_async(live_session_start)(
+            grant, tools = await self.open_session(
                 token=token, resume=resume, origin=origin or None,
-                channel_name=self.channel_name, found=self.scope.get(FOUND_TOKEN),
+                found=self.scope.get(FOUND_TOKEN),
             )  # fmt: skip
         except SessionRefused as refusal:
             log.info("live connection refused: %s", refusal.reason)
@@ -157,33 +100,15 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
             # Refused here, not by unwinding the consumer: its dispatch loop first waits
             # for the channel layer's pending receive (channels-redis: up to 5 s).
             log.warning("live connection refused: the %s is unreachable: %s", dependency, exc)
-            await self._refuse_unavailable(dependency)
+            await self.refuse_unavailable(dependency)
             return
-        if grant.superseded_channel:
-            await notify_superseded(grant.superseded_channel)
-        # Tool outcomes reach whichever process holds the session now (``tool.result``).
-        self.results_group = tool_results_group(grant.session.pk)
-        try:
-            await self.channel_layer.group_add(self.results_group, self.channel_name)
-        except Exception:  # wake-ups are lost then; the calls' polls still find outcomes
-            log.warning("could not join %s", self.results_group, exc_info=True)
         # Every frame by count (100/s: a 20 ms audio stream is 50/s, room is left for
         # control messages and a backlog after a stall), and audio by bytes as well.
         self.limiter = TokenBucket(settings.LIVE_WS_MESSAGE_RATE, settings.LIVE_WS_MESSAGE_BURST)
         self.audio_limiter = TokenBucket(
             settings.LIVE_WS_AUDIO_BYTES_RATE, 2 * settings.LIVE_WS_AUDIO_BYTES_RATE
         )
-        self.bridge = LiveBridge(
-            grant=grant,
-            sink=self,
-            channel_name=self.channel_name,
-            connect=connect_factory(grant, tools),
-            config=bridge_config(),
-            tools=tools,
-            began_at=self.scope.get("arrived_at"),
-        )
-        await self.bridge.start()
-        shutdown_track(self.bridge)
+        await self.attach_bridge(grant=grant, tools=tools, sink=self)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         bridge = self.bridge
@@ -238,26 +163,7 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
                 await bridge.end(reason="bad_frame", code=CloseCode.BAD_FRAME)
             else:
                 await bridge.detach()
-        if self.results_group is not None:
-            group, self.results_group = self.results_group, None
-            try:
-                await self.channel_layer.group_discard(group, self.channel_name)
-            except Exception:  # the channel layer is down: the membership expires by itself
-                log.warning("could not leave %s", group, exc_info=True)
-
-    # --- channel-layer control messages ------------------------------------------------
-
-    async def session_superseded(self, message: dict[str, Any]) -> None:  # "session.superseded"
-        if self.bridge is not None:
-            await self.bridge.superseded()
-
-    async def session_end(self, message: dict[str, Any]) -> None:  # "session.end"
-        if self.bridge is not None:
-            await self.bridge.end(reason=str(message.get("reason", "ended_by_api")))
-
-    async def tool_result(self, message: dict[str, Any]) -> None:  # "tool.result"
-        if self.bridge is not None:
-            self.bridge.tools.on_result(message)
+        await self.leave_results_group()
 
     # --- ClientSink ------------------------------------------------------------------------
 
@@ -270,10 +176,5 @@ class LiveConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels sh
     async def close_connection(self, code: int) -> None:
         await self.close(code=code)
 
-    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
-        # Autobahn (under Daphne) accepts only a plain int, not our IntEnum close codes.
-        plain = int(code) if isinstance(code, int) and not isinstance(code, bool) else code
-        if reason is None:
-            # Every close of ours carries its documented text (daphne_options delivers it).
-            reason = close_reason(plain if isinstance(plain, int) else CloseCode.NORMAL)
-        await super().close(code=plain, reason=reason)
+    def output_heard_share(self) -> float | None:
+        return None  # the browser plays what it received; it does not say how much

@@ -134,6 +134,18 @@ def _check_tenant_limit(*, tenant: Tenant, excluding: uuid.UUID | None = None) -
         raise SessionRefused(CloseCode.BUSY, "platform_at_capacity", capacity=True)
 
 
+def voice_session_admission(*, tenant: Tenant, agent: Agent | None) -> str | None:
+    """Why a new session of ``agent`` would be refused now, or None: a pre-check for a door
+    that must answer before the session opens (a phone call's TwiML). Advisory: the open
+    itself checks again under the tenant lock."""
+    try:
+        _check_access(tenant=tenant, agent=agent, origin=None)
+        _check_tenant_limit(tenant=tenant)
+    except SessionRefused as refusal:
+        return refusal.reason
+    return None
+
+
 def voice_session_open(
     *, raw_token: str, origin: str | None, channel_name: str, found: ClientToken | None = None
 ) -> SessionGrant:

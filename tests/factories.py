@@ -16,6 +16,7 @@ from agents.models import Agent
 from analytics.models import Alert, UsageDaily
 from integrations.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from sessions.models import ClientToken, TranscriptEntry, VoiceSession
+from telephony.models import CarrierAccount, PhoneCall, PhoneNumber
 from tools.models import AgentTool, LookupRecord, OutboxEmail, ToolCallRecord, WebhookTool
 from voice_platform.tenancy.models import ApiKey, Membership, Tenant
 
@@ -260,3 +261,39 @@ class WebhookAttemptFactory(TenantOwnedFactory):
     started_at = factory.LazyFunction(timezone.now)
     status_code = 200
     outcome = WebhookAttempt.Outcome.SUCCEEDED
+
+
+# A Twilio auth token for tests: signatures in tests are made with it (RequestValidator).
+CARRIER_AUTH_TOKEN = "0123456789abcdef0123456789abcdef"  # a test fixture
+
+
+class CarrierAccountFactory(TenantOwnedFactory):
+    """A Twilio account whose auth token is ``CARRIER_AUTH_TOKEN`` (encrypted)."""
+
+    class Meta:
+        model = CarrierAccount
+
+    name = factory.Sequence(lambda n: f"carrier {n}")
+    account_sid = factory.Sequence(lambda n: f"AC{n:032x}")
+    auth_token_encrypted = factory.LazyFunction(lambda: _encrypt(CARRIER_AUTH_TOKEN))
+
+
+class PhoneNumberFactory(TenantOwnedFactory):
+    """A number ringing an AUDIO agent of the same tenant."""
+
+    class Meta:
+        model = PhoneNumber
+
+    number = factory.Sequence(lambda n: f"+1415555{n:04d}")
+    carrier_account = _same_tenant(CarrierAccountFactory)
+    agent = _same_tenant(AgentFactory, response_modality=Agent.Modality.AUDIO)
+
+
+class PhoneCallFactory(TenantOwnedFactory):
+    class Meta:
+        model = PhoneCall
+
+    call_sid = factory.Sequence(lambda n: f"CA{n:032x}")
+    phone_number = _same_tenant(PhoneNumberFactory)
+    from_number = "+14155550100"
+    to_number = factory.SelfAttribute("phone_number.number")

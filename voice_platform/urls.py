@@ -17,6 +17,7 @@ urlpatterns = [
     path("api/v1/", include("tools.urls")),
     path("api/v1/", include("analytics.urls")),
     path("api/v1/", include("integrations.urls")),
+    path("", include("telephony.urls")),  # /phone/ (the carrier) and /api/v1/phone/
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("playground/", include("playground.urls")),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

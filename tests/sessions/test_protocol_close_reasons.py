@@ -115,6 +115,7 @@ async def test_the_in_process_harness_sees_the_reason_too(alice, live_settings, 
 def _refuse_with(monkeypatch: pytest.MonkeyPatch, refusal: str) -> None:
     """Put the consumer in the state that makes it refuse ``refusal`` at the handshake."""
     import sessions.consumers as consumers
+    import sessions.transport_consumer as transport_consumer
 
     if refusal == "draining":
         monkeypatch.setattr(consumers, "draining", lambda: True)
@@ -125,7 +126,7 @@ def _refuse_with(monkeypatch: pytest.MonkeyPatch, refusal: str) -> None:
         def database_down(**_: Any) -> None:
             raise OperationalError("connection refused")
 
-        monkeypatch.setattr(consumers, "live_session_start", database_down)
+        monkeypatch.setattr(transport_consumer, "live_session_start", database_down)
 
 
 @pytest.mark.parametrize(

@@ -45,6 +45,9 @@ BAD = {
     "SECURE_HSTS_PRELOAD": "please",
     "WEBHOOK_TIMEOUT": "0", "WEBHOOK_MAX_ATTEMPTS": "0", "WEBHOOK_RETRY_BASE": "5s",
     "WEBHOOK_RETRY_CAP": "0", "WEBHOOK_SWEEP_INTERVAL": "-1",
+    "PHONE_PUBLIC_URL": "voice.example.com", "PHONE_CARRIER_CLIENT": "vonage",
+    "PHONE_TOKEN_SECONDS": "1", "PHONE_PLAYBACK_LEAD": "0", "PHONE_DTMF_GAP": "20",
+    "PHONE_END_CALL_WAIT": "forever",
     "SECRET_KEY": "change-me-to-a-long-random-string-of-at-least-fifty-characters-0123456789",
     "SECRET_KEY_FILE": "/nonexistent/secret_key",
 }  # fmt: skip

@@ -14,6 +14,12 @@ def pcm_seconds(pcm_bytes: int, rate: int) -> float:
     return pcm_bytes / 2 / rate
 
 
+def sum_squares(pcm: bytes) -> float:
+    """Of PCM16 samples: the energy a recorder adds up."""
+    samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float64)
+    return float(np.dot(samples, samples))
+
+
 def resample(pcm: bytes, src_rate: int = INPUT_RATE, dst_rate: int = OUTPUT_RATE) -> bytes:
     """Linear-interpolation resampling of PCM16 mono (good enough for an echo)."""
     samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float32)

@@ -29,7 +29,10 @@ class SessionRecord:
     resumed: bool = False
     messages: list[dict[str, Any]] = field(default_factory=list)
     sent: list[dict[str, Any]] = field(default_factory=list)
+    sent_at: list[float] = field(default_factory=list)  # time.monotonic() of each in `sent`
     audio_bytes: int = 0
+    # Sum of the squared samples of the input audio heard (PCM16): its energy.
+    audio_sum_squares: float = 0.0
     video_frames: int = 0
     texts: list[str] = field(default_factory=list)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
@@ -75,6 +78,13 @@ class SessionRecord:
     def add_sent(self, message: dict[str, Any]) -> None:
         if len(self.sent) < self.max_messages:
             self.sent.append(_strip_payloads(message))
+            self.sent_at.append(time.monotonic())
+
+    @property
+    def audio_rms(self) -> float:
+        """Root mean square of the input audio heard (PCM16 units)."""
+        samples = self.audio_bytes // 2
+        return (self.audio_sum_squares / samples) ** 0.5 if samples else 0.0
 
     def add_pong_delay(self, seconds: float) -> None:
         if len(self.pong_delays) < self.max_messages:

@@ -164,6 +164,7 @@ class LiveSession(TurnEngine, ConnectionLifecycle):
 
     async def _on_audio(self, pcm: bytes) -> None:
         self.record.audio_bytes += len(pcm)
+        self.record.audio_sum_squares += audio.sum_squares(pcm)
         seconds = audio.pcm_seconds(len(pcm), audio.INPUT_RATE)
         if not self.gate.admit(seconds, asyncio.get_running_loop().time()):
             self.record.audio_discarded_seconds += seconds

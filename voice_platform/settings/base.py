@@ -16,6 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 from voice_platform.settings.env import (
     dev_secret_key,
     env_bool,
+    env_choice,
     env_file,
     env_float,
     env_https_url,
@@ -70,6 +71,7 @@ INSTALLED_APPS = [
     "analytics",
     "integrations",
     "loadtest",
+    "telephony",
 ]
 
 MIDDLEWARE = [
@@ -452,6 +454,21 @@ WEBHOOK_RETRY_CAP = env_int("WEBHOOK_RETRY_CAP", 21_600, minimum=1)
 WEBHOOK_SWEEP_INTERVAL = env_int("WEBHOOK_SWEEP_INTERVAL", 15, minimum=1)
 WEBHOOK_DELIVERY = "celery" if REDIS_URL else "inprocess"
 WEBHOOK_CELERY_QUEUE = "default"
+
+# Phone calls (docs/telephony.md). PHONE_PUBLIC_URL: the https:// base URL the carrier
+# reaches this deployment at (its signatures cover the exact URL; empty = each request's
+# own host and scheme). PHONE_CARRIER_CLIENT: how end_call and transfer_call reach the
+# carrier ("recording" only records them: tests and trials). PHONE_TOKEN_SECONDS: life of
+# the single-use credential in the TwiML answer. PHONE_PLAYBACK_LEAD: seconds of audio the
+# carrier may hold ahead of the caller's ear (all of it is lost to a barge-in's `clear`).
+# PHONE_DTMF_GAP: keys pressed within this many seconds reach the model as one message.
+# PHONE_END_CALL_WAIT: at most this long for the current sentence before a hang-up.
+PHONE_PUBLIC_URL = env_https_url("PHONE_PUBLIC_URL").rstrip("/")
+PHONE_CARRIER_CLIENT = env_choice("PHONE_CARRIER_CLIENT", "twilio", ("twilio", "recording"))
+PHONE_TOKEN_SECONDS = env_int("PHONE_TOKEN_SECONDS", 60, minimum=5)
+PHONE_PLAYBACK_LEAD = env_float("PHONE_PLAYBACK_LEAD", 0.2, minimum=0.04, maximum=5.0)
+PHONE_DTMF_GAP = env_float("PHONE_DTMF_GAP", 1.0, minimum=0.1, maximum=10.0)
+PHONE_END_CALL_WAIT = env_float("PHONE_END_CALL_WAIT", 15.0, minimum=0.0, maximum=120.0)
 
 # Every thread of a server process that may hold a pooled connection at once: the session
 # threads, in-process tools (no Redis), and four others (the thread-sensitive thread, the

@@ -2,8 +2,8 @@
 
 Every tenant-owned model's default manager is django-scopes' ``ScopedManager``: reading it
 outside ``tenant_scope()`` raises ``ScopeError`` (fail closed). The scope is entered only by
-the four doors in this package: the DRF base view, the ASGI middleware, the Celery task
-prologue and the admin site.
+the five doors in this package: the DRF base view, the ASGI middleware, the Celery task
+prologue, the admin site and the carrier door (``inbound.py``, a phone carrier's webhooks).
 """
 
 from __future__ import annotations

@@ -1,0 +1,251 @@
+"""``/ws/v1/phone/twilio/<account>``: a call's Twilio Media Stream, as a session transport.
+
+Speaks the carrier's protocol (docs/telephony.md, "The media stream"): ``connected``,
+``start`` (its ``customParameters.token`` is the single-use credential of our TwiML
+answer, bound to the call's sid), ``media``, ``mark``, ``dtmf``, ``stop``; we send
+``media``, ``mark`` and ``clear`` (``PhoneOutput``). Nothing is sent before ``start``.
+The session itself is the same ``LiveBridge`` the browser's WebSocket drives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+from typing import Any
+
+from django.conf import settings
+
+from sessions.close_codes import CloseCode
+from sessions.ratelimit import TokenBucket
+from sessions.reaper import ensure_reaper
+from sessions.services import SessionRefused
+from sessions.shutdown import draining
+from sessions.tokens import client_token_find
+from sessions.transport_consumer import BridgeConsumer
+from telephony.actions import phone_call_action_carry_out, phone_call_action_pending
+from telephony.audio import InboundAudio
+from telephony.calls import phone_call_connected, phone_call_ended, phone_call_refused
+from telephony.phone_sink import PhoneOutput
+from voice_platform.db_threads import db_async
+from voice_platform.outages import outage_of
+
+log = logging.getLogger(__name__)
+
+PHONE_CHANNEL = "phone"
+CALL_TOOLS = {"end_call": "agent_hung_up", "transfer_call": "call_transferred"}
+GREETING_CUE = "(The phone call has just been answered. Greet the caller now by saying: {greeting})"
+KEYPAD_TEXT = "(The caller pressed these keys on the phone keypad: {keys})"
+
+
+class PhoneMediaConsumer(BridgeConsumer):
+    output: PhoneOutput | None = None
+    call_sid = ""
+    account_sid = ""
+
+    async def connect(self) -> None:
+        # Twilio opens the stream first and says who it is in ``start``.
+        await self.accept()
+        ensure_reaper()
+        self.limiter = TokenBucket(settings.LIVE_WS_MESSAGE_RATE, settings.LIVE_WS_MESSAGE_BURST)
+        self.inbound = InboundAudio()
+        self._keys: list[str] = []
+        self._keys_timer: asyncio.TimerHandle | None = None
+        self._action_task: asyncio.Task[None] | None = None
+        self._turn_done = asyncio.Event()  # the model's turn ended (since it was cleared)
+        self._ended_reason = ""
+        self._action_reason = ""  # set when end_call / transfer_call is carried out
+        self._started = False
+
+    async def refuse_unavailable(self, dependency: str) -> None:
+        await self._refuse(f"{dependency}_unavailable")
+
+    async def _refuse(self, reason: str) -> None:
+        """The call cannot have a session: recorded (the carrier's next request reads it
+        and says so to the caller), and the stream closed."""
+        log.info("phone stream refused: %s", reason)
+        if self.call_sid:
+            with contextlib.suppress(Exception):  # the database may be what is missing
+                await db_async(phone_call_refused)(call_sid=self.call_sid, reason=reason)
+        await self.close(code=CloseCode.NORMAL)
+
+    # --- from the carrier -------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if not self.limiter.allow():
+            await self._end_or_close("rate_limited", CloseCode.POLICY)
+            return
+        try:
+            message = json.loads(text_data or "")
+            event = message["event"]
+        except (ValueError, KeyError, TypeError):
+            log.info("phone stream: a frame that is not a Media Streams message")
+            return
+        if event == "start" and not self._started:
+            await self._start(message)
+            return
+        bridge = self.bridge
+        if bridge is None or bridge.closed.is_set():
+            return  # before ``start`` (or after the end) nothing is taken
+        if event == "media":
+            await self._media(message)
+        elif event == "mark" and self.output is not None:
+            self.output.mark_played(str((message.get("mark") or {}).get("name", "")))
+        elif event == "dtmf":
+            self._key((message.get("dtmf") or {}).get("digit"))
+        elif event == "stop":
+            # After our own hang-up or transfer the carrier stops the stream too.
+            await bridge.end(reason=self._action_reason or "caller_hung_up", code=CloseCode.NORMAL)
+
+    async def _start(self, message: dict[str, Any]) -> None:
+        self._started = True
+        start: dict[str, Any] = message["start"] if isinstance(message.get("start"), dict) else {}
+        params = start.get("customParameters") or {}
+        self.call_sid = str(start.get("callSid") or "")
+        self.account_sid = str(start.get("accountSid") or "")
+        stream_sid = str(start.get("streamSid") or message.get("streamSid") or "")
+        media_format = start.get("mediaFormat") or {}
+        if self.scope.get("tenant_id") is None:
+            await self._refuse("unknown_account")
+            return
+        if draining():
+            await self._refuse("server_restart")
+            return
+        if not self.call_sid or not stream_sid or not isinstance(params, dict):
+            await self._refuse("bad_start")
+            return
+        if (media_format.get("encoding"), media_format.get("sampleRate")) != (
+            "audio/x-mulaw",
+            8000,
+        ) or media_format.get("channels", 1) != 1:
+            await self._refuse("unsupported_media_format")
+            return
+        raw = str(params.get("token") or "")
+        try:
+            token = await db_async(client_token_find)(raw=raw, with_owners=True)
+            bound = token is not None and token.metadata.get("call_sid") == self.call_sid
+            if token is None or not bound or token.metadata.get("channel") != PHONE_CHANNEL:
+                await self._refuse("invalid_credential")
+                return
+            grant, tools = await self.open_session(token=raw, resume="", origin=None, found=token)
+        except SessionRefused as refusal:
+            await self._refuse(refusal.reason)
+            return
+        except Exception as exc:
+            dependency = outage_of(exc)
+            if dependency is None:
+                raise
+            await self.refuse_unavailable(dependency)
+            return
+        self.output = PhoneOutput(
+            stream_sid=stream_sid,
+            send=lambda text: self.send(text_data=text),
+            close=lambda code: self.close(code=code),
+            events=self._on_event,
+            on_heard=self._on_heard,
+            lead=settings.PHONE_PLAYBACK_LEAD,
+        )
+        self.output.start()
+        bridge = await self.attach_bridge(grant=grant, tools=tools, sink=self.output)
+        await db_async(phone_call_connected)(call_sid=self.call_sid, session_id=bridge.session_id)
+        greeting = str(token.metadata.get("greeting") or "").strip()
+        if greeting:
+            bridge.prompt_model(GREETING_CUE.format(greeting=greeting))
+
+    async def _media(self, message: dict[str, Any]) -> None:
+        media = message.get("media") or {}
+        if media.get("track", "inbound") != "inbound" or self.bridge is None:
+            return
+        try:
+            ulaw = base64.b64decode(str(media.get("payload") or ""), validate=True)
+        except (binascii.Error, ValueError):
+            self.bridge.counters["errors"] += 1
+            return
+        pcm = self.inbound.convert(ulaw)
+        if pcm:  # the resampler's filter works in blocks: most frames come out in bursts
+            await self.bridge.client_audio(pcm)
+
+    def _key(self, digit: Any) -> None:
+        """Keys pressed close together reach the model as one message; ``#`` ends one."""
+        if not isinstance(digit, str) or len(digit) != 1 or digit not in "0123456789*#ABCD":
+            return
+        self._keys.append(digit)
+        if self._keys_timer is not None:
+            self._keys_timer.cancel()
+        if digit == "#":
+            self._send_keys()
+        else:
+            loop = asyncio.get_running_loop()
+            self._keys_timer = loop.call_later(settings.PHONE_DTMF_GAP, self._send_keys)
+
+    def _send_keys(self) -> None:
+        self._keys_timer = None
+        keys, self._keys = " ".join(self._keys), []
+        bridge = self.bridge
+        if keys and bridge is not None and not bridge.closed.is_set():
+            bridge.client_text(KEYPAD_TEXT.format(keys=keys), True)
+
+    async def disconnect(self, code: int) -> None:
+        if self._keys_timer is not None:
+            self._keys_timer.cancel()
+        bridge = self.bridge
+        if bridge is not None and not bridge.closed.is_set():
+            # The carrier does not reconnect a media stream: the call is over.
+            await bridge.end(reason="carrier_disconnected", code=CloseCode.NORMAL)
+        if self._action_task is not None and self._action_task is not asyncio.current_task():
+            self._action_task.cancel()
+        if self.output is not None:
+            await self.output.stop()
+        await self.leave_results_group()
+
+    async def _end_or_close(self, reason: str, code: int) -> None:
+        if self.bridge is not None and not self.bridge.closed.is_set():
+            await self.bridge.end(reason=reason, code=code)
+        else:
+            await self.close(code=code)
+
+    # --- from the bridge (through PhoneOutput) ----------------------------------------------
+
+    def _on_heard(self) -> None:
+        if self.bridge is not None:
+            self.bridge.client_playback_started()
+
+    async def _on_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "turn_complete":
+            self._turn_done.set()
+        elif kind == "tool.finished" and event.get("status") == "ok":
+            if event.get("name") in CALL_TOOLS and self._action_task is None:
+                self._turn_done.clear()  # the sentence said with the tool's answer
+                self._action_task = asyncio.create_task(
+                    self._carry_out(CALL_TOOLS[str(event["name"])]), name="phone-action"
+                )
+        elif kind == "session.ended":
+            self._ended_reason = str(event.get("reason", ""))
+            if self.call_sid:
+                with contextlib.suppress(Exception):  # the stream-ended answer then hangs up
+                    await db_async(phone_call_ended)(
+                        call_sid=self.call_sid, reason=self._ended_reason
+                    )
+
+    async def _carry_out(self, reason: str) -> None:
+        """end_call / transfer_call: after the sentence the model is saying (its turn's end,
+        played out), at most PHONE_END_CALL_WAIT seconds; then the carrier is asked."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(settings.PHONE_END_CALL_WAIT):
+                await self._turn_done.wait()
+                if self.output is not None:
+                    await self.output.drained()
+        bridge = self.bridge
+        if bridge is None or bridge.closed.is_set():
+            return
+        pending = await db_async(phone_call_action_pending)(session_id=bridge.session_id)
+        if pending is None:
+            return
+        self._action_reason = reason
+        outcome = await db_async(phone_call_action_carry_out)(call_id=pending.call_id)
+        log.info("phone call %s: %s (%s)", self.call_sid, pending.action, outcome)
+        await bridge.end(reason=reason, code=CloseCode.NORMAL)
