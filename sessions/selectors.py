@@ -8,6 +8,7 @@ from django.db.models import QuerySet
 
 from sessions.models import TranscriptEntry, VoiceSession
 from voice_platform.tenancy.models import Tenant
+from voice_platform.tenancy.services import hash_secret
 
 
 def voice_session_list(
@@ -44,3 +45,14 @@ def transcript_tail(*, session_id: Any, max_chars: int) -> list[tuple[str, str]]
 
 def transcript_list(*, session: VoiceSession) -> QuerySet[TranscriptEntry]:
     return TranscriptEntry.objects.filter(session=session).order_by("seq")
+
+
+def voice_session_metadata_for_resume(*, raw_resume_token: str) -> dict[str, Any] | None:
+    """The metadata of the session this resume token resumes, or None: a transport checks
+    what the session is bound to (a phone call's sid) before it takes the session over."""
+    found = (
+        VoiceSession.objects.filter(resume_token_hash=hash_secret(raw_resume_token))
+        .values_list("metadata", flat=True)
+        .first()
+    )
+    return dict(found) if isinstance(found, dict) else None

@@ -284,6 +284,17 @@ def voice_session_drop_replay(*, session_id: uuid.UUID, turn: int) -> None:
     )
 
 
+def voice_session_resume_token_reissue(*, session_id: uuid.UUID) -> str | None:
+    """A new resume token for a live session whose client has no way to keep the last one
+    (a phone call's media stream cut by a server restart: the carrier hands the new one to
+    the next stream). The old token stops working. None when the session is not live."""
+    raw, token_hash = _new_resume_token()
+    updated = VoiceSession.objects.filter(
+        pk=session_id, status__in=VoiceSession.LIVE_STATUSES
+    ).update(resume_token_hash=token_hash, pending_resume_token_hash="")
+    return raw if updated else None
+
+
 def voice_session_promote_resume_token(*, session_id: uuid.UUID, channel_name: str) -> bool:
     """The new resume token reached the client: from now on only it works."""
     return bool(

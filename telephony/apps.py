@@ -7,4 +7,8 @@ class TelephonyConfig(AppConfig):
 
     def ready(self) -> None:
         # The phone's built-in tools (end_call, transfer_call) join the tool registry.
-        from telephony import tools  # noqa: F401
+        from telephony import calls, tools  # noqa: F401
+        from voice_platform import periodic
+
+        # Calls whose end no stream or carrier request recorded get their final state.
+        periodic.register("phone_calls", lambda: 60.0, calls.phone_call_sweep, shared=True)

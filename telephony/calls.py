@@ -6,11 +6,20 @@ which answers the call's next step from it.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 
+from sessions.models import VoiceSession
 from telephony.models import PhoneCall
+from voice_platform.tenancy.scope import all_tenants
+
+ENDED_STATUSES = (VoiceSession.Status.ENDED, VoiceSession.Status.FAILED)
+
+# The reason of a connected call whose stream a server restart cut (not final).
+RESTARTING = "server_restart"
 
 
 def phone_call_connected(*, call_sid: str, session_id: Any) -> bool:
@@ -35,3 +44,45 @@ def phone_call_ended(*, call_sid: str, reason: str) -> None:
     PhoneCall.objects.filter(call_sid=call_sid, ended_at__isnull=True).update(
         status=PhoneCall.Status.ENDED, reason=reason[:64], ended_at=timezone.now()
     )
+
+
+def phone_call_restarting(*, call_sid: str) -> None:
+    """The server process holding the stream is stopping: the call is not over. The
+    carrier's ``stream-ended`` request then connects it again, resuming the session."""
+    PhoneCall.objects.filter(call_sid=call_sid, status=PhoneCall.Status.CONNECTED).update(
+        reason=RESTARTING
+    )
+
+
+def phone_call_resumed(*, call_sid: str, session_id: Any) -> bool:
+    """A new stream of a restarted call took its session over."""
+    updated = PhoneCall.objects.filter(
+        call_sid=call_sid, status=PhoneCall.Status.CONNECTED, session_id=session_id
+    ).update(reason="")
+    return updated == 1
+
+
+def phone_call_sweep() -> int:
+    """Calls left without a final state: connected to a session that has ended (its stream
+    was cut by a restart and the caller hung up before the carrier reconnected it), or
+    ringing past their credential's life (the carrier never opened the stream, nor asked
+    what next). Each is ended with its session's end reason, or ``stream_failed``."""
+    now = timezone.now()
+    swept = 0
+    # all tenants: a maintenance sweep of the platform's own bookkeeping.
+    with all_tenants():
+        over = PhoneCall.objects.filter(
+            status=PhoneCall.Status.CONNECTED, session__status__in=ENDED_STATUSES
+        ).select_related("session")
+        for call in over:
+            session = call.session
+            swept += PhoneCall.objects.filter(pk=call.pk, ended_at__isnull=True).update(
+                status=PhoneCall.Status.ENDED,
+                reason=(session.end_reason if session else "") or "ended",
+                ended_at=(session.ended_at if session else None) or now,
+            )
+        stale = now - timedelta(seconds=settings.PHONE_TOKEN_SECONDS + 60)
+        swept += PhoneCall.objects.filter(
+            status=PhoneCall.Status.RINGING, started_at__lt=stale
+        ).update(status=PhoneCall.Status.ENDED, reason="stream_failed", ended_at=now)
+    return swept

@@ -18,9 +18,9 @@ from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from sessions.services import voice_session_admission
+from sessions.services import voice_session_admission, voice_session_resume_token_reissue
 from sessions.tokens import client_token_issue
-from telephony.calls import phone_call_ended
+from telephony.calls import RESTARTING, phone_call_ended
 from telephony.models import CarrierAccount, PhoneCall, PhoneNumber
 from telephony.selectors import phone_call_by_sid, phone_number_for_call
 from telephony.twiml import twiml_connect, twiml_hangup, twiml_refusal
@@ -160,11 +160,23 @@ def phone_call_answer(*, account: CarrierAccount, params: CallParams, base_url: 
     return CallAnswer(twiml=twiml, reason="", call=call)
 
 
-def phone_call_after_stream(*, account: CarrierAccount, call_sid: str) -> str:
+def phone_call_after_stream(*, account: CarrierAccount, call_sid: str, base_url: str = "") -> str:
     """The TwiML for a call whose media stream has ended, from its row's state."""
     call = phone_call_by_sid(account=account, call_sid=call_sid)
     if call is None:
         return twiml_hangup()
+    restarting = call.status == PhoneCall.Status.CONNECTED and call.reason == RESTARTING
+    if restarting and call.session_id is not None and base_url:
+        # A deploy stopped the process holding the stream: connect the call again (through
+        # the balancer, to a running process), resuming its session where it was.
+        resume = voice_session_resume_token_reissue(session_id=call.session_id)
+        if resume is not None:
+            urls = phone_urls(base_url=base_url, public_id=account.public_id)
+            return twiml_connect(
+                stream_url=urls.stream, action_url=urls.stream_ended, token=resume, resume=True
+            )
+        phone_call_ended(call_sid=call.call_sid, reason=STREAM_FAILED)
+        return twiml_hangup(sorry=True)
     if call.status == PhoneCall.Status.REFUSED:
         return twiml_refusal(reason=call.reason)
     if call.status == PhoneCall.Status.RINGING:

@@ -22,13 +22,21 @@ from django.conf import settings
 from sessions.close_codes import CloseCode
 from sessions.ratelimit import TokenBucket
 from sessions.reaper import ensure_reaper
+from sessions.selectors import voice_session_metadata_for_resume
 from sessions.services import SessionRefused
 from sessions.shutdown import draining
 from sessions.tokens import client_token_find
 from sessions.transport_consumer import BridgeConsumer
 from telephony.actions import phone_call_action_carry_out, phone_call_action_pending
 from telephony.audio import InboundAudio
-from telephony.calls import phone_call_connected, phone_call_ended, phone_call_refused
+from telephony.calls import (
+    RESTARTING,
+    phone_call_connected,
+    phone_call_ended,
+    phone_call_refused,
+    phone_call_restarting,
+    phone_call_resumed,
+)
 from telephony.phone_sink import PhoneOutput
 from voice_platform.db_threads import db_async
 from voice_platform.outages import outage_of
@@ -124,13 +132,24 @@ class PhoneMediaConsumer(BridgeConsumer):
             await self._refuse("unsupported_media_format")
             return
         raw = str(params.get("token") or "")
+        resume = str(params.get("resume") or "")
+        token = None
         try:
-            token = await db_async(client_token_find)(raw=raw, with_owners=True)
-            bound = token is not None and token.metadata.get("call_sid") == self.call_sid
-            if token is None or not bound or token.metadata.get("channel") != PHONE_CHANNEL:
+            if resume:  # the same call again, after a server restart cut its stream
+                metadata = await db_async(voice_session_metadata_for_resume)(
+                    raw_resume_token=resume
+                )
+                bound = metadata is not None and metadata.get("call_sid") == self.call_sid
+            else:
+                token = await db_async(client_token_find)(raw=raw, with_owners=True)
+                metadata = token.metadata if token is not None else None
+                bound = metadata is not None and metadata.get("call_sid") == self.call_sid
+            if not bound or metadata is None or metadata.get("channel") != PHONE_CHANNEL:
                 await self._refuse("invalid_credential")
                 return
-            grant, tools = await self.open_session(token=raw, resume="", origin=None, found=token)
+            grant, tools = await self.open_session(
+                token="" if resume else raw, resume=resume, origin=None, found=token
+            )
         except SessionRefused as refusal:
             await self._refuse(refusal.reason)
             return
@@ -150,8 +169,11 @@ class PhoneMediaConsumer(BridgeConsumer):
         )
         self.output.start()
         bridge = await self.attach_bridge(grant=grant, tools=tools, sink=self.output)
+        if grant.resumed:
+            await db_async(phone_call_resumed)(call_sid=self.call_sid, session_id=bridge.session_id)
+            return
         await db_async(phone_call_connected)(call_sid=self.call_sid, session_id=bridge.session_id)
-        greeting = str(token.metadata.get("greeting") or "").strip()
+        greeting = str(metadata.get("greeting") or "").strip()
         if greeting:
             bridge.prompt_model(GREETING_CUE.format(greeting=greeting))
 
@@ -225,11 +247,16 @@ class PhoneMediaConsumer(BridgeConsumer):
                 )
         elif kind == "session.ended":
             self._ended_reason = str(event.get("reason", ""))
+            # Not final on a server restart: the carrier's next request connects the call
+            # again. Else the call is over (the stream-ended answer hangs up).
             if self.call_sid:
-                with contextlib.suppress(Exception):  # the stream-ended answer then hangs up
-                    await db_async(phone_call_ended)(
-                        call_sid=self.call_sid, reason=self._ended_reason
-                    )
+                with contextlib.suppress(Exception):
+                    if self._ended_reason == RESTARTING:
+                        await db_async(phone_call_restarting)(call_sid=self.call_sid)
+                    else:
+                        await db_async(phone_call_ended)(
+                            call_sid=self.call_sid, reason=self._ended_reason
+                        )
 
     async def _carry_out(self, reason: str) -> None:
         """end_call / transfer_call: after the sentence the model is saying (its turn's end,

@@ -42,7 +42,9 @@ def twiml_hangup(*, sorry: bool = False) -> str:
     return str(response)
 
 
-def twiml_connect(*, stream_url: str, action_url: str, token: str, greeting: str = "") -> str:
+def twiml_connect(
+    *, stream_url: str, action_url: str, token: str, greeting: str = "", resume: bool = False
+) -> str:
     """Read ``greeting`` (the carrier's voice), then connect the call to our media stream.
 
     The credential travels as a ``<Parameter>``: Twilio forbids a query string in a Stream
@@ -54,7 +56,8 @@ def twiml_connect(*, stream_url: str, action_url: str, token: str, greeting: str
         response.say(greeting)
     connect = Connect(action=action_url, method="POST")
     stream = Stream(url=stream_url)
-    stream.parameter(name="token", value=token)
+    # ``resume``: the credential is a session's resume token (a stream cut by a restart).
+    stream.parameter(name="resume" if resume else "token", value=token)
     connect.append(stream)
     response.append(connect)
     return str(response)

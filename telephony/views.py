@@ -70,5 +70,7 @@ def carrier_stream_ended(request: HttpRequest, account_id: Any) -> HttpResponse:
     params = call_params_parse(request.POST, need_to=False)
     if not isinstance(params, CallParams):
         return _plain(params + "\n", 400)
-    twiml = phone_call_after_stream(account=account, call_sid=params.call_sid)
+    twiml = phone_call_after_stream(
+        account=account, call_sid=params.call_sid, base_url=public_base_url(request=request)
+    )
     return HttpResponse(twiml, content_type=TWIML)

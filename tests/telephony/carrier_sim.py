@@ -38,6 +38,48 @@ def tone_ulaw(ms: int, freq: float = 440.0, amplitude: float = 0.25) -> bytes:
     return pcm16_to_ulaw(pcm)
 
 
+class NetworkStream:
+    """A real WebSocket (to a Daphne process) with the communicator's methods the
+    simulated carrier uses."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self._pending: asyncio.Task[Any] | None = None
+
+    @classmethod
+    async def open(cls, url: str) -> NetworkStream:
+        import websockets
+
+        return cls(await websockets.connect(url))
+
+    async def send_to(self, text_data: str) -> None:
+        await self.ws.send(text_data)
+
+    async def receive_output(self, timeout: float) -> dict[str, Any]:
+        import websockets
+
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(self.ws.recv())
+        done, _ = await asyncio.wait({self._pending}, timeout=timeout)
+        if not done:
+            raise TimeoutError
+        task, self._pending = self._pending, None
+        try:
+            return {"type": "websocket.send", "text": task.result()}
+        except websockets.ConnectionClosed:
+            return {"type": "websocket.close", "code": self.ws.close_code}
+
+    async def receive_nothing(self, timeout: float) -> bool:
+        """True when nothing arrives within ``timeout`` (what arrives is kept for later)."""
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(self.ws.recv())
+        done, _ = await asyncio.wait({self._pending}, timeout=timeout)
+        return not done
+
+    async def disconnect(self) -> None:
+        await self.ws.close()
+
+
 @dataclass
 class Played:
     at: float
@@ -66,6 +108,13 @@ class CarrierSim:
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
+    async def dial_url(cls, url: str, *, call_sid: str, account_sid: str) -> CarrierSim:
+        """A stream over the network, to the URL of a TwiML answer's ``<Stream>``."""
+        comm: Any = await NetworkStream.open(url)
+        return cls(comm=comm, call_sid=call_sid, stream_sid="MZ" + uuid.uuid4().hex,
+                   account_sid=account_sid)  # fmt: skip
+
+    @classmethod
     async def dial(cls, account_public_id: Any, *, call_sid: str | None = None) -> CarrierSim:
         comm = WebsocketCommunicator(APP, f"/ws/v1/phone/twilio/{account_public_id}")
         connected, _ = await comm.connect(timeout=10)
@@ -87,7 +136,9 @@ class CarrierSim:
     async def connected(self) -> None:
         await self._send("connected", protocol="Call", version="1.0.0")
 
-    async def start(self, token: str, *, media_format: dict[str, Any] | None = None) -> None:
+    async def start(
+        self, token: str, *, media_format: dict[str, Any] | None = None, name: str = "token"
+    ) -> None:
         """``start`` with the credential, then the real-time loops."""
         # Whatever the platform said before ``start`` (it must say nothing).
         while not await self.comm.receive_nothing(0.2):
@@ -102,7 +153,7 @@ class CarrierSim:
                 "tracks": ["inbound"],
                 "mediaFormat": media_format
                 or {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                "customParameters": {"token": token},
+                "customParameters": {name: token},
             },
         )
         self._tasks = [

@@ -19,6 +19,7 @@ from tests.sessions.conftest import (  # noqa: F401 (shared fixtures)
     live_settings,
     no_leaked_tasks,
     tools_ready,
+    two_daphnes,
     webhook_receiver,
 )
 from tests.telephony.carrier_sim import CarrierSim
