@@ -206,7 +206,12 @@ class Load:
 
         task = asyncio.get_running_loop().create_task(caller.ws.send(playback_started_message()))
         self.background.add(task)
-        task.add_done_callback(self.background.discard)
+        task.add_done_callback(self.report_sent)
+
+    def report_sent(self, task: asyncio.Task[None]) -> None:
+        self.background.discard(task)
+        if not task.cancelled():
+            task.exception()  # a session that has just closed: nothing to report to
 
     async def read_browser(self, caller: Caller) -> None:
         loop = asyncio.get_running_loop()

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from django.utils import timezone
 
 from telephony.carrier import CarrierError, carrier_client_for
-from telephony.models import PhoneCall
+from telephony.models import CarrierAccount, PhoneCall
 from tools.registry import PolicyViolation
 
 logger = logging.getLogger(__name__)
@@ -84,11 +84,21 @@ def phone_call_action_pending(*, session_id: Any) -> PendingAction | None:
     )
 
 
-def phone_call_action_carry_out(*, call_id: int) -> CarryOutResult:
-    """Carry out the call's recorded action once: ``hung_up`` / ``transferred``;
-    ``already_done`` when it was claimed before (by this or another process), ``no_action``
-    when none is recorded (or no such call in this tenant), ``failed`` when the carrier
-    did not do it (logged; the claim stays, see the module's docstring)."""
+@dataclass(frozen=True)
+class ClaimedAction:
+    """An action this caller alone now carries out (``phone_call_action_claim``)."""
+
+    call_sid: str
+    action: str
+    target: str
+    account: CarrierAccount | None  # None: the call's number was deleted during the call
+
+
+def phone_call_action_claim(*, call_id: int) -> ClaimedAction | CarryOutResult:
+    """Claim the call's recorded action, once: the claim, or ``already_done`` when it was
+    claimed before (by this or another process), ``no_action`` when none is recorded (or
+    no such call in this tenant). Call it outside a transaction: the claim is then
+    committed before the carrier request, which may take seconds."""
     claimed = (
         PhoneCall.objects.filter(pk=call_id, action_done_at__isnull=True)
         .exclude(action="")
@@ -97,19 +107,31 @@ def phone_call_action_carry_out(*, call_id: int) -> CarryOutResult:
     if not claimed:
         found = PhoneCall.objects.filter(pk=call_id).exclude(action="").exists()
         return "already_done" if found else "no_action"
-    # Call it outside a transaction (the media stream's database thread is): the claim is
-    # then committed before the carrier request, which may take seconds.
     call = PhoneCall.objects.select_related("phone_number__carrier_account").get(pk=call_id)
+    account = call.phone_number.carrier_account if call.phone_number is not None else None
+    return ClaimedAction(call.call_sid, call.action, call.action_target, account)
+
+
+def phone_call_action_perform(claimed: ClaimedAction) -> CarryOutResult:
+    """Ask the carrier (no database: run it off the database threads, a carrier request
+    may take seconds): ``hung_up`` / ``transferred``, or ``failed`` (logged; the claim
+    stays, see the module's docstring)."""
     try:
-        if call.phone_number is None:  # the number was deleted during the call
+        if claimed.account is None:
             raise CarrierError("the call's number no longer exists")
-        client = carrier_client_for(account=call.phone_number.carrier_account)
-        if call.action == PhoneCall.Action.TRANSFER:
-            client.transfer(call_sid=call.call_sid, to_number=call.action_target)
+        client = carrier_client_for(account=claimed.account)
+        if claimed.action == PhoneCall.Action.TRANSFER:
+            client.transfer(call_sid=claimed.call_sid, to_number=claimed.target)
             return "transferred"
-        client.hang_up(call_sid=call.call_sid)
+        client.hang_up(call_sid=claimed.call_sid)
         return "hung_up"
     except CarrierError as exc:
         # The reason holds no secret (CarrierError's contract); no traceback: it is expected.
-        logger.warning("phone call %s: %s failed: %s", call.call_sid, call.action, exc)
+        logger.warning("phone call %s: %s failed: %s", claimed.call_sid, claimed.action, exc)
         return "failed"
+
+
+def phone_call_action_carry_out(*, call_id: int) -> CarryOutResult:
+    """Claim and perform the call's recorded action (both steps in this thread)."""
+    claimed = phone_call_action_claim(call_id=call_id)
+    return claimed if isinstance(claimed, str) else phone_call_action_perform(claimed)

@@ -20,12 +20,14 @@ ENDED_STATUSES = (VoiceSession.Status.ENDED, VoiceSession.Status.FAILED)
 
 # The reason of a connected call whose stream a server restart cut (not final).
 RESTARTING = "server_restart"
+# ... and once the carrier was told to connect it again (until the new stream starts).
+RECONNECTING = "reconnecting"
 
 
 def phone_call_connected(*, call_sid: str, session_id: Any) -> bool:
     """The stream started a session: False when no ringing call has this sid."""
     updated = PhoneCall.objects.filter(call_sid=call_sid, status=PhoneCall.Status.RINGING).update(
-        status=PhoneCall.Status.CONNECTED, session_id=session_id
+        status=PhoneCall.Status.CONNECTED, session_id=session_id, reason=""
     )
     return updated == 1
 
@@ -52,6 +54,19 @@ def phone_call_restarting(*, call_sid: str) -> None:
     PhoneCall.objects.filter(call_sid=call_sid, status=PhoneCall.Status.CONNECTED).update(
         reason=RESTARTING
     )
+
+
+def phone_call_retry(*, call_sid: str) -> None:
+    """A ringing call's stream reached a process that is stopping: still ringing, and the
+    carrier's ``stream-ended`` request answers it again on a running process."""
+    PhoneCall.objects.filter(call_sid=call_sid, status=PhoneCall.Status.RINGING).update(
+        reason=RESTARTING
+    )
+
+
+def phone_call_claim_restart(*, call_id: int) -> bool:
+    """Take a cut call's reconnection (one answer per cut): False when it was taken."""
+    return PhoneCall.objects.filter(pk=call_id, reason=RESTARTING).update(reason=RECONNECTING) == 1
 
 
 def phone_call_resumed(*, call_sid: str, session_id: Any) -> bool:

@@ -20,7 +20,8 @@ from django.utils import timezone
 
 from sessions.services import voice_session_admission, voice_session_resume_token_reissue
 from sessions.tokens import client_token_issue
-from telephony.calls import RESTARTING, phone_call_ended
+from telephony.calls import RESTARTING, phone_call_claim_restart, phone_call_ended
+from telephony.carrier import dial_twiml
 from telephony.models import CarrierAccount, PhoneCall, PhoneNumber
 from telephony.selectors import phone_call_by_sid, phone_number_for_call
 from telephony.twiml import twiml_connect, twiml_hangup, twiml_refusal
@@ -42,6 +43,8 @@ FAULT_REASONS = frozenset(
 )
 # A ringing call whose stream ended: the stream never started a session.
 STREAM_FAILED = "stream_failed"
+# The session's end when the agent's end_call / transfer_call could not be carried out.
+ACTION_FAILED = "action_failed"
 END_USER_ID_MAX = 200  # ClientToken.end_user_id
 
 
@@ -105,7 +108,10 @@ def _refusal_reason(*, account: CarrierAccount, number: PhoneNumber | None) -> s
         return "unknown_number"
     if not number.enabled:
         return "number_disabled"
-    return voice_session_admission(tenant=account.tenant, agent=number.agent)
+    agent = number.agent
+    if agent.enabled and (agent.response_modality != "AUDIO" or not agent.vad_enabled):
+        return "agent_not_for_phone"  # changed since the number was attached to it
+    return voice_session_admission(tenant=account.tenant, agent=agent)
 
 
 @transaction.atomic  # the admission check's capacity lock is transaction-scoped
@@ -133,6 +139,21 @@ def phone_call_answer(*, account: CarrierAccount, params: CallParams, base_url: 
     if reason is not None or number is None:  # (a missing number always has a reason)
         reason = reason or "unknown_number"
         return CallAnswer(twiml=twiml_refusal(reason=reason), reason=reason, call=call)
+    return CallAnswer(
+        twiml=_connect(account=account, call=call, number=number, base_url=base_url),
+        reason="",
+        call=call,
+    )
+
+
+def _connect(
+    *, account: CarrierAccount, call: PhoneCall, number: PhoneNumber, base_url: str,
+    greet: bool = True,
+) -> str:  # fmt: skip
+    """A fresh single-use credential bound to the call, and the TwiML connecting it."""
+    params = CallParams(
+        call_sid=call.call_sid, from_number=call.from_number, to_number=call.to_number
+    )
     carrier_greets = number.greeting_by == PhoneNumber.GreetingBy.CARRIER
     issued = client_token_issue(
         tenant=account.tenant,
@@ -151,13 +172,12 @@ def phone_call_answer(*, account: CarrierAccount, params: CallParams, base_url: 
         },
     )
     urls = phone_urls(base_url=base_url, public_id=account.public_id)
-    twiml = twiml_connect(
+    return twiml_connect(
         stream_url=urls.stream,
         action_url=urls.stream_ended,
         token=issued.raw,
-        greeting=number.greeting if carrier_greets else "",
+        greeting=number.greeting if carrier_greets and greet else "",
     )
-    return CallAnswer(twiml=twiml, reason="", call=call)
 
 
 def phone_call_after_stream(*, account: CarrierAccount, call_sid: str, base_url: str = "") -> str:
@@ -165,11 +185,20 @@ def phone_call_after_stream(*, account: CarrierAccount, call_sid: str, base_url:
     call = phone_call_by_sid(account=account, call_sid=call_sid)
     if call is None:
         return twiml_hangup()
-    restarting = call.status == PhoneCall.Status.CONNECTED and call.reason == RESTARTING
-    if restarting and call.session_id is not None and base_url:
-        # A deploy stopped the process holding the stream: connect the call again (through
-        # the balancer, to a running process), resuming its session where it was.
-        resume = voice_session_resume_token_reissue(session_id=call.session_id)
+    if call.reason == RESTARTING and base_url and phone_call_claim_restart(call_id=call.pk):
+        # A stopping process (a deploy) or the network cut the stream: connect the call
+        # again, through the balancer to a running process. Once per cut (a replayed
+        # signed request gets no second credential).
+        if call.status == PhoneCall.Status.RINGING and call.phone_number is not None:
+            return _connect(  # its stream never started: a new credential, same call
+                account=account, call=call, number=call.phone_number, base_url=base_url,
+                greet=False,
+            )  # fmt: skip
+        resume = (
+            voice_session_resume_token_reissue(session_id=call.session_id)
+            if call.status == PhoneCall.Status.CONNECTED and call.session_id is not None
+            else None
+        )
         if resume is not None:
             urls = phone_urls(base_url=base_url, public_id=account.public_id)
             return twiml_connect(
@@ -177,6 +206,13 @@ def phone_call_after_stream(*, account: CarrierAccount, call_sid: str, base_url:
             )
         phone_call_ended(call_sid=call.call_sid, reason=STREAM_FAILED)
         return twiml_hangup(sorry=True)
+    if (
+        call.status == PhoneCall.Status.ENDED
+        and call.reason == ACTION_FAILED
+        and call.action == PhoneCall.Action.TRANSFER
+        and call.action_target
+    ):
+        return dial_twiml(call.action_target)  # the carrier's API failed: TwiML does it
     if call.status == PhoneCall.Status.REFUSED:
         return twiml_refusal(reason=call.reason)
     if call.status == PhoneCall.Status.RINGING:

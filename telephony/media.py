@@ -27,7 +27,11 @@ from sessions.services import SessionRefused
 from sessions.shutdown import draining
 from sessions.tokens import client_token_find
 from sessions.transport_consumer import BridgeConsumer
-from telephony.actions import phone_call_action_carry_out, phone_call_action_pending
+from telephony.actions import (
+    phone_call_action_claim,
+    phone_call_action_pending,
+    phone_call_action_perform,
+)
 from telephony.audio import InboundAudio
 from telephony.calls import (
     RESTARTING,
@@ -36,8 +40,10 @@ from telephony.calls import (
     phone_call_refused,
     phone_call_restarting,
     phone_call_resumed,
+    phone_call_retry,
 )
 from telephony.phone_sink import PhoneOutput
+from telephony.selectors import carrier_account_has_sid
 from voice_platform.db_threads import db_async
 from voice_platform.outages import outage_of
 
@@ -49,10 +55,19 @@ GREETING_CUE = "(The phone call has just been answered. Greet the caller now by 
 KEYPAD_TEXT = "(The caller pressed these keys on the phone keypad: {keys})"
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    """A message's object field, or {} when it is missing or not an object."""
+    return value if isinstance(value, dict) else {}
+
+
 class PhoneMediaConsumer(BridgeConsumer):
     output: PhoneOutput | None = None
     call_sid = ""
     account_sid = ""
+    _keys_timer: asyncio.TimerHandle | None = None
+    _action_task: asyncio.Task[None] | None = None
+    _started = False
+    _stopped = False  # the carrier said ``stop``
 
     async def connect(self) -> None:
         # Twilio opens the stream first and says who it is in ``start``.
@@ -61,21 +76,19 @@ class PhoneMediaConsumer(BridgeConsumer):
         self.limiter = TokenBucket(settings.LIVE_WS_MESSAGE_RATE, settings.LIVE_WS_MESSAGE_BURST)
         self.inbound = InboundAudio()
         self._keys: list[str] = []
-        self._keys_timer: asyncio.TimerHandle | None = None
-        self._action_task: asyncio.Task[None] | None = None
         self._turn_done = asyncio.Event()  # the model's turn ended (since it was cleared)
         self._ended_reason = ""
         self._action_reason = ""  # set when end_call / transfer_call is carried out
-        self._started = False
 
     async def refuse_unavailable(self, dependency: str) -> None:
         await self._refuse(f"{dependency}_unavailable")
 
-    async def _refuse(self, reason: str) -> None:
+    async def _refuse(self, reason: str, *, record: bool = True) -> None:
         """The call cannot have a session: recorded (the carrier's next request reads it
-        and says so to the caller), and the stream closed."""
+        and says so to the caller), and the stream closed. ``record`` False: a stream that
+        proved nothing (a bad credential) must not touch the call its ``start`` names."""
         log.info("phone stream refused: %s", reason)
-        if self.call_sid:
+        if self.call_sid and record:
             with contextlib.suppress(Exception):  # the database may be what is missing
                 await db_async(phone_call_refused)(call_sid=self.call_sid, reason=reason)
         await self.close(code=CloseCode.NORMAL)
@@ -101,29 +114,38 @@ class PhoneMediaConsumer(BridgeConsumer):
         if event == "media":
             await self._media(message)
         elif event == "mark" and self.output is not None:
-            self.output.mark_played(str((message.get("mark") or {}).get("name", "")))
+            self.output.mark_played(str(_dict(message.get("mark")).get("name", "")))
         elif event == "dtmf":
-            self._key((message.get("dtmf") or {}).get("digit"))
+            self._key(_dict(message.get("dtmf")).get("digit"))
         elif event == "stop":
             # After our own hang-up or transfer the carrier stops the stream too.
+            self._stopped = True
             await bridge.end(reason=self._action_reason or "caller_hung_up", code=CloseCode.NORMAL)
 
     async def _start(self, message: dict[str, Any]) -> None:
         self._started = True
-        start: dict[str, Any] = message["start"] if isinstance(message.get("start"), dict) else {}
-        params = start.get("customParameters") or {}
+        start = _dict(message.get("start"))
+        params = _dict(start.get("customParameters"))
         self.call_sid = str(start.get("callSid") or "")
         self.account_sid = str(start.get("accountSid") or "")
         stream_sid = str(start.get("streamSid") or message.get("streamSid") or "")
-        media_format = start.get("mediaFormat") or {}
+        media_format = _dict(start.get("mediaFormat"))
+        if self.scope.get("unavailable"):  # the account could not even be looked up
+            await self.refuse_unavailable(str(self.scope["unavailable"]))
+            return
         if self.scope.get("tenant_id") is None:
-            await self._refuse("unknown_account")
+            await self._refuse("unknown_account", record=False)
             return
         if draining():
-            await self._refuse("server_restart")
+            # Stopping: the carrier's next request connects the call again (to a running
+            # process, through the balancer), with a fresh credential.
+            log.info("phone stream refused: the server is stopping")
+            with contextlib.suppress(Exception):
+                await db_async(phone_call_retry)(call_sid=self.call_sid)
+            await self.close(code=CloseCode.NORMAL)
             return
-        if not self.call_sid or not stream_sid or not isinstance(params, dict):
-            await self._refuse("bad_start")
+        if not self.call_sid or not stream_sid:
+            await self._refuse("bad_start", record=False)
             return
         if (media_format.get("encoding"), media_format.get("sampleRate")) != (
             "audio/x-mulaw",
@@ -135,6 +157,12 @@ class PhoneMediaConsumer(BridgeConsumer):
         resume = str(params.get("resume") or "")
         token = None
         try:
+            account_id = self.scope["url_route"]["kwargs"]["account_id"]
+            if not await db_async(carrier_account_has_sid)(
+                public_id=account_id, account_sid=self.account_sid
+            ):
+                await self._refuse("invalid_credential", record=False)
+                return
             if resume:  # the same call again, after a server restart cut its stream
                 metadata = await db_async(voice_session_metadata_for_resume)(
                     raw_resume_token=resume
@@ -145,13 +173,14 @@ class PhoneMediaConsumer(BridgeConsumer):
                 metadata = token.metadata if token is not None else None
                 bound = metadata is not None and metadata.get("call_sid") == self.call_sid
             if not bound or metadata is None or metadata.get("channel") != PHONE_CHANNEL:
-                await self._refuse("invalid_credential")
+                await self._refuse("invalid_credential", record=False)
                 return
             grant, tools = await self.open_session(
                 token="" if resume else raw, resume=resume, origin=None, found=token
             )
         except SessionRefused as refusal:
-            await self._refuse(refusal.reason)
+            # A spent credential proves nothing either (a replay): the call is left alone.
+            await self._refuse(refusal.reason, record=refusal.reason != "token_expired_or_used")
             return
         except Exception as exc:
             dependency = outage_of(exc)
@@ -169,16 +198,21 @@ class PhoneMediaConsumer(BridgeConsumer):
         )
         self.output.start()
         bridge = await self.attach_bridge(grant=grant, tools=tools, sink=self.output)
-        if grant.resumed:
-            await db_async(phone_call_resumed)(call_sid=self.call_sid, session_id=bridge.session_id)
+        record = phone_call_resumed if grant.resumed else phone_call_connected
+        if not await db_async(record)(call_sid=self.call_sid, session_id=bridge.session_id):
+            # The call is not in the state this stream expects (it ended meanwhile, or
+            # another stream took it): this session must not run unaccounted for.
+            log.warning("phone stream: call %s is not waiting for this stream", self.call_sid)
+            await bridge.end(reason="server_error", code=CloseCode.NORMAL)
             return
-        await db_async(phone_call_connected)(call_sid=self.call_sid, session_id=bridge.session_id)
+        if grant.resumed:
+            return
         greeting = str(metadata.get("greeting") or "").strip()
         if greeting:
             bridge.prompt_model(GREETING_CUE.format(greeting=greeting))
 
     async def _media(self, message: dict[str, Any]) -> None:
-        media = message.get("media") or {}
+        media = _dict(message.get("media"))
         if media.get("track", "inbound") != "inbound" or self.bridge is None:
             return
         try:
@@ -215,8 +249,13 @@ class PhoneMediaConsumer(BridgeConsumer):
             self._keys_timer.cancel()
         bridge = self.bridge
         if bridge is not None and not bridge.closed.is_set():
-            # The carrier does not reconnect a media stream: the call is over.
-            await bridge.end(reason="carrier_disconnected", code=CloseCode.NORMAL)
+            # Closed without ``stop``: the network between the carrier and us, not the
+            # caller. The session stays resumable and the carrier's ``stream-ended``
+            # request connects the call again; if it never comes, the session ends when
+            # its resume window passes (and the sweep ends the call with it).
+            with contextlib.suppress(Exception):
+                await db_async(phone_call_restarting)(call_sid=self.call_sid)
+            await bridge.detach()
         if self._action_task is not None and self._action_task is not asyncio.current_task():
             self._action_task.cancel()
         if self.output is not None:
@@ -237,7 +276,7 @@ class PhoneMediaConsumer(BridgeConsumer):
 
     async def _on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
-        if kind == "turn_complete":
+        if kind in ("turn_complete", "interrupted"):
             self._turn_done.set()
         elif kind == "tool.finished" and event.get("status") == "ok":
             if event.get("name") in CALL_TOOLS and self._action_task is None:
@@ -260,19 +299,38 @@ class PhoneMediaConsumer(BridgeConsumer):
 
     async def _carry_out(self, reason: str) -> None:
         """end_call / transfer_call: after the sentence the model is saying (its turn's end,
-        played out), at most PHONE_END_CALL_WAIT seconds; then the carrier is asked."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(settings.PHONE_END_CALL_WAIT):
-                await self._turn_done.wait()
-                if self.output is not None:
-                    await self.output.drained()
+        played out), at most PHONE_END_CALL_WAIT seconds; then the carrier is asked. The
+        session ends in every case: a failure too (``action_failed``: the carrier's next
+        request then hangs up, or dials the transfer's number itself)."""
         bridge = self.bridge
-        if bridge is None or bridge.closed.is_set():
-            return
-        pending = await db_async(phone_call_action_pending)(session_id=bridge.session_id)
-        if pending is None:
-            return
-        self._action_reason = reason
-        outcome = await db_async(phone_call_action_carry_out)(call_id=pending.call_id)
-        log.info("phone call %s: %s (%s)", self.call_sid, pending.action, outcome)
-        await bridge.end(reason=reason, code=CloseCode.NORMAL)
+        outcome = "failed"
+        ending = False  # the call must end whatever happens next
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(settings.PHONE_END_CALL_WAIT):
+                    await self._turn_done.wait()
+                    if self.output is not None:
+                        await self.output.drained()
+            if bridge is None or bridge.closed.is_set():
+                return
+            pending = await db_async(phone_call_action_pending)(session_id=bridge.session_id)
+            if pending is None:
+                return
+            ending = True
+            self._action_reason = reason
+            claimed = await db_async(phone_call_action_claim)(call_id=pending.call_id)
+            # The carrier's API may take seconds: not on a database thread.
+            outcome = (
+                claimed
+                if isinstance(claimed, str)
+                else await asyncio.to_thread(phone_call_action_perform, claimed)
+            )
+            log.info("phone call %s: %s (%s)", self.call_sid, pending.action, outcome)
+        except Exception:
+            ending = True
+            log.exception("phone call %s: the agent's %s failed", self.call_sid, reason)
+        finally:
+            if bridge is not None and not bridge.closed.is_set() and ending:
+                ok = outcome in ("hung_up", "transferred", "already_done")
+                self._action_reason = reason if ok else "action_failed"
+                await bridge.end(reason=self._action_reason, code=CloseCode.NORMAL)

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 FRAME_SECONDS = 0.02
 ULAW_SILENCE = b"\xff"  # μ-law's code for zero
 PCM24_BYTES_PER_MS = 48  # 24 kHz, 16-bit mono
+MARK_EVERY_FRAMES = 5  # a mark per 100 ms of reply audio at most
 
 
 class PhoneOutput:
@@ -63,10 +64,15 @@ class PhoneOutput:
         self._marks: dict[int, tuple[int, float]] = {}  # mark -> (turn, its end in ms)
         self._turn = 0
         self._turn_ms = 0.0  # reply audio of this turn handed to us (ms)
+        self._turn_frames = 0  # frames of it queued
         self._heard_ms = 0.0  # of which the carrier said it played (ms, by marks)
         self._heard_turn = -1  # the turn whose first audio was reported heard
         self.frames_sent = 0
         self.clears_sent = 0
+        self.local_clears = 0  # barge-ins on a finished reply still playing
+        self._unmarked = 0  # frames queued since the last mark
+        self._reply_done = False  # the model's turn is complete (its audio may still play)
+        self._side_tasks: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -90,18 +96,41 @@ class PhoneOutput:
         await self._events(event)
 
     async def send_audio(self, pcm: bytes) -> None:
+        self._reply_done = False
         ulaw = self._partial + self._audio.convert(pcm)
         whole = len(ulaw) - len(ulaw) % ULAW_FRAME_BYTES
         self._partial = ulaw[whole:]
         for start in range(0, whole, ULAW_FRAME_BYTES):
             self._queue.append(ulaw[start : start + ULAW_FRAME_BYTES])
+        self._unmarked += whole // ULAW_FRAME_BYTES
+        self._turn_frames += whole // ULAW_FRAME_BYTES
         self._turn_ms += len(pcm) / PCM24_BYTES_PER_MS
-        self._queue_mark()
+        if self._unmarked >= MARK_EVERY_FRAMES:
+            self._queue_mark()
+        else:
+            self._wake.set()
+
+    def user_speech_started(self) -> None:
+        """The caller speaks while a reply the model has finished still plays (it was sent
+        faster than real time and waits here): stop it, as the model's ``interrupted``
+        would have if it were still speaking."""
+        if self._reply_done and self.playing:
+            self.local_clears += 1
+            task = asyncio.get_running_loop().create_task(self.clear(), name="phone-clear")
+            self._side_tasks.add(task)
+            task.add_done_callback(self._side_tasks.discard)
 
     def _queue_mark(self) -> None:
-        """A mark after what is queued: its echo says the caller heard up to here."""
+        """A mark after what is queued: its echo says the caller heard up to here. One per
+        ~100 ms of audio at most (every mark costs the carrier a message back)."""
+        if not self._unmarked:
+            return  # nothing new would be marked (the resampler held it all back)
+        self._unmarked = 0
         self._mark_seq += 1
-        self._marks[self._mark_seq] = (self._turn, self._turn_ms)
+        # Where the mark falls in the reply: the audio queued before it (the resampler
+        # holds back some of what the model sent), never past what the model sent.
+        played_ms = min(self._turn_frames * FRAME_SECONDS * 1000, self._turn_ms)
+        self._marks[self._mark_seq] = (self._turn, played_ms)
         self._queue.append(self._mark_seq)
         self._wake.set()
 
@@ -152,6 +181,7 @@ class PhoneOutput:
         """Drop what is queued here and tell the carrier to drop its buffer."""
         self._queue.clear()
         self._partial = b""
+        self._unmarked = 0
         self._audio.reset()
         self._cleared_upto = self._mark_seq
         self._marks.clear()
@@ -169,11 +199,15 @@ class PhoneOutput:
             tail += ULAW_SILENCE * (-len(tail) % ULAW_FRAME_BYTES)
             for start in range(0, len(tail), ULAW_FRAME_BYTES):
                 self._queue.append(tail[start : start + ULAW_FRAME_BYTES])
-            self._queue_mark()
+            self._unmarked += len(tail) // ULAW_FRAME_BYTES
+            self._turn_frames += len(tail) // ULAW_FRAME_BYTES
+        self._queue_mark()  # the reply's last audio is marked: drained() waits for it
+        self._reply_done = True
         self._next_turn()
 
     def _next_turn(self) -> None:
         self._turn += 1
+        self._turn_frames = 0
         self._turn_ms = 0.0
         self._heard_ms = 0.0
 

@@ -72,3 +72,11 @@ def phone_call_list(*, tenant: Tenant) -> QuerySet[PhoneCall]:
 def phone_call_by_sid(*, account: CarrierAccount, call_sid: str) -> PhoneCall | None:
     """The call ``call_sid`` of ``account``'s tenant, or None."""
     return PhoneCall.objects.filter(tenant_id=account.tenant_id, call_sid=call_sid).first()
+
+
+def carrier_account_has_sid(*, public_id: uuid.UUID, account_sid: str) -> bool:
+    """Whether the scope's enabled account ``public_id`` is the carrier's ``account_sid``
+    (a media stream's ``start`` says which account it comes from)."""
+    return CarrierAccount.objects.filter(
+        public_id=public_id, enabled=True, account_sid=account_sid
+    ).exists()

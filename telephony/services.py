@@ -14,6 +14,7 @@ from telephony.models import CarrierAccount, PhoneNumber
 from telephony.selectors import phone_number_taken
 from voice_platform.crypto import encrypt_str
 from voice_platform.tenancy.models import Tenant
+from voice_platform.writable import assign_writable
 
 # Twilio's formats: an account SID is "AC" and 32 hex digits; an auth token 32 of them
 # (a little leeway for the token, whose format Twilio does not promise).
@@ -36,13 +37,6 @@ def auth_token_problem(value: str) -> str | None:
     return None
 
 
-def _assign_writable(obj: Any, fields: dict[str, Any], writable: tuple[str, ...]) -> None:
-    for name, value in fields.items():
-        if name not in writable:
-            raise ValueError(f"{name} is not writable")
-        setattr(obj, name, value)
-
-
 @transaction.atomic
 def carrier_account_create(
     *, tenant: Tenant, name: str, account_sid: str, auth_token: str, **fields: Any
@@ -59,7 +53,7 @@ def carrier_account_update(
 ) -> CarrierAccount:
     """Save ``account`` (new or not) with ``fields``; a blank ``auth_token`` keeps the
     stored one (a new account needs one)."""
-    _assign_writable(account, fields, CARRIER_ACCOUNT_WRITABLE_FIELDS)
+    assign_writable(account, fields, CARRIER_ACCOUNT_WRITABLE_FIELDS)
     errors: dict[str, str] = {}
     problem = account_sid_problem(account.account_sid)
     if problem:
@@ -110,7 +104,7 @@ def phone_number_update(
 ) -> PhoneNumber:
     """Save ``phone_number`` (new or not). The agent and the account are looked up among the
     tenant's own: another tenant's id reads exactly like a missing one."""
-    _assign_writable(phone_number, fields, PHONE_NUMBER_WRITABLE_FIELDS)
+    assign_writable(phone_number, fields, PHONE_NUMBER_WRITABLE_FIELDS)
     tenant_id = phone_number.tenant_id
     errors: dict[str, str] = {}
     if agent_id is not None:

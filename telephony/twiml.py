@@ -10,6 +10,7 @@ REFUSAL_SENTENCES: dict[str, str] = {
     "unknown_number": "Sorry, this number is not in service. Goodbye.",
     "number_disabled": "Sorry, this number is not taking calls at the moment. Goodbye.",
     "agent_disabled": "Sorry, no one can take your call at the moment. Goodbye.",
+    "agent_not_for_phone": "Sorry, no one can take your call at the moment. Goodbye.",
     "tenant_suspended": "Sorry, this service is not available. Goodbye.",
     "tenant_session_limit": "Sorry, all our lines are busy. Please call again later. Goodbye.",
     "platform_at_capacity": "Sorry, all our lines are busy. Please call again later. Goodbye.",

@@ -19,6 +19,7 @@ from tools.models import AgentTool, Tool, WebhookTool
 from tools.registry import registry
 from voice_platform.crypto import encrypt_str
 from voice_platform.tenancy.models import Tenant
+from voice_platform.writable import assign_writable
 
 # --- registry mirror ---------------------------------------------------------------------
 
@@ -90,16 +91,9 @@ def agent_tool_create(
     return agent_tool_update(agent_tool=entry, **fields)
 
 
-def _assign_writable(obj: Any, fields: dict[str, Any], writable: tuple[str, ...]) -> None:
-    for name, value in fields.items():
-        if name not in writable:
-            raise ValueError(f"{name} is not writable")
-        setattr(obj, name, value)
-
-
 @transaction.atomic
 def agent_tool_update(*, agent_tool: AgentTool, **fields: Any) -> AgentTool:
-    _assign_writable(agent_tool, fields, AGENT_TOOL_WRITABLE_FIELDS)
+    assign_writable(agent_tool, fields, AGENT_TOOL_WRITABLE_FIELDS)
     agent_tool.full_clean()
     agent_tool.save()
     return agent_tool
@@ -133,7 +127,7 @@ def webhook_tool_create(*, tenant: Tenant, secret: str, **fields: Any) -> Webhoo
 def webhook_tool_update(
     *, webhook_tool: WebhookTool, secret: str | None = None, **fields: Any
 ) -> WebhookTool:
-    _assign_writable(webhook_tool, fields, WEBHOOK_TOOL_WRITABLE_FIELDS)
+    assign_writable(webhook_tool, fields, WEBHOOK_TOOL_WRITABLE_FIELDS)
     if secret:
         webhook_tool.secret_encrypted = encrypt_str(secret)
     webhook_tool.full_clean()

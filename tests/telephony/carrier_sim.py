@@ -100,7 +100,7 @@ class CarrierSim:
     sent_before_start: list[dict[str, Any]] = field(default_factory=list)
     buffer_depth: list[int] = field(default_factory=list)  # frames queued, at each play tick
     close_code: int | None = None
-    _buffer: deque[bytes | str] = field(default_factory=deque)
+    _buffer: deque[tuple[float, bytes] | str] = field(default_factory=deque)  # (arrival, frame)
     _speech: deque[bytes] = field(default_factory=deque)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _seq: int = 0
@@ -115,7 +115,9 @@ class CarrierSim:
                    account_sid=account_sid)  # fmt: skip
 
     @classmethod
-    async def dial(cls, account_public_id: Any, *, call_sid: str | None = None) -> CarrierSim:
+    async def dial(
+        cls, account_public_id: Any, *, call_sid: str | None = None, account_sid: str = ""
+    ) -> CarrierSim:
         comm = WebsocketCommunicator(APP, f"/ws/v1/phone/twilio/{account_public_id}")
         connected, _ = await comm.connect(timeout=10)
         assert connected
@@ -123,7 +125,7 @@ class CarrierSim:
             comm=comm,
             call_sid=call_sid or "CA" + uuid.uuid4().hex,
             stream_sid="MZ" + uuid.uuid4().hex,
-            account_sid="AC" + uuid.uuid4().hex,
+            account_sid=account_sid or "AC" + uuid.uuid4().hex,
         )
 
     async def _send(self, event: str, **body: Any) -> None:
@@ -204,7 +206,7 @@ class CarrierSim:
             self.received.append((now, event))
             kind = event.get("event")
             if kind == "media":
-                self._buffer.append(base64.b64decode(event["media"]["payload"]))
+                self._buffer.append((now, base64.b64decode(event["media"]["payload"])))
             elif kind == "mark":
                 self._buffer.append(str(event["mark"]["name"]))
             elif kind == "clear":
@@ -219,17 +221,24 @@ class CarrierSim:
         await self._send("mark", mark={"name": name})
 
     async def _playback(self) -> None:
+        """One frame per 20 ms tick of the carrier's own clock. A tick this task reached
+        late (the test's event loop was busy) is played in arrears, with what had arrived
+        by its time: the simulated caller hears what a real carrier would have played."""
         start = time.monotonic()
         tick = 0
         while not self.closed.is_set():
-            while self._buffer and isinstance(self._buffer[0], str):
-                await self._echo(str(self._buffer.popleft()), played=True)
-            self.buffer_depth.append(sum(1 for item in self._buffer if isinstance(item, bytes)))
-            if self._buffer:
-                frame = self._buffer.popleft()
-                assert isinstance(frame, bytes)
-                self.played.append(Played(time.monotonic(), frame))
-            tick += 1
+            due = int((time.monotonic() - start) / FRAME) + 1
+            while tick < due:
+                at = start + tick * FRAME
+                while self._buffer and isinstance(self._buffer[0], str):
+                    await self._echo(str(self._buffer.popleft()), played=True)
+                arrived = [i for i in self._buffer if isinstance(i, tuple) and i[0] <= at]
+                self.buffer_depth.append(len(arrived))
+                head = self._buffer[0] if self._buffer else None
+                if isinstance(head, tuple) and head[0] <= at:
+                    self._buffer.popleft()
+                    self.played.append(Played(at, head[1]))
+                tick += 1
             await asyncio.sleep(max(0.0, start + tick * FRAME - time.monotonic()))
 
     # --- what the tests read -------------------------------------------------------------

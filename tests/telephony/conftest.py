@@ -81,7 +81,8 @@ async def dial(line: PhoneLine) -> tuple[CarrierSim, str]:
     """A call answered by the platform, its stream open but not yet started."""
     call_sid = "CA" + uuid.uuid4().hex
     token = await answer_call(line, call_sid=call_sid)
-    sim = await CarrierSim.dial(line.account.public_id, call_sid=call_sid)
-    sim.account_sid = line.account.account_sid
+    sim = await CarrierSim.dial(
+        line.account.public_id, call_sid=call_sid, account_sid=line.account.account_sid
+    )
     await sim.connected()
     return sim, token

@@ -7,10 +7,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from sessions.models import VoiceSession
+from sessions.models import ClientToken, VoiceSession
 from telephony.calls import phone_call_sweep
 from telephony.models import PhoneCall
 from tests.factories import PhoneCallFactory, VoiceSessionFactory
+from voice_platform.tenancy.services import hash_secret
 
 pytestmark = pytest.mark.django_db
 
@@ -75,9 +76,43 @@ def test_a_call_cut_by_a_restart_is_connected_again_with_a_fresh_resume_credenti
             raw_resume_token=str(parameter.get("value")), origin=None, channel_name="x"
         )
     assert grant.session.pk == session.pk
-    # Once the session is over there is nothing to connect: sorry, and a hang-up.
-    VoiceSession.unscoped.filter(pk=session.pk).update(status=VoiceSession.Status.ENDED)
+    # The same signed request again (a replay): no second credential.
     twiml = _stream_ended(call)
     assert twiml.find("./Connect") is None
     assert twiml.find("./Hangup") is not None
-    assert PhoneCall.unscoped.get(pk=call.pk).reason == "stream_failed"
+
+
+def test_a_cut_call_whose_session_is_over_hears_sorry_and_ends(alice):
+    session = VoiceSessionFactory(tenant=alice.tenant, status=VoiceSession.Status.ENDED)
+    call = PhoneCallFactory(
+        tenant=alice.tenant, session=session, status=PhoneCall.Status.CONNECTED,
+        reason="server_restart",
+    )  # fmt: skip
+    twiml = _stream_ended(call)
+    assert twiml.find("./Connect") is None
+    assert twiml.find("./Say") is not None
+    row = PhoneCall.unscoped.get(pk=call.pk)
+    assert (row.status, row.reason) == ("ended", "stream_failed")
+
+
+def test_a_ringing_call_refused_by_a_stopping_process_is_answered_again(alice):
+    call = PhoneCallFactory(tenant=alice.tenant, status=PhoneCall.Status.RINGING,
+                            reason="server_restart")  # fmt: skip
+    twiml = _stream_ended(call)
+    parameter = twiml.find("./Connect/Stream/Parameter")
+    assert parameter is not None
+    assert parameter.get("name") == "token"
+    token = ClientToken.unscoped.get(token_hash=hash_secret(str(parameter.get("value"))))
+    assert token.metadata["call_sid"] == call.call_sid
+    assert token.uses_left == 1
+
+
+def test_a_transfer_the_carrier_api_failed_is_dialled_by_twiml(alice):
+    call = PhoneCallFactory(
+        tenant=alice.tenant, status=PhoneCall.Status.ENDED, reason="action_failed",
+        action=PhoneCall.Action.TRANSFER, action_target="+14155550199",
+    )  # fmt: skip
+    twiml = _stream_ended(call)
+    dial = twiml.find("./Dial")
+    assert dial is not None
+    assert dial.text == "+14155550199"

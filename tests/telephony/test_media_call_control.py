@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import xml.etree.ElementTree as ET
 
 import pytest
 from channels.db import database_sync_to_async
@@ -39,24 +40,34 @@ def live_emulator_settings():
 
 async def test_a_bad_a_foreign_or_a_reused_credential_is_refused(alice, phone_settings):
     line = await make_line(alice.tenant)
-    # A made-up credential: the stream is closed, nothing is sent, the call is refused.
+    # A made-up credential: the stream is closed and nothing is sent; a stream that
+    # proved nothing leaves the call it names alone (still ringing for its real stream).
     sim, _token = await dial(line)
     await sim.start("ct_" + "x" * 43)
     assert await sim.wait_closed() == 1000
     await sim.close()
     assert [e for _, e in sim.received] == []
-    assert (await call_row(sim.call_sid)).reason == "invalid_credential"
+    assert (await call_row(sim.call_sid)).status == PhoneCall.Status.RINGING
     # The credential of another call: bound to its call, so refused here.
     other, other_token = await dial(line)
-    sim, _token = await dial(line)
+    sim, token = await dial(line)
     await sim.start(other_token)
     assert await sim.wait_closed() == 1000
     await sim.close()
-    assert (await call_row(sim.call_sid)).reason == "invalid_credential"
+    assert (await call_row(sim.call_sid)).status == PhoneCall.Status.RINGING
+    # Its own credential from another account's stream (start.accountSid): refused too.
+    stranger = await CarrierSim.dial(line.account.public_id, call_sid=sim.call_sid)
+    await stranger.connected()
+    await stranger.start(token)
+    assert await stranger.wait_closed() == 1000
+    await stranger.close()
+    assert (await call_row(sim.call_sid)).status == PhoneCall.Status.RINGING
     # Used once by its own call: a second stream of that call is refused.
     await other.start(other_token)
     await until(lambda: len(other.received) == 0 and other._chunk > 10)
-    again = await CarrierSim.dial(line.account.public_id, call_sid=other.call_sid)
+    again = await CarrierSim.dial(
+        line.account.public_id, call_sid=other.call_sid, account_sid=line.account.account_sid
+    )
     await again.connected()
     await again.start(other_token)
     assert await again.wait_closed() == 1000
@@ -192,3 +203,68 @@ async def test_a_second_answer_for_one_call_is_refused_without_a_credential(alic
     )  # fmt: skip
     assert b"<Hangup" in again.content
     assert b"Parameter" not in again.content
+
+
+async def test_a_carrier_action_that_fails_ends_the_call_and_twiml_does_the_transfer(
+    alice, tools_ready, phone_settings, live_emulator, monkeypatch
+):
+    import telephony.media
+
+    monkeypatch.setattr(telephony.media, "phone_call_action_perform", lambda claimed: "failed")
+    line = await make_line(alice.tenant)
+    await allow_tools(line, transfer_call={"allowed_numbers": [TRANSFER_TO]})
+    sim, token = await dial(line)
+    await sim.start(token)
+    sim.say(tone_ulaw(800, freq=TRANSFER_HZ))
+    assert await sim.wait_closed(timeout=20) == 1000
+    await sim.close()
+    call = await call_row(sim.call_sid)
+    assert (call.action, call.reason, call.session.end_reason) == (
+        "transfer",
+        "action_failed",
+        "action_failed",
+    )
+    # The carrier then asks what next: the transfer, done by TwiML.
+    account = line.account
+    response = await database_sync_to_async(signed_post)(
+        f"/phone/twilio/{account.public_id}/stream-ended",
+        {"CallSid": sim.call_sid, "AccountSid": account.account_sid},
+    )
+    assert f"<Dial>{TRANSFER_TO}</Dial>".encode() in response.content
+
+
+async def test_a_stream_dropped_without_stop_is_connected_again_and_resumes(
+    alice, phone_settings, live_emulator
+):
+    line = await make_line(alice.tenant)
+    sim, token = await dial(line)
+    await sim.start(token)
+    sim.say(tone_ulaw(500, freq=440))
+    await until(lambda: sim.played)
+    await quiet(sim, 0.3)
+    await sim.comm.disconnect()  # the network, not the caller: no ``stop``
+    await sim.close()
+    call = await call_row(sim.call_sid)
+    assert (call.status, call.reason) == (PhoneCall.Status.CONNECTED, "server_restart")
+    assert call.session.status == "reconnecting"  # resumable
+    account = line.account
+    response = await database_sync_to_async(signed_post)(
+        f"/phone/twilio/{account.public_id}/stream-ended",
+        {"CallSid": sim.call_sid, "AccountSid": account.account_sid},
+    )
+    twiml = ET.fromstring(response.content)  # noqa: S314 (our own server's answer)
+    parameter = twiml.find("./Connect/Stream/Parameter")
+    assert parameter is not None
+    assert parameter.get("name") == "resume"
+    again = await CarrierSim.dial(
+        account.public_id, call_sid=sim.call_sid, account_sid=account.account_sid
+    )
+    await again.connected()
+    await again.start(str(parameter.get("value")), name="resume")
+    again.say(tone_ulaw(700, freq=440))
+    await until(lambda: again.played, timeout=10)
+    await again.hang_up()
+    call = await call_row(sim.call_sid)
+    assert (call.status, call.reason) == (PhoneCall.Status.ENDED, "caller_hung_up")
+    assert call.session.end_reason == "caller_hung_up"
+    assert live_emulator.recorder.sessions[-1].resumed  # the same conversation upstream

@@ -31,6 +31,9 @@ def gaps(sim: CarrierSim) -> list[tuple[float, float]]:
 async def test_a_go_away_while_the_caller_speaks_resumes_and_loses_none_of_it(
     alice, phone_settings, live_emulator
 ):
+    # The switch within 0.3 s of the goAway (by default at a random moment of 5 s, spread
+    # so that a fleet does not reconnect at once): while the caller still speaks.
+    phone_settings.LIVE_GO_AWAY_SPREAD = 0.3
     line = await make_line(alice.tenant)
     # goAway 4 s in, while the caller says their second turn; the deadline is at 8 s.
     live_emulator.fail_next(lifetime=8.0, go_away_notice=4.0)
@@ -39,9 +42,10 @@ async def test_a_go_away_while_the_caller_speaks_resumes_and_loses_none_of_it(
     sim.say(tone_ulaw(500, freq=440))  # turn 1: answered, its handle saved
     await until(lambda: sim.played, timeout=10)
     await quiet(sim, 0.3, timeout=10)
+    answered = len(sim.media())
     sim.say(tone_ulaw(3000, freq=440))  # turn 2: the goAway comes in the middle of it
     await until(lambda: len(live_emulator.recorder.sessions) >= 2, timeout=15)
-    await until(lambda: live_emulator.recorder.sessions[1].input_transcripts, timeout=15)
+    await until(lambda: len(sim.media()) > answered, timeout=15)  # its answer
     await quiet(sim, 1.0, timeout=15)
     await sim.hang_up()
     first, second = live_emulator.recorder.sessions[:2]
@@ -77,6 +81,8 @@ async def test_a_drop_mid_reply_resumes_within_the_dead_air_budget(
     sim.say(tone_ulaw(int(SPEECH * 1000), freq=440))
     await until(lambda: len(live_emulator.recorder.sessions) >= 2, timeout=15)
     await until(lambda: live_emulator.recorder.sessions[1].input_transcripts, timeout=15)
+    before = len(sim.media())  # the turn asked again has been heard: its answer follows
+    await until(lambda: len(sim.media()) > before, timeout=15)
     await quiet(sim, 1.0, timeout=15)
     await sim.hang_up()
     holes = [g for g in gaps(sim) if g[1] > SMOOTH]

@@ -22,7 +22,7 @@ END_REASONS = frozenset({
     "client_closed", "max_duration", "superseded", "bad_frame", "rate_limited",
     "upstream_error", "upstream_unavailable", "upstream_busy", "ended_by_api",
     "ended_by_admin", "server_error", "server_restart", "client_gone", "ended",
-    "caller_hung_up", "agent_hung_up", "call_transferred", "carrier_disconnected",
+    "caller_hung_up", "agent_hung_up", "call_transferred", "action_failed",
 })  # fmt: skip
 # The causes of an upstream reconnect (session.reconnecting; docs/live-resilience.md).
 RECONNECT_CAUSES = frozenset({
