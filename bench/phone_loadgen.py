@@ -80,6 +80,7 @@ class Caller:
     # Phone only.
     call_sid: str = ""
     stream_sid: str = ""
+    action_url: str = ""
     seq: int = 0
     buffer: deque[str | None] = field(default_factory=deque)  # None = a frame, str = a mark
     queued: int = 0
@@ -127,12 +128,17 @@ class Load:
             return
         caller.call_sid = "CA" + uuid.uuid4().hex
         caller.stream_sid = "MZ" + uuid.uuid4().hex
-        answer = await self.webhook(http, caller, "voice")
+        url = f"{self.args.http_url}/phone/twilio/{self.args.account}/voice"
+        answer = await self.webhook(http, caller, url)
         root = ET.fromstring(answer)  # noqa: S314 (our own server's answer)
         stream = root.find("./Connect/Stream")
-        parameter = root.find("./Connect/Stream/Parameter[@name='token']")
-        if stream is None or parameter is None:
+        if stream is None:
             raise RuntimeError(f"no stream in the TwiML: {answer[:200]}")
+        # As Twilio: every <Parameter> goes to ``start.customParameters``, and the
+        # <Connect action> URL is asked once the stream has ended.
+        params = {str(p.get("name")): str(p.get("value")) for p in stream.iter("Parameter")}
+        connect = root.find("./Connect")
+        caller.action_url = str(connect.get("action") or "") if connect is not None else ""
         caller.ws = await websockets.connect(
             str(stream.get("url")), compression=None, ping_interval=None
         )
@@ -143,15 +149,16 @@ class Load:
             "callSid": caller.call_sid,
             "tracks": ["inbound"],
             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-            "customParameters": {"token": str(parameter.get("value"))},
+            "customParameters": params,
         }
         await self.carrier_send(caller, "start", start=start)
         caller.reader = asyncio.create_task(self.read_phone(caller))
 
-    async def webhook(self, http: Any, caller: Caller, name: str) -> str:
+    async def webhook(self, http: Any, caller: Caller, url: str) -> str:
+        """A signed carrier request to ``url`` about this call; the TwiML answer."""
         from twilio.request_validator import RequestValidator
 
-        url = f"{self.args.http_url}/phone/twilio/{self.args.account}/{name}"
+        name = "voice" if url.split("?")[0].endswith("/voice") else "stream-ended"
         params = {
             "CallSid": caller.call_sid,
             "AccountSid": self.args.account_sid,
@@ -407,7 +414,7 @@ async def hang_up(load: Load, caller: Caller, http: Any) -> None:
         caller.reader.cancel()
     if load.args.mode == "phone":  # as Twilio does: the <Connect action> once it is over
         with contextlib.suppress(Exception):
-            await load.webhook(http, caller, "stream-ended")
+            await load.webhook(http, caller, caller.action_url)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

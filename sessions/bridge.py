@@ -86,12 +86,6 @@ class ClientSink(Protocol):
         cut reply keeps only what was heard."""
         ...
 
-    def user_speech_started(self) -> None:
-        """The user began to speak (the uplink's speech detector): a transport still playing
-        a reply the model has finished may stop it (the model sends no ``interrupted`` for
-        a turn it has completed)."""
-        ...
-
 
 @dataclass(frozen=True)
 class BridgeConfig:
@@ -560,7 +554,6 @@ class LiveBridge:
             self._silent_run = self._silent_run + item.audio_bytes / 32_000 if silent else 0.0
             if event is SpeechEvent.START:
                 self.upstream.speech_resumed()
-                self.sink.user_speech_started()
             elif event is SpeechEvent.END and speech is not None:
                 self._vad_speech_ended(speech.last_speech_at)
                 # With transcription on, the service shows it heard speech by transcribing

@@ -178,6 +178,3 @@ class LiveConsumer(BridgeConsumer):
 
     def output_heard_share(self) -> float | None:
         return None  # the browser plays what it received; it does not say how much
-
-    def user_speech_started(self) -> None:
-        pass  # the browser stops its own playback (voice_agent's barge-in)

@@ -1,4 +1,4 @@
-"""A phone call's state as its media stream sees it (docs/telephony.md, "Call states").
+"""A phone call's state as its media stream sees it (docs/telephony.md, "Restarts").
 
 Written by the Media Streams consumer; read by the carrier's ``stream-ended`` request,
 which answers the call's next step from it.
@@ -6,15 +6,18 @@ which answers the call's next step from it.
 
 from __future__ import annotations
 
+import secrets
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db.models import F, Q
 from django.utils import timezone
 
 from sessions.models import VoiceSession
 from telephony.models import PhoneCall
 from voice_platform.tenancy.scope import all_tenants
+from voice_platform.tenancy.services import hash_secret
 
 ENDED_STATUSES = (VoiceSession.Status.ENDED, VoiceSession.Status.FAILED)
 
@@ -22,6 +25,8 @@ ENDED_STATUSES = (VoiceSession.Status.ENDED, VoiceSession.Status.FAILED)
 RESTARTING = "server_restart"
 # ... and once the carrier was told to connect it again (until the new stream starts).
 RECONNECTING = "reconnecting"
+# A call is connected again at most this many times (a stream that keeps failing).
+MAX_STREAM_RESTARTS = 5
 
 
 def phone_call_connected(*, call_sid: str, session_id: Any) -> bool:
@@ -64,9 +69,31 @@ def phone_call_retry(*, call_sid: str) -> None:
     )
 
 
+def phone_call_new_nonce(*, call: PhoneCall) -> str:
+    """A nonce for the answer being made (it goes into its ``<Connect action>`` URL);
+    the one before it stops working."""
+    nonce = secrets.token_urlsafe(16)
+    PhoneCall.objects.filter(pk=call.pk).update(answer_nonce_hash=hash_secret(nonce))
+    return nonce
+
+
+def phone_call_nonce_matches(*, call: PhoneCall, nonce: str) -> bool:
+    return bool(nonce and call.answer_nonce_hash) and secrets.compare_digest(
+        call.answer_nonce_hash, hash_secret(nonce)
+    )
+
+
 def phone_call_claim_restart(*, call_id: int) -> bool:
-    """Take a cut call's reconnection (one answer per cut): False when it was taken."""
-    return PhoneCall.objects.filter(pk=call_id, reason=RESTARTING).update(reason=RECONNECTING) == 1
+    """Take a cut call's reconnection: False when it was taken (by a concurrent request),
+    the call is no longer waiting for one, or it was connected again too often."""
+    return bool(
+        PhoneCall.objects.filter(
+            Q(status=PhoneCall.Status.RINGING, reason=RESTARTING)
+            | Q(status=PhoneCall.Status.CONNECTED, reason__in=("", RESTARTING, RECONNECTING)),
+            pk=call_id,
+            stream_restarts__lt=MAX_STREAM_RESTARTS,
+        ).update(reason=RECONNECTING, stream_restarts=F("stream_restarts") + 1)
+    )
 
 
 def phone_call_resumed(*, call_sid: str, session_id: Any) -> bool:

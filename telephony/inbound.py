@@ -20,7 +20,13 @@ from django.utils import timezone
 
 from sessions.services import voice_session_admission, voice_session_resume_token_reissue
 from sessions.tokens import client_token_issue
-from telephony.calls import RESTARTING, phone_call_claim_restart, phone_call_ended
+from telephony.calls import (
+    RESTARTING,
+    phone_call_claim_restart,
+    phone_call_ended,
+    phone_call_new_nonce,
+    phone_call_nonce_matches,
+)
 from telephony.carrier import dial_twiml
 from telephony.models import CarrierAccount, PhoneCall, PhoneNumber
 from telephony.selectors import phone_call_by_sid, phone_number_for_call
@@ -45,6 +51,8 @@ FAULT_REASONS = frozenset(
 STREAM_FAILED = "stream_failed"
 # The session's end when the agent's end_call / transfer_call could not be carried out.
 ACTION_FAILED = "action_failed"
+# The query parameter of the ``<Connect action>`` URL holding the answer's nonce.
+NONCE_PARAM = "n"
 END_USER_ID_MAX = 200  # ClientToken.end_user_id
 
 
@@ -146,6 +154,10 @@ def phone_call_answer(*, account: CarrierAccount, params: CallParams, base_url: 
     )
 
 
+def _with_nonce(url: str, nonce: str) -> str:
+    return f"{url}?{NONCE_PARAM}={nonce}"
+
+
 def _connect(
     *, account: CarrierAccount, call: PhoneCall, number: PhoneNumber, base_url: str,
     greet: bool = True,
@@ -174,38 +186,54 @@ def _connect(
     urls = phone_urls(base_url=base_url, public_id=account.public_id)
     return twiml_connect(
         stream_url=urls.stream,
-        action_url=urls.stream_ended,
+        action_url=_with_nonce(urls.stream_ended, phone_call_new_nonce(call=call)),
         token=issued.raw,
         greeting=number.greeting if carrier_greets and greet else "",
     )
 
 
-def phone_call_after_stream(*, account: CarrierAccount, call_sid: str, base_url: str = "") -> str:
-    """The TwiML for a call whose media stream has ended, from its row's state."""
+def phone_call_after_stream(
+    *, account: CarrierAccount, call_sid: str, nonce: str = "", base_url: str = ""
+) -> str:
+    """The TwiML for a call whose media stream has ended, from its row's state. ``nonce``:
+    the one in the ``<Connect action>`` URL the carrier requested; only the newest answer's
+    may change the call (Twilio's signatures carry no nonce of their own: a captured signed
+    request could otherwise be replayed)."""
     call = phone_call_by_sid(account=account, call_sid=call_sid)
     if call is None:
         return twiml_hangup()
-    if call.reason == RESTARTING and base_url and phone_call_claim_restart(call_id=call.pk):
-        # A stopping process (a deploy) or the network cut the stream: connect the call
-        # again, through the balancer to a running process. Once per cut (a replayed
-        # signed request gets no second credential).
-        if call.status == PhoneCall.Status.RINGING and call.phone_number is not None:
-            return _connect(  # its stream never started: a new credential, same call
-                account=account, call=call, number=call.phone_number, base_url=base_url,
-                greet=False,
-            )  # fmt: skip
-        resume = (
-            voice_session_resume_token_reissue(session_id=call.session_id)
-            if call.status == PhoneCall.Status.CONNECTED and call.session_id is not None
-            else None
-        )
-        if resume is not None:
-            urls = phone_urls(base_url=base_url, public_id=account.public_id)
-            return twiml_connect(
-                stream_url=urls.stream, action_url=urls.stream_ended, token=resume, resume=True
+    newest = phone_call_nonce_matches(call=call, nonce=nonce)
+    cut = call.status == PhoneCall.Status.CONNECTED or (
+        call.status == PhoneCall.Status.RINGING and call.reason == RESTARTING
+    )
+    if cut and newest and base_url:
+        # A stopping process (a deploy) or the network cut the stream (our own closes
+        # record the call's end first): connect the call again, through the balancer, to
+        # a running process, resuming its session where it was.
+        if phone_call_claim_restart(call_id=call.pk):
+            if call.status == PhoneCall.Status.RINGING and call.phone_number is not None:
+                return _connect(  # its stream never started: a new credential, same call
+                    account=account, call=call, number=call.phone_number, base_url=base_url,
+                    greet=False,
+                )  # fmt: skip
+            resume = (
+                voice_session_resume_token_reissue(session_id=call.session_id)
+                if call.session_id is not None
+                else None
             )
+            if resume is not None:
+                urls = phone_urls(base_url=base_url, public_id=account.public_id)
+                return twiml_connect(
+                    stream_url=urls.stream,
+                    action_url=_with_nonce(urls.stream_ended, phone_call_new_nonce(call=call)),
+                    token=resume,
+                    resume=True,
+                )
+        # Its session is over, or it was connected again too many times: sorry.
         phone_call_ended(call_sid=call.call_sid, reason=STREAM_FAILED)
         return twiml_hangup(sorry=True)
+    if cut:
+        return twiml_hangup()  # an older answer's request (a replay): the call is left alone
     if (
         call.status == PhoneCall.Status.ENDED
         and call.reason == ACTION_FAILED
@@ -218,9 +246,9 @@ def phone_call_after_stream(*, account: CarrierAccount, call_sid: str, base_url:
     if call.status == PhoneCall.Status.RINGING:
         # The stream ended before it started a session (the carrier could not reach the
         # stream, or it closed before ``start``): record it, apologise.
-        phone_call_ended(call_sid=call.call_sid, reason=STREAM_FAILED)
+        if newest:
+            phone_call_ended(call_sid=call.call_sid, reason=STREAM_FAILED)
         return twiml_hangup(sorry=True)
     if call.status == PhoneCall.Status.ENDED:
         return twiml_hangup(sorry=call.reason in FAULT_REASONS)
-    # Connected: the stream's own end is being recorded right now; nothing to say.
     return twiml_hangup()

@@ -22,6 +22,7 @@ from django.conf import settings
 from sessions.close_codes import CloseCode
 from sessions.ratelimit import TokenBucket
 from sessions.reaper import ensure_reaper
+from sessions.relay.speech import SpeechDetector, SpeechEvent
 from sessions.selectors import voice_session_metadata_for_resume
 from sessions.services import SessionRefused
 from sessions.shutdown import draining
@@ -51,6 +52,10 @@ log = logging.getLogger(__name__)
 
 PHONE_CHANNEL = "phone"
 CALL_TOOLS = {"end_call": "agent_hung_up", "transfer_call": "call_transferred"}
+CALL_ACTIONS = {"hang_up": "agent_hung_up", "transfer": "call_transferred"}
+# Caller speech this long stops a finished reply still playing (local barge-in): longer
+# than a click, a cough or an "mm-hm" (the detector counts loud audio, not words).
+BARGE_IN_MS = 300
 GREETING_CUE = "(The phone call has just been answered. Greet the caller now by saying: {greeting})"
 KEYPAD_TEXT = "(The caller pressed these keys on the phone keypad: {keys})"
 
@@ -67,7 +72,7 @@ class PhoneMediaConsumer(BridgeConsumer):
     _keys_timer: asyncio.TimerHandle | None = None
     _action_task: asyncio.Task[None] | None = None
     _started = False
-    _stopped = False  # the carrier said ``stop``
+    _owns_call = True  # False when the call's row turned out to be another stream's
 
     async def connect(self) -> None:
         # Twilio opens the stream first and says who it is in ``start``.
@@ -77,7 +82,7 @@ class PhoneMediaConsumer(BridgeConsumer):
         self.inbound = InboundAudio()
         self._keys: list[str] = []
         self._turn_done = asyncio.Event()  # the model's turn ended (since it was cleared)
-        self._ended_reason = ""
+        self._caller = SpeechDetector(start_ms=BARGE_IN_MS)
         self._action_reason = ""  # set when end_call / transfer_call is carried out
 
     async def refuse_unavailable(self, dependency: str) -> None:
@@ -119,7 +124,6 @@ class PhoneMediaConsumer(BridgeConsumer):
             self._key(_dict(message.get("dtmf")).get("digit"))
         elif event == "stop":
             # After our own hang-up or transfer the carrier stops the stream too.
-            self._stopped = True
             await bridge.end(reason=self._action_reason or "caller_hung_up", code=CloseCode.NORMAL)
 
     async def _start(self, message: dict[str, Any]) -> None:
@@ -133,47 +137,32 @@ class PhoneMediaConsumer(BridgeConsumer):
         if self.scope.get("unavailable"):  # the account could not even be looked up
             await self.refuse_unavailable(str(self.scope["unavailable"]))
             return
-        if self.scope.get("tenant_id") is None:
-            await self._refuse("unknown_account", record=False)
-            return
-        if draining():
-            # Stopping: the carrier's next request connects the call again (to a running
-            # process, through the balancer), with a fresh credential.
-            log.info("phone stream refused: the server is stopping")
-            with contextlib.suppress(Exception):
-                await db_async(phone_call_retry)(call_sid=self.call_sid)
-            await self.close(code=CloseCode.NORMAL)
-            return
-        if not self.call_sid or not stream_sid:
+        if self.scope.get("tenant_id") is None or not self.call_sid or not stream_sid:
             await self._refuse("bad_start", record=False)
-            return
-        if (media_format.get("encoding"), media_format.get("sampleRate")) != (
-            "audio/x-mulaw",
-            8000,
-        ) or media_format.get("channels", 1) != 1:
-            await self._refuse("unsupported_media_format")
             return
         raw = str(params.get("token") or "")
         resume = str(params.get("resume") or "")
-        token = None
         try:
-            account_id = self.scope["url_route"]["kwargs"]["account_id"]
-            if not await db_async(carrier_account_has_sid)(
-                public_id=account_id, account_sid=self.account_sid
-            ):
+            # Before anything is written: only a stream that proves it is the call's may
+            # change the call (its account, and a credential bound to its sid).
+            found = await db_async(self._credential)(raw=raw, resume=resume)
+            if found is None:
                 await self._refuse("invalid_credential", record=False)
                 return
-            if resume:  # the same call again, after a server restart cut its stream
-                metadata = await db_async(voice_session_metadata_for_resume)(
-                    raw_resume_token=resume
-                )
-                bound = metadata is not None and metadata.get("call_sid") == self.call_sid
-            else:
-                token = await db_async(client_token_find)(raw=raw, with_owners=True)
-                metadata = token.metadata if token is not None else None
-                bound = metadata is not None and metadata.get("call_sid") == self.call_sid
-            if not bound or metadata is None or metadata.get("channel") != PHONE_CHANNEL:
-                await self._refuse("invalid_credential", record=False)
+            token, metadata = found
+            if draining():
+                # Stopping: the carrier's next request connects the call again (to a
+                # running process, through the balancer) with a fresh credential.
+                log.info("phone stream refused: the server is stopping")
+                if not resume:
+                    await db_async(phone_call_retry)(call_sid=self.call_sid)
+                await self.close(code=CloseCode.NORMAL)
+                return
+            if (media_format.get("encoding"), media_format.get("sampleRate")) != (
+                "audio/x-mulaw",
+                8000,
+            ) or media_format.get("channels", 1) != 1:
+                await self._refuse("unsupported_media_format")
                 return
             grant, tools = await self.open_session(
                 token="" if resume else raw, resume=resume, origin=None, found=token
@@ -201,15 +190,40 @@ class PhoneMediaConsumer(BridgeConsumer):
         record = phone_call_resumed if grant.resumed else phone_call_connected
         if not await db_async(record)(call_sid=self.call_sid, session_id=bridge.session_id):
             # The call is not in the state this stream expects (it ended meanwhile, or
-            # another stream took it): this session must not run unaccounted for.
+            # another stream took it): this session must not run unaccounted for, and
+            # the call's row is not this stream's to write.
             log.warning("phone stream: call %s is not waiting for this stream", self.call_sid)
+            self._owns_call = False
             await bridge.end(reason="server_error", code=CloseCode.NORMAL)
             return
         if grant.resumed:
+            # An end_call / transfer_call the restart interrupted is carried out here.
+            if await db_async(phone_call_action_pending)(session_id=bridge.session_id):
+                self._turn_done.set()
+                self._action_task = asyncio.create_task(self._carry_out(""), name="phone-action")
             return
         greeting = str(metadata.get("greeting") or "").strip()
         if greeting:
             bridge.prompt_model(GREETING_CUE.format(greeting=greeting))
+
+    def _credential(self, *, raw: str, resume: str) -> tuple[Any, dict[str, Any]] | None:
+        """(the client token or None for a resume, its metadata) when the stream's
+        credential is a phone credential bound to its call, of the URL's account; else
+        None. (One trip to a database thread.)"""
+        account_id = self.scope["url_route"]["kwargs"]["account_id"]
+        if not carrier_account_has_sid(public_id=account_id, account_sid=self.account_sid):
+            return None
+        token = None
+        if resume:  # the same call again, after a restart or a drop cut its stream
+            metadata = voice_session_metadata_for_resume(raw_resume_token=resume)
+        else:
+            token = client_token_find(raw=raw, with_owners=True)
+            metadata = token.metadata if token is not None else None
+        if metadata is None or metadata.get("call_sid") != self.call_sid:
+            return None
+        if metadata.get("channel") != PHONE_CHANNEL:
+            return None
+        return token, metadata
 
     async def _media(self, message: dict[str, Any]) -> None:
         media = _dict(message.get("media"))
@@ -222,6 +236,8 @@ class PhoneMediaConsumer(BridgeConsumer):
             return
         pcm = self.inbound.convert(ulaw)
         if pcm:  # the resampler's filter works in blocks: most frames come out in bursts
+            if self._caller.feed(pcm) is SpeechEvent.START and self.output is not None:
+                self.output.user_speech_started()
             await self.bridge.client_audio(pcm)
 
     def _key(self, digit: Any) -> None:
@@ -285,17 +301,16 @@ class PhoneMediaConsumer(BridgeConsumer):
                     self._carry_out(CALL_TOOLS[str(event["name"])]), name="phone-action"
                 )
         elif kind == "session.ended":
-            self._ended_reason = str(event.get("reason", ""))
+            reason = str(event.get("reason", ""))
             # Not final on a server restart: the carrier's next request connects the call
-            # again. Else the call is over (the stream-ended answer hangs up).
-            if self.call_sid:
+            # again. Superseded: another stream of the call holds the session now. Else
+            # the call is over (the stream-ended answer hangs up).
+            if self.call_sid and self._owns_call and reason != "superseded":
                 with contextlib.suppress(Exception):
-                    if self._ended_reason == RESTARTING:
+                    if reason == RESTARTING:
                         await db_async(phone_call_restarting)(call_sid=self.call_sid)
                     else:
-                        await db_async(phone_call_ended)(
-                            call_sid=self.call_sid, reason=self._ended_reason
-                        )
+                        await db_async(phone_call_ended)(call_sid=self.call_sid, reason=reason)
 
     async def _carry_out(self, reason: str) -> None:
         """end_call / transfer_call: after the sentence the model is saying (its turn's end,
@@ -317,6 +332,7 @@ class PhoneMediaConsumer(BridgeConsumer):
             if pending is None:
                 return
             ending = True
+            reason = reason or CALL_ACTIONS[pending.action]
             self._action_reason = reason
             claimed = await db_async(phone_call_action_claim)(call_id=pending.call_id)
             # The carrier's API may take seconds: not on a database thread.

@@ -80,6 +80,11 @@ class PhoneNumber(TenantOwnedModel):  # type: ignore[django-manager-missing]
             errors["agent"] = "Not an agent of this tenant."
         elif agent is not None and agent.response_modality != "AUDIO":
             errors["agent"] = "A phone number needs an agent that answers with audio."
+        elif agent is not None and not agent.vad_enabled:
+            errors["agent"] = (
+                "A phone number needs an agent with automatic voice activity detection "
+                "(a caller cannot say when their turn ends)."
+            )
         account = getattr(self, "carrier_account", None) if self.carrier_account_id else None
         if account is not None and account.tenant_id != self.tenant_id:
             errors["carrier_account"] = "Not a carrier account of this tenant."
@@ -119,6 +124,11 @@ class PhoneCall(TenantOwnedModel):  # type: ignore[django-manager-missing]
     action = models.CharField(max_length=16, choices=Action.choices, blank=True, default="")
     action_target = models.CharField(max_length=16, blank=True, default="")
     action_done_at = models.DateTimeField(null=True, blank=True)
+    # The hash of the nonce in the newest answer's ``<Connect action>`` URL (the carrier
+    # signs that URL): only the stream-ended request of the newest answer may have a cut
+    # call connected again, not a replay of an older signed request.
+    answer_nonce_hash = models.CharField(max_length=64, blank=True, default="", editable=False)
+    stream_restarts = models.PositiveSmallIntegerField(default=0)  # times connected again
     started_at = models.DateTimeField(auto_now_add=True)
     ended_at = models.DateTimeField(null=True, blank=True)
 

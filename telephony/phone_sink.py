@@ -65,6 +65,7 @@ class PhoneOutput:
         self._turn = 0
         self._turn_ms = 0.0  # reply audio of this turn handed to us (ms)
         self._turn_frames = 0  # frames of it queued
+        self._turn_marked = False  # a mark of this turn is queued
         self._heard_ms = 0.0  # of which the carrier said it played (ms, by marks)
         self._heard_turn = -1  # the turn whose first audio was reported heard
         self.frames_sent = 0
@@ -79,6 +80,8 @@ class PhoneOutput:
         self._task = asyncio.create_task(self._play(), name="phone-playout")
 
     async def stop(self) -> None:
+        for task in list(self._side_tasks):
+            task.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -105,18 +108,21 @@ class PhoneOutput:
         self._unmarked += whole // ULAW_FRAME_BYTES
         self._turn_frames += whole // ULAW_FRAME_BYTES
         self._turn_ms += len(pcm) / PCM24_BYTES_PER_MS
-        if self._unmarked >= MARK_EVERY_FRAMES:
+        # The reply's first frames are marked at once (its "playback started" is timed
+        # by that mark), then every MARK_EVERY_FRAMES.
+        if self._unmarked >= MARK_EVERY_FRAMES or (self._unmarked and not self._turn_marked):
             self._queue_mark()
         else:
             self._wake.set()
 
     def user_speech_started(self) -> None:
-        """The caller speaks while a reply the model has finished still plays (it was sent
-        faster than real time and waits here): stop it, as the model's ``interrupted``
-        would have if it were still speaking."""
+        """The caller speaks (``BARGE_IN_MS`` of it, telephony/media.py) while a reply the
+        model has finished still plays (it was sent faster than real time and waits here):
+        stop it, as the model's ``interrupted`` would have if it were still speaking."""
         if self._reply_done and self.playing:
             self.local_clears += 1
-            task = asyncio.get_running_loop().create_task(self.clear(), name="phone-clear")
+            self._drop()  # now: the next reply's audio must not be caught by it
+            task = asyncio.get_running_loop().create_task(self._send_clear(), name="phone-clear")
             self._side_tasks.add(task)
             task.add_done_callback(self._side_tasks.discard)
 
@@ -126,6 +132,7 @@ class PhoneOutput:
         if not self._unmarked:
             return  # nothing new would be marked (the resampler held it all back)
         self._unmarked = 0
+        self._turn_marked = True
         self._mark_seq += 1
         # Where the mark falls in the reply: the audio queued before it (the resampler
         # holds back some of what the model sent), never past what the model sent.
@@ -179,6 +186,16 @@ class PhoneOutput:
 
     async def clear(self) -> None:
         """Drop what is queued here and tell the carrier to drop its buffer."""
+        self._drop()
+        await self._send_clear()
+
+    async def _send_clear(self) -> None:
+        self.clears_sent += 1
+        with contextlib.suppress(Exception):  # the stream closed: nothing plays anyway
+            await self._send(json.dumps({"event": "clear", "streamSid": self.stream_sid}))
+
+    def _drop(self) -> None:
+        """Forget the reply in flight: the queue, the resampler's filter, its marks."""
         self._queue.clear()
         self._partial = b""
         self._unmarked = 0
@@ -186,9 +203,8 @@ class PhoneOutput:
         self._cleared_upto = self._mark_seq
         self._marks.clear()
         self._playout_end = 0.0
+        self._reply_done = False
         self._next_turn()
-        self.clears_sent += 1
-        await self._send(json.dumps({"event": "clear", "streamSid": self.stream_sid}))
 
     def _end_turn(self) -> None:
         """The reply is complete: what the resampler still holds (its filter works in
@@ -207,6 +223,7 @@ class PhoneOutput:
 
     def _next_turn(self) -> None:
         self._turn += 1
+        self._turn_marked = False
         self._turn_frames = 0
         self._turn_ms = 0.0
         self._heard_ms = 0.0

@@ -12,6 +12,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from telephony.inbound import (
+    NONCE_PARAM,
     CallParams,
     call_params_parse,
     phone_call_after_stream,
@@ -71,6 +72,9 @@ def carrier_stream_ended(request: HttpRequest, account_id: Any) -> HttpResponse:
     if not isinstance(params, CallParams):
         return _plain(params + "\n", 400)
     twiml = phone_call_after_stream(
-        account=account, call_sid=params.call_sid, base_url=public_base_url(request=request)
+        account=account,
+        call_sid=params.call_sid,
+        nonce=str(request.GET.get(NONCE_PARAM, "")),
+        base_url=public_base_url(request=request),
     )
     return HttpResponse(twiml, content_type=TWIML)

@@ -232,6 +232,12 @@ class WebhookEndpointFactory(TenantOwnedFactory):
 ENDPOINT_SECRET = "whsec_" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 
 
+def _hash(value: str) -> str:
+    from voice_platform.tenancy.services import hash_secret
+
+    return hash_secret(value)
+
+
 def _encrypt(value: str) -> str:
     from voice_platform.crypto import encrypt_str
 
@@ -289,9 +295,15 @@ class PhoneNumberFactory(TenantOwnedFactory):
     agent = _same_tenant(AgentFactory, response_modality=Agent.Modality.AUDIO)
 
 
+# The nonce of a PhoneCallFactory call's newest answer (its ``<Connect action>`` URL).
+CALL_NONCE = "test-answer-nonce"
+
+
 class PhoneCallFactory(TenantOwnedFactory):
     class Meta:
         model = PhoneCall
+
+    answer_nonce_hash = factory.LazyFunction(lambda: _hash(CALL_NONCE))
 
     call_sid = factory.Sequence(lambda n: f"CA{n:032x}")
     phone_number = _same_tenant(PhoneNumberFactory)

@@ -55,7 +55,8 @@ def signed_post(path: str, params: dict[str, str], *, token: str = CARRIER_AUTH_
 
 @database_sync_to_async
 def answer_call(line: PhoneLine, *, call_sid: str, caller: str = "+14155550100") -> str:
-    """The carrier's "a call comes in" request; returns the credential of the TwiML answer."""
+    """The carrier's "a call comes in" request; returns the credential of the TwiML answer
+    (and keeps its ``<Connect action>`` path in ``ACTIONS[call_sid]``)."""
     account = line.account
     response = signed_post(
         f"/phone/twilio/{account.public_id}/voice",
@@ -66,7 +67,18 @@ def answer_call(line: PhoneLine, *, call_sid: str, caller: str = "+14155550100")
     root = ET.fromstring(response.content)  # noqa: S314 (our own server's answer)
     parameter = root.find("./Connect/Stream/Parameter[@name='token']")
     assert parameter is not None, response.content
+    ACTIONS[call_sid] = str(root.find("./Connect").get("action")).split(HOST, 1)[1]  # type: ignore[union-attr]
     return str(parameter.get("value"))
+
+
+# The path (with its nonce) of each answered call's ``<Connect action>``, by CallSid.
+ACTIONS: dict[str, str] = {}
+
+
+def stream_ended(line: PhoneLine, call_sid: str) -> Any:
+    """The carrier's request after a call's stream ended, to the newest answer's URL."""
+    account = line.account
+    return signed_post(ACTIONS[call_sid], {"CallSid": call_sid, "AccountSid": account.account_sid})
 
 
 @pytest.fixture

@@ -269,3 +269,15 @@ def test_a_tenant_with_numbers_and_calls_can_be_deleted(alice):
     alice.tenant.delete()
     assert not PhoneCall.unscoped.filter(pk=call.pk).exists()
     assert not PhoneNumber.unscoped.filter(pk=call.phone_number_id).exists()
+
+
+def test_a_number_needs_an_agent_with_automatic_turn_detection(alice):
+    agent = AgentFactory(tenant=alice.tenant, vad_enabled=False)
+    account = CarrierAccountFactory(tenant=alice.tenant)
+    response = alice.client.post(
+        "/api/v1/phone/numbers/",
+        {"number": "+14155550177", "agent": agent.pk, "carrier_account": account.pk},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert "voice activity detection" in str(response.json())

@@ -10,7 +10,7 @@ from django.utils import timezone
 from sessions.models import ClientToken, VoiceSession
 from telephony.calls import phone_call_sweep
 from telephony.models import PhoneCall
-from tests.factories import PhoneCallFactory, VoiceSessionFactory
+from tests.factories import CALL_NONCE, PhoneCallFactory, VoiceSessionFactory
 from voice_platform.tenancy.services import hash_secret
 
 pytestmark = pytest.mark.django_db
@@ -51,7 +51,7 @@ def _stream_ended(call):
 
     account = call.phone_number.carrier_account
     response = signed_post(
-        f"/phone/twilio/{account.public_id}/stream-ended",
+        f"/phone/twilio/{account.public_id}/stream-ended?n={CALL_NONCE}",
         {"CallSid": call.call_sid, "AccountSid": account.account_sid},
     )
     assert response.status_code == 200

@@ -17,6 +17,7 @@ from sessions.tokens import client_token_consume, client_token_find
 from telephony.models import CarrierAccount, PhoneCall, PhoneNumber
 from telephony.twiml import DEFAULT_REFUSAL, FAULT_SENTENCE, REFUSAL_SENTENCES
 from tests.factories import (
+    CALL_NONCE,
     CARRIER_AUTH_TOKEN,
     CarrierAccountFactory,
     PhoneCallFactory,
@@ -24,6 +25,7 @@ from tests.factories import (
     VoiceSessionFactory,
 )
 from voice_platform.tenancy.scope import tenant_scope
+from voice_platform.tenancy.services import hash_secret
 
 pytestmark = pytest.mark.django_db
 
@@ -101,7 +103,12 @@ def test_an_accepted_call_connects_to_the_media_stream_with_a_single_use_token(l
     root = twiml(response)
     assert [child.tag for child in root] == ["Connect"]  # the agent says the greeting
     connect = root[0]
-    assert connect.get("action") == f"http://testserver{stream_ended_path(account)}"
+    # The answer's nonce rides on the action URL (the carrier signs the whole URL).
+    action, _, nonce = str(connect.get("action")).partition("?n=")
+    assert action == f"http://testserver{stream_ended_path(account)}"
+    call = PhoneCall.unscoped.get(call_sid=call_params(account, line.number)["CallSid"])
+    assert len(nonce) >= 20
+    assert call.answer_nonce_hash == hash_secret(nonce)
     (stream,) = connect
     assert stream.tag == "Stream"
     assert stream.get("url") == f"ws://testserver/ws/v1/phone/twilio/{account.public_id}"
@@ -176,8 +183,8 @@ def test_the_public_url_setting_names_the_answer_urls(line, settings):
     assert root.find("Connect/Stream").get("url") == (
         f"wss://phone.example.com/ws/v1/phone/twilio/{account.public_id}"
     )
-    assert root.find("Connect").get("action") == (
-        f"https://phone.example.com{stream_ended_path(account)}"
+    assert str(root.find("Connect").get("action")).startswith(
+        f"https://phone.example.com{stream_ended_path(account)}?n="
     )
 
 
@@ -335,9 +342,11 @@ def test_only_post_is_allowed(line, method):
 # --- stream-ended --------------------------------------------------------------------------
 
 
-def stream_ended(account: CarrierAccount, call_sid: str):
+def stream_ended(account: CarrierAccount, call_sid: str, nonce: str = CALL_NONCE):
+    """The carrier's request to the newest answer's action URL (PhoneCallFactory's rows
+    hold CALL_NONCE's hash)."""
     params = {"CallSid": call_sid, "AccountSid": account.account_sid, "StreamSid": "MZ1"}
-    return twiml(signed_post(stream_ended_path(account), params))
+    return twiml(signed_post(f"{stream_ended_path(account)}?n={nonce}", params))
 
 
 def test_stream_ended_of_a_refused_call_says_why(line):
@@ -375,12 +384,21 @@ def test_stream_ended_normally_just_hangs_up(line, reason):
     assert [child.tag for child in root] == ["Hangup"]
 
 
-def test_stream_ended_of_a_connected_call_hangs_up_and_leaves_the_row(line):
+def test_stream_ended_of_a_connected_call_from_an_older_answer_leaves_the_row(line):
     call = PhoneCallFactory(tenant=line.tenant, phone_number=line, status="connected")
-    root = stream_ended(line.carrier_account, call.call_sid)
+    root = stream_ended(line.carrier_account, call.call_sid, nonce="an-older-answers-nonce")
     assert [child.tag for child in root] == ["Hangup"]
     call.refresh_from_db()
-    assert call.status == PhoneCall.Status.CONNECTED
+    assert (call.status, call.reason) == (PhoneCall.Status.CONNECTED, "")
+
+
+def test_stream_ended_of_a_connected_call_without_a_live_session_apologises(line):
+    # A connected call's stream ended without our recording its end: a cut. With no
+    # session left to resume, the caller hears sorry and the call ends.
+    call = PhoneCallFactory(tenant=line.tenant, phone_number=line, status="connected")
+    assert said_and_hung_up(stream_ended(line.carrier_account, call.call_sid)) == FAULT_SENTENCE
+    call.refresh_from_db()
+    assert (call.status, call.reason) == (PhoneCall.Status.ENDED, "stream_failed")
 
 
 def test_stream_ended_before_the_stream_started_records_it_and_apologises(line):

@@ -15,7 +15,7 @@ from telephony.media import KEYPAD_TEXT
 from telephony.models import PhoneCall
 from tests.factories import CARRIER_AUTH_TOKEN
 from tests.telephony.carrier_sim import CarrierSim, tone_ulaw
-from tests.telephony.conftest import answer_call, dial, make_line, signed_post
+from tests.telephony.conftest import answer_call, dial, make_line, signed_post, stream_ended
 from tests.telephony.test_media_calls import call_row, quiet, transcript, until
 from tools.services import agent_tool_create
 from voice_platform.tenancy.scope import tenant_scope
@@ -225,11 +225,7 @@ async def test_a_carrier_action_that_fails_ends_the_call_and_twiml_does_the_tran
         "action_failed",
     )
     # The carrier then asks what next: the transfer, done by TwiML.
-    account = line.account
-    response = await database_sync_to_async(signed_post)(
-        f"/phone/twilio/{account.public_id}/stream-ended",
-        {"CallSid": sim.call_sid, "AccountSid": account.account_sid},
-    )
+    response = await database_sync_to_async(stream_ended)(line, sim.call_sid)
     assert f"<Dial>{TRANSFER_TO}</Dial>".encode() in response.content
 
 
@@ -248,10 +244,7 @@ async def test_a_stream_dropped_without_stop_is_connected_again_and_resumes(
     assert (call.status, call.reason) == (PhoneCall.Status.CONNECTED, "server_restart")
     assert call.session.status == "reconnecting"  # resumable
     account = line.account
-    response = await database_sync_to_async(signed_post)(
-        f"/phone/twilio/{account.public_id}/stream-ended",
-        {"CallSid": sim.call_sid, "AccountSid": account.account_sid},
-    )
+    response = await database_sync_to_async(stream_ended)(line, sim.call_sid)
     twiml = ET.fromstring(response.content)  # noqa: S314 (our own server's answer)
     parameter = twiml.find("./Connect/Stream/Parameter")
     assert parameter is not None
@@ -268,3 +261,56 @@ async def test_a_stream_dropped_without_stop_is_connected_again_and_resumes(
     assert (call.status, call.reason) == (PhoneCall.Status.ENDED, "caller_hung_up")
     assert call.session.end_reason == "caller_hung_up"
     assert live_emulator.recorder.sessions[-1].resumed  # the same conversation upstream
+
+
+async def test_a_stream_reaching_a_stopping_process_is_answered_again_elsewhere(
+    alice, phone_settings, live_emulator, monkeypatch
+):
+    import telephony.media
+
+    line = await make_line(alice.tenant)
+    sim, token = await dial(line)
+    monkeypatch.setattr(telephony.media, "draining", lambda: True)
+    await sim.start(token)
+    assert await sim.wait_closed() == 1000
+    await sim.close()
+    call = await call_row(sim.call_sid)
+    assert (call.status, call.reason) == (PhoneCall.Status.RINGING, "server_restart")
+    monkeypatch.setattr(telephony.media, "draining", lambda: False)  # "another process"
+    response = await database_sync_to_async(stream_ended)(line, sim.call_sid)
+    twiml = ET.fromstring(response.content)  # noqa: S314 (our own server's answer)
+    parameter = twiml.find("./Connect/Stream/Parameter")
+    assert parameter is not None
+    assert parameter.get("name") == "token"
+    again = await CarrierSim.dial(
+        line.account.public_id, call_sid=sim.call_sid, account_sid=line.account.account_sid
+    )
+    await again.connected()
+    await again.start(str(parameter.get("value")))
+    again.say(tone_ulaw(600, freq=440))
+    await until(lambda: again.played, timeout=10)
+    await again.hang_up()
+    call = await call_row(sim.call_sid)
+    assert (call.status, call.reason) == (PhoneCall.Status.ENDED, "caller_hung_up")
+
+
+@database_sync_to_async
+def switch_agent(line, **fields) -> None:
+    type(line.agent).unscoped.filter(pk=line.agent.pk).update(**fields)
+
+
+@pytest.mark.parametrize("change", [{"response_modality": "TEXT"}, {"vad_enabled": False}])
+async def test_an_agent_changed_so_it_cannot_take_a_call_is_refused_politely(
+    alice, phone_settings, change
+):
+    line = await make_line(alice.tenant)
+    await switch_agent(line, **change)
+    response = await database_sync_to_async(signed_post)(
+        f"/phone/twilio/{line.account.public_id}/voice",
+        {"CallSid": "CA" + "3" * 32, "AccountSid": line.account.account_sid,
+         "From": "+14155550100", "To": line.number.number},
+    )  # fmt: skip
+    assert b"<Hangup" in response.content
+    assert b"<Connect" not in response.content
+    call = await call_row("CA" + "3" * 32)
+    assert (call.status, call.reason) == (PhoneCall.Status.REFUSED, "agent_not_for_phone")

@@ -40,6 +40,9 @@ async def test_caller_speech_stops_a_finished_reply_still_playing(
                 live_emulator.recorder.sessions[-1] if live_emulator.recorder.sessions else None
             )
     await until(lambda: len(sim.played) >= 25)
+    sim.say(tone_ulaw(150, freq=440))  # a click, a cough: not a barge-in
+    await asyncio.sleep(0.6)
+    assert sim.clears == []
     sim.say(tone_ulaw(600, freq=440))
     await until(lambda: sim.clears, timeout=5)
     assert not any(

@@ -12,7 +12,6 @@ import xml.etree.ElementTree as ET
 
 import pytest
 import requests
-from channels.db import database_sync_to_async
 from twilio.request_validator import RequestValidator
 
 from telephony.models import PhoneCall
@@ -59,6 +58,7 @@ async def test_sigterm_reconnects_the_call_on_another_process_and_resumes_its_se
     voice = f"/phone/twilio/{account.public_id}/voice"
     answer = await asyncio.to_thread(carrier_post, port_a, voice, call)
     url, name, credential = stream_of(answer)
+    first_credential = credential
     assert name == "token"
     assert f":{port_a}/" in url
     sim = await CarrierSim.dial_url(url, call_sid=call["CallSid"], account_sid=account.account_sid)
@@ -88,6 +88,22 @@ async def test_sigterm_reconnects_the_call_on_another_process_and_resumes_its_se
     resumed.say(tone_ulaw(1500, freq=440))  # turn 2, answered on process B
     await until(lambda: resumed.played, timeout=15)
     await quiet(resumed, 0.8)
+    # While the call goes on, a replay of either credential is refused (the first answer's
+    # token is spent; the resume token was rotated when the new stream took the session)
+    # and the call is left alone.
+    for spent, kind in ((first_credential, "token"), (credential, "resume")):
+        replay = await CarrierSim.dial_url(url, call_sid=call["CallSid"],
+                                           account_sid=account.account_sid)  # fmt: skip
+        await replay.connected()
+        await replay.start(spent, name=kind)
+        assert await replay.wait_closed() == 1000
+        await replay.close()
+        assert not [e for _, e in replay.received]
+    row = await call_row(call["CallSid"])
+    assert (row.status, row.reason) == (PhoneCall.Status.CONNECTED, "")
+    # And a replay of the carrier's signed stream-ended request gets no credential.
+    again_answer = await asyncio.to_thread(carrier_post, port_b, path, call)
+    assert again_answer.find("./Connect") is None
     await resumed.hang_up()
     first, last = live_emulator.recorder.sessions[0], live_emulator.recorder.sessions[-1]
     # The same conversation: process B's upstream resumed from turn 1's handle.
@@ -98,13 +114,3 @@ async def test_sigterm_reconnects_the_call_on_another_process_and_resumes_its_se
     row = await call_row(call["CallSid"])
     assert (row.status, row.reason) == (PhoneCall.Status.ENDED, "caller_hung_up")
     assert row.session.end_reason == "caller_hung_up"
-    # The credential of the first answer is spent: a replay of it is refused.
-    replay = await CarrierSim.dial_url(url, call_sid=call["CallSid"],
-                                       account_sid=account.account_sid)  # fmt: skip
-    await replay.connected()
-    await replay.start(credential, name="resume")
-    assert await replay.wait_closed() == 1000
-    await replay.close()
-    assert (await database_sync_to_async(PhoneCall.unscoped.get)(pk=row.pk)).reason == (
-        "caller_hung_up"
-    )
