@@ -46,16 +46,6 @@ UPLINK_TOLERANCE_S = 0.1  # a resampler block and the snapshots' timing
 LOST_TOLERANCE_S = 0.15  # the phone's inbound filter holds up to ~115 ms (telephony/audio.py)
 
 
-def core_times(core: int) -> tuple[int, int]:
-    """(busy, steal) jiffies of one core so far (/proc/stat: all its users, kernel too)."""
-    for line in Path("/proc/stat").read_text().splitlines():
-        name, *fields = line.split()
-        if name == f"cpu{core}":
-            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
-            return user + nice + system + irq + softirq, steal
-    return 0, 0
-
-
 class PhoneBench(Bench):
     emulator_stdin: Any = None
 
@@ -166,15 +156,10 @@ class PhoneBench(Bench):
                        str(int(args.seconds)), "--rate", "100", "--gil", "--nonblocking",
                        "--format", "raw", "-o", str(profile)]  # fmt: skip
                 stack.callback(stop, subprocess.Popen(spy, stdout=subprocess.DEVNULL))  # noqa: S603
-            core0 = min(self.server_cores)
             server_start, client_start = cpu_ns(server.pid), [cpu_ns(p) for p in clients]
-            core_start = core_times(core0)
             wall_start = time.monotonic()
             time.sleep(args.seconds)
             wall = time.monotonic() - wall_start
-            hz = os.sysconf("SC_CLK_TCK")
-            busy, steal = (b - a for a, b in zip(core_start, core_times(core0), strict=True))
-            cell["core0_busy"], cell["core0_steal"] = busy / hz / wall, steal / hz / wall
             cell["server_cpu"] = (cpu_ns(server.pid) - server_start) / 1e9 / wall
             used = [
                 (cpu_ns(p) - s) / 1e9 / wall for p, s in zip(clients, client_start, strict=True)
@@ -280,8 +265,6 @@ def report(args: argparse.Namespace, cells: dict[tuple[str, int], dict[str, Any]
             rss_per = (cell["rss_after_kib"] - cell["rss_before_kib"]) / n
             cost.append(
                 f"| {n} | {mode} | {fmt(cell['server_cpu'] * 100, 1)} | "
-                f"{fmt(cell.get('core0_busy', float('nan')) * 100, 0)} "
-                f"({fmt(cell.get('core0_steal', float('nan')) * 100, 0)}) | "
                 f"{fmt(cell['server_cpu'] * 1000 / n, 2)} | "
                 f"{fmt(cell['rss_after_kib'] / 1024, 0)} | "
                 f"{fmt(rss_per, 0)} | {fmt(cell['client_cpu'] * 100, 0)} "
@@ -312,11 +295,10 @@ def report(args: argparse.Namespace, cells: dict[tuple[str, int], dict[str, Any]
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
             *rows,
             "",
-            "| N | Path | Daphne CPU % of core 0 | Core 0 busy %, all tasks and the kernel "
-            "(steal %) | CPU ms per call-second | RSS MiB | RSS KiB "
+            "| N | Path | Daphne CPU % of core 0 | CPU ms per call-second | RSS MiB | RSS KiB "
             "per call | Core-1 CPU % (emulator + load generator) | Emulator reply pacing p99 ms "
             "late | Load generator send lag p99 / max ms | Load average before → after |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|",
             *cost,
             "",
             *(

@@ -27,6 +27,7 @@ FRAME_SECONDS = 0.02
 ULAW_SILENCE = b"\xff"  # μ-law's code for zero
 PCM24_BYTES_PER_MS = 48  # 24 kHz, 16-bit mono
 MARK_EVERY_FRAMES = 5  # a mark per 100 ms of reply audio at most
+PREROLL_SECONDS = 0.06  # held at a reply's start (see _play)
 
 
 class PhoneOutput:
@@ -233,6 +234,12 @@ class PhoneOutput:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            if self._queue and self._playout_end <= loop.time() and not self._reply_done:
+                # A reply starting from silence waits one resampler block before its first
+                # frame: the 24 -> 8 kHz filter emits ~60 ms blocks up to 80 ms apart, and a
+                # reply streamed at real time would otherwise run the carrier dry between
+                # them (docs/performance.md, "Phone calls per process").
+                await asyncio.sleep(PREROLL_SECONDS)
             while self._queue:
                 now = loop.time()
                 self._playout_end = max(self._playout_end, now)
