@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 TENANT_SLUG = "bench-bridge"
@@ -35,7 +36,11 @@ def ensure_database(url: str) -> None:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
-def issue_tokens(count: int) -> dict[str, object]:
+def bench_tenant_agent(
+    *, tenant_slug: str, tenant_name: str, agent_slug: str, agent_name: str
+) -> tuple[Any, Any]:
+    """Django set up; the bench tenant (its session limit out of the way) and its AUDIO
+    agent, created when missing, and no session of an interrupted run left live."""
     import django
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "voice_platform.settings.local")
@@ -45,23 +50,22 @@ def issue_tokens(count: int) -> dict[str, object]:
     from agents.models import Agent
     from agents.services import agent_create
     from sessions.models import VoiceSession
-    from sessions.tokens import client_token_issue
     from voice_platform.tenancy.models import Tenant
     from voice_platform.tenancy.scope import tenant_scope
     from voice_platform.tenancy.services import tenant_create
 
-    tenant = Tenant.objects.filter(slug=TENANT_SLUG).first() or tenant_create(
-        name="Bridge bench", slug=TENANT_SLUG, max_concurrent_sessions=MAX_SESSIONS
+    tenant = Tenant.objects.filter(slug=tenant_slug).first() or tenant_create(
+        name=tenant_name, slug=tenant_slug, max_concurrent_sessions=MAX_SESSIONS
     )
     if tenant.max_concurrent_sessions < MAX_SESSIONS:
         tenant.max_concurrent_sessions = MAX_SESSIONS
         tenant.save(update_fields=["max_concurrent_sessions"])
     with tenant_scope(tenant.pk):
         # Transcription off: the emulator's echo mode answers audio with audio only.
-        agent = Agent.objects.filter(slug=AGENT_SLUG).first() or agent_create(
+        agent = Agent.objects.filter(slug=agent_slug).first() or agent_create(
             tenant=tenant,
-            name="Bench echo",
-            slug=AGENT_SLUG,
+            name=agent_name,
+            slug=agent_slug,
             model=settings.LIVE_MODELS[0],
             response_modality=Agent.Modality.AUDIO,
         )
@@ -70,6 +74,18 @@ def issue_tokens(count: int) -> dict[str, object]:
         VoiceSession.objects.filter(status__in=VoiceSession.LIVE_STATUSES).update(
             status=VoiceSession.Status.ENDED
         )
+    return tenant, agent
+
+
+def issue_tokens(count: int) -> dict[str, object]:
+    tenant, agent = bench_tenant_agent(
+        tenant_slug=TENANT_SLUG, tenant_name="Bridge bench",
+        agent_slug=AGENT_SLUG, agent_name="Bench echo",
+    )  # fmt: skip
+    from sessions.tokens import client_token_issue
+    from voice_platform.tenancy.scope import tenant_scope
+
+    with tenant_scope(tenant.pk):
         tokens = [
             client_token_issue(
                 tenant=tenant,

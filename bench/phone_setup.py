@@ -24,45 +24,26 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.bridge_setup import bench_tenant_agent
+
 TENANT_SLUG = "bench-phone"
 AGENT_SLUG = "bench-phone-echo"
 ACCOUNT_SID = "AC" + "b" * 32
 AUTH_TOKEN = "benchphone" + "0" * 22  # a bench-only carrier account
 NUMBER = "+15005550006"
-MAX_SESSIONS = 100_000
 
 
 def accounts(token_count: int) -> dict[str, Any]:
-    import django
-
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "voice_platform.settings.local")
-    django.setup()
-    from django.conf import settings
-
-    from agents.models import Agent
-    from agents.services import agent_create
-    from sessions.models import VoiceSession
+    tenant, agent = bench_tenant_agent(
+        tenant_slug=TENANT_SLUG, tenant_name="Phone bench",
+        agent_slug=AGENT_SLUG, agent_name="Phone bench echo",
+    )  # fmt: skip
     from sessions.tokens import client_token_issue
     from telephony.models import CarrierAccount, PhoneCall, PhoneNumber
     from telephony.services import carrier_account_create, phone_number_create
-    from voice_platform.tenancy.models import Tenant
     from voice_platform.tenancy.scope import tenant_scope
-    from voice_platform.tenancy.services import tenant_create
 
-    tenant = Tenant.objects.filter(slug=TENANT_SLUG).first() or tenant_create(
-        name="Phone bench", slug=TENANT_SLUG, max_concurrent_sessions=MAX_SESSIONS
-    )
-    if tenant.max_concurrent_sessions < MAX_SESSIONS:
-        tenant.max_concurrent_sessions = MAX_SESSIONS
-        tenant.save(update_fields=["max_concurrent_sessions"])
     with tenant_scope(tenant.pk):
-        agent = Agent.objects.filter(slug=AGENT_SLUG).first() or agent_create(
-            tenant=tenant,
-            name="Phone bench echo",
-            slug=AGENT_SLUG,
-            model=settings.LIVE_MODELS[0],
-            response_modality=Agent.Modality.AUDIO,
-        )
         account = CarrierAccount.objects.filter(account_sid=ACCOUNT_SID).first()
         if account is None:
             account = carrier_account_create(
@@ -77,9 +58,6 @@ def accounts(token_count: int) -> dict[str, Any]:
                 greeting="",  # the caller speaks first: every reply answers a turn
             )
         # Leftovers of an interrupted run: keep the tables honest.
-        VoiceSession.objects.filter(status__in=VoiceSession.LIVE_STATUSES).update(
-            status=VoiceSession.Status.ENDED
-        )
         PhoneCall.objects.exclude(status__in=["ended", "refused"]).update(status="ended")
         tokens = [
             client_token_issue(
