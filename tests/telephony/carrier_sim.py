@@ -267,10 +267,11 @@ class CarrierSim:
         for task in self._tasks:
             with contextlib.suppress(BaseException):
                 await task
-        if not self.closed.is_set():
-            with contextlib.suppress(Exception):
-                await self.comm.disconnect()
-            self.closed.set()
+        # Let the platform's consumer finish now (after its own close too), not at the
+        # event loop's close, where a channel layer's pending receive can hold teardown.
+        with contextlib.suppress(Exception):
+            await self.comm.disconnect()
+        self.closed.set()
 
     async def wait_closed(self, timeout: float = 15) -> int | None:
         await asyncio.wait_for(self.closed.wait(), timeout)

@@ -5,6 +5,7 @@ Every test uses fresh client addresses: the cache (the counters) outlives a test
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import secrets
@@ -250,7 +251,12 @@ async def live_close_code(address: str, query: str) -> int:
     connected, _ = await comm.connect(timeout=10)
     assert connected
     client = LiveClient(comm)
-    return await client.until_closed(timeout=10)
+    code = await client.until_closed(timeout=10)
+    # Let the consumer finish now, not at the event loop's close (where a channel layer's
+    # pending receive can hold the test's teardown).
+    with contextlib.suppress(Exception):
+        await comm.disconnect(timeout=5)
+    return code
 
 
 @pytest.mark.django_db(transaction=True)
