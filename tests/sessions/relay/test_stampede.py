@@ -9,6 +9,7 @@ from typing import Any
 
 from google.genai import types
 
+from sessions.relay.backoff import Backoff
 from sessions.relay.upstream import LiveUpstream, UpstreamSettings, UpstreamState
 
 FLEET = 200
@@ -70,8 +71,21 @@ async def stop_all(members: list[tuple[LiveUpstream, Listener]]) -> None:
 
 
 async def test_two_hundred_upstreams_dropped_together_reconnect_over_more_than_a_second(
-    live_emulator: Any,
+    live_emulator: Any, monkeypatch: Any
 ) -> None:
+    # The waits each upstream chose before reconnecting: the spread is judged on these,
+    # as the platform decided them. (When the emulator accepted each connection is also
+    # checked, loosely: on a loaded machine one stall of the shared event loop bunches the
+    # accepts whatever the waits were.)
+    waits: list[float] = []
+    chosen = Backoff.delay
+
+    def spy(self: Backoff, attempt: int) -> float:
+        wait = chosen(self, attempt)
+        waits.append(wait)
+        return wait
+
+    monkeypatch.setattr(Backoff, "delay", spy)
     members = fleet(live_emulator, FLEET, UpstreamSettings())
     try:
         for upstream, _ in members:
@@ -85,10 +99,13 @@ async def test_two_hundred_upstreams_dropped_together_reconnect_over_more_than_a
     assert len(again) == FLEET, "each came back once, none retried"
     opened = sorted(record.opened_at for record in again)
     assert opened[-1] - opened[0] > 1.0
-    # Not a burst then a trickle: no 100 ms holds a third of the fleet (uniform waits put
-    # about 13 in each; a loaded machine bunches the accepts, never that much).
-    busiest = max(sum(1 for t in opened if start <= t < start + 0.1) for start in opened)
-    assert busiest <= FLEET // 3
+    # One wait per upstream, spread over more than a second, and not a burst then a
+    # trickle: no 100 ms holds a sixth of the fleet (uniform waits put about 13 in each).
+    assert len(waits) == FLEET
+    waits.sort()
+    assert waits[-1] - waits[0] > 1.0
+    busiest = max(sum(1 for t in waits if start <= t < start + 0.1) for start in waits)
+    assert busiest <= FLEET // 6
     assert {reason for _, listener in members for reason in listener.reasons} == {"connection_lost"}
 
 
