@@ -481,6 +481,20 @@ def report(args: argparse.Namespace, cells: dict[tuple[str, int], Cell]) -> str:
     return "\n".join(lines)
 
 
+def install_cell_signals() -> None:
+    """SIGALRM ends a cell that takes too long; SIGTERM unwinds, so the finally blocks
+    stop the processes the bench started."""
+
+    def on_alarm(signum: int, frame: object) -> None:
+        raise TimeoutError("bench cell took too long")
+
+    def on_term(signum: int, frame: object) -> None:
+        raise SystemExit(143)
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGTERM, on_term)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sessions", default="1,50,200", help="comma-separated counts")
@@ -512,14 +526,7 @@ def main() -> None:
     paths = [p for p in args.paths.split(",") if p]
     cells: dict[tuple[str, int], Cell] = {}
 
-    def on_alarm(signum: int, frame: object) -> None:
-        raise TimeoutError("bench cell took too long")
-
-    def on_term(signum: int, frame: object) -> None:
-        raise SystemExit(143)  # unwind, so the finally blocks stop what we started
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, on_term)
+    install_cell_signals()
     with tempfile.TemporaryDirectory(prefix="bridge-bench-") as tmp:
         bench = Bench(args, Path(tmp))
         try:

@@ -38,7 +38,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench.bridge_bench import Bench, cpu_ns, expect, fmt, pinned, rss_kib, stop
+from bench.bridge_bench import (
+    Bench,
+    cpu_ns,
+    expect,
+    fmt,
+    install_cell_signals,
+    pinned,
+    rss_kib,
+    stop,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("phone", "browser")
@@ -339,14 +348,7 @@ def main() -> None:
     modes = [m for m in args.modes.split(",") if m]
     cells: dict[tuple[str, int], dict[str, Any]] = {}
 
-    def on_alarm(signum: int, frame: object) -> None:
-        raise TimeoutError("bench cell took too long")
-
-    def on_term(signum: int, frame: object) -> None:
-        raise SystemExit(143)  # unwind, so the finally blocks stop what we started
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, on_term)
+    install_cell_signals()
     with tempfile.TemporaryDirectory(prefix="phone-bench-") as tmp:
         bench = PhoneBench(args, Path(tmp))
         try:

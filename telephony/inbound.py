@@ -163,23 +163,20 @@ def _connect(
     greet: bool = True,
 ) -> str:  # fmt: skip
     """A fresh single-use credential bound to the call, and the TwiML connecting it."""
-    params = CallParams(
-        call_sid=call.call_sid, from_number=call.from_number, to_number=call.to_number
-    )
     carrier_greets = number.greeting_by == PhoneNumber.GreetingBy.CARRIER
     issued = client_token_issue(
         tenant=account.tenant,
         agent=number.agent,
-        end_user_id=(params.from_number or "anonymous")[:END_USER_ID_MAX],
+        end_user_id=(call.from_number or "anonymous")[:END_USER_ID_MAX],
         expire_seconds=settings.PHONE_TOKEN_SECONDS,
         new_session_expire_seconds=settings.PHONE_TOKEN_SECONDS,
         uses=1,
         metadata={
             "channel": "phone",
-            "call_sid": params.call_sid,
+            "call_sid": call.call_sid,
             "phone_call_id": call.pk,
-            "from": params.from_number,
-            "to": params.to_number,
+            "from": call.from_number,
+            "to": call.to_number,
             "greeting": "" if carrier_greets else number.greeting,
         },
     )

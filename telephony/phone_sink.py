@@ -69,9 +69,6 @@ class PhoneOutput:
         self._turn_marked = False  # a mark of this turn is queued
         self._heard_ms = 0.0  # of which the carrier said it played (ms, by marks)
         self._heard_turn = -1  # the turn whose first audio was reported heard
-        self.frames_sent = 0
-        self.clears_sent = 0
-        self.local_clears = 0  # barge-ins on a finished reply still playing
         self._unmarked = 0  # frames queued since the last mark
         self._reply_done = False  # the model's turn is complete (its audio may still play)
         self._side_tasks: set[asyncio.Task[None]] = set()
@@ -121,7 +118,6 @@ class PhoneOutput:
         model has finished still plays (it was sent faster than real time and waits here):
         stop it, as the model's ``interrupted`` would have if it were still speaking."""
         if self._reply_done and self.playing:
-            self.local_clears += 1
             self._drop()  # now: the next reply's audio must not be caught by it
             task = asyncio.get_running_loop().create_task(self._send_clear(), name="phone-clear")
             self._side_tasks.add(task)
@@ -191,7 +187,6 @@ class PhoneOutput:
         await self._send_clear()
 
     async def _send_clear(self) -> None:
-        self.clears_sent += 1
         with contextlib.suppress(Exception):  # the stream closed: nothing plays anyway
             await self._send(json.dumps({"event": "clear", "streamSid": self.stream_sid}))
 
@@ -256,7 +251,6 @@ class PhoneOutput:
                     message = {"event": "media", "streamSid": self.stream_sid,
                                "media": {"payload": base64.b64encode(item).decode()}}  # fmt: skip
                     self._playout_end += FRAME_SECONDS
-                    self.frames_sent += 1
                 try:
                     await self._send(json.dumps(message, separators=(",", ":")))
                 except Exception:  # the stream closed: nothing more to play

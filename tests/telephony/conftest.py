@@ -53,16 +53,21 @@ def signed_post(path: str, params: dict[str, str], *, token: str = CARRIER_AUTH_
     return Client().post(path, params, HTTP_X_TWILIO_SIGNATURE=signature)
 
 
-@database_sync_to_async
-def answer_call(line: PhoneLine, *, call_sid: str, caller: str = "+14155550100") -> str:
-    """The carrier's "a call comes in" request; returns the credential of the TwiML answer
-    (and keeps its ``<Connect action>`` path in ``ACTIONS[call_sid]``)."""
+def voice_request(line: PhoneLine, *, call_sid: str, caller: str = "+14155550100") -> Any:
+    """The carrier's signed "a call comes in" request for ``line``'s number."""
     account = line.account
-    response = signed_post(
+    return signed_post(
         f"/phone/twilio/{account.public_id}/voice",
         {"CallSid": call_sid, "AccountSid": account.account_sid, "From": caller,
          "To": line.number.number, "Direction": "inbound"},
     )  # fmt: skip
+
+
+@database_sync_to_async
+def answer_call(line: PhoneLine, *, call_sid: str, caller: str = "+14155550100") -> str:
+    """The carrier's "a call comes in" request; returns the credential of the TwiML answer
+    (and keeps its ``<Connect action>`` path in ``ACTIONS[call_sid]``)."""
+    response = voice_request(line, call_sid=call_sid, caller=caller)
     assert response.status_code == 200, response.content
     root = ET.fromstring(response.content)  # noqa: S314 (our own server's answer)
     parameter = root.find("./Connect/Stream/Parameter[@name='token']")

@@ -13,9 +13,8 @@ from channels.db import database_sync_to_async
 from telephony import carrier
 from telephony.media import KEYPAD_TEXT
 from telephony.models import PhoneCall
-from tests.factories import CARRIER_AUTH_TOKEN
 from tests.telephony.carrier_sim import CarrierSim, tone_ulaw
-from tests.telephony.conftest import answer_call, dial, make_line, signed_post, stream_ended
+from tests.telephony.conftest import answer_call, dial, make_line, stream_ended, voice_request
 from tests.telephony.test_media_calls import call_row, quiet, transcript, until
 from tools.services import agent_tool_create
 from voice_platform.tenancy.scope import tenant_scope
@@ -168,12 +167,9 @@ async def test_stop_ends_the_session_with_a_reason_and_releases_its_slot(
     await first.start(token)
     await until(lambda: first._chunk > 10)
     # The tenant's one slot is taken: the next call is refused politely.
-    refused = await database_sync_to_async(signed_post)(
-        f"/phone/twilio/{line.account.public_id}/voice",
-        {"CallSid": "CA" + "1" * 32, "AccountSid": line.account.account_sid,
-         "From": "+14155550111", "To": line.number.number},
-        token=CARRIER_AUTH_TOKEN,
-    )  # fmt: skip
+    refused = await database_sync_to_async(voice_request)(
+        line, call_sid="CA" + "1" * 32, caller="+14155550111"
+    )
     assert b"<Hangup" in refused.content
     assert b"<Say" in refused.content
     await first.hang_up()
@@ -196,11 +192,9 @@ async def test_stop_ends_the_session_with_a_reason_and_releases_its_slot(
 async def test_a_second_answer_for_one_call_is_refused_without_a_credential(alice, phone_settings):
     line = await make_line(alice.tenant)
     await answer_call(line, call_sid="CA" + "2" * 32)
-    again = await database_sync_to_async(signed_post)(
-        f"/phone/twilio/{line.account.public_id}/voice",
-        {"CallSid": "CA" + "2" * 32, "AccountSid": line.account.account_sid,
-         "From": "+14155550100", "To": line.number.number},
-    )  # fmt: skip
+    again = await database_sync_to_async(voice_request)(
+        line, call_sid="CA" + "2" * 32, caller="+14155550100"
+    )
     assert b"<Hangup" in again.content
     assert b"Parameter" not in again.content
 
@@ -305,11 +299,9 @@ async def test_an_agent_changed_so_it_cannot_take_a_call_is_refused_politely(
 ):
     line = await make_line(alice.tenant)
     await switch_agent(line, **change)
-    response = await database_sync_to_async(signed_post)(
-        f"/phone/twilio/{line.account.public_id}/voice",
-        {"CallSid": "CA" + "3" * 32, "AccountSid": line.account.account_sid,
-         "From": "+14155550100", "To": line.number.number},
-    )  # fmt: skip
+    response = await database_sync_to_async(voice_request)(
+        line, call_sid="CA" + "3" * 32, caller="+14155550100"
+    )
     assert b"<Hangup" in response.content
     assert b"<Connect" not in response.content
     call = await call_row("CA" + "3" * 32)
